@@ -1,0 +1,22 @@
+# One image for the whole fleet; the command picks the role:
+#   docker run IMAGE gateway | worker NAME | migrate
+FROM python:3.11-slim
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+COPY contracts ./contracts
+COPY api_gateway ./api_gateway
+COPY workers ./workers
+COPY billing_fleet ./billing_fleet
+RUN pip install . && useradd --system --uid 10001 --no-create-home billing
+
+USER 10001
+EXPOSE 8000
+ENV BILLING_GATEWAY_HOST=0.0.0.0
+ENTRYPOINT ["billing-fleet"]
+CMD ["gateway"]

@@ -1,0 +1,1 @@
+"""The fleet's shared plumbing: settings, CLI, migrations, embedded dev services."""
