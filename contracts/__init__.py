@@ -1,0 +1,67 @@
+"""billing-fleet's public vocabulary: event models, topic names and headers.
+
+Downstream services may depend on this package alone::
+
+    from contracts import BILLING_EVENTS, parse_billing_event
+"""
+
+from contracts.events import (
+    ActiveEntitlement,
+    BillingEvent,
+    Cancellation,
+    Checkout,
+    CheckoutEvent,
+    Customer,
+    CustomerEvent,
+    Dispute,
+    DisputeEvent,
+    EntitlementSummary,
+    EntitlementSummaryEvent,
+    EventSource,
+    Invoice,
+    InvoiceEvent,
+    InvoiceLine,
+    PauseCollection,
+    Payment,
+    PaymentEvent,
+    Subscription,
+    SubscriptionEvent,
+    SubscriptionItem,
+    billing_event_adapter,
+    event_id_for,
+    parse_billing_event,
+)
+from contracts.headers import cloudevent_headers
+from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES, dead_letter_topic
+
+__all__ = [
+    "BILLING_EVENTS",
+    "ENTITLEMENT_CHANGES",
+    "INVOICES",
+    "ActiveEntitlement",
+    "BillingEvent",
+    "Cancellation",
+    "Checkout",
+    "CheckoutEvent",
+    "Customer",
+    "CustomerEvent",
+    "Dispute",
+    "DisputeEvent",
+    "EntitlementSummary",
+    "EntitlementSummaryEvent",
+    "EventSource",
+    "Invoice",
+    "InvoiceEvent",
+    "InvoiceLine",
+    "PauseCollection",
+    "Payment",
+    "PaymentEvent",
+    "Subscription",
+    "SubscriptionEvent",
+    "SubscriptionItem",
+    "billing_event_adapter",
+    "cloudevent_headers",
+    "dead_letter_topic",
+    "event_id_for",
+    "parse_billing_event",
+]
