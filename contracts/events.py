@@ -169,9 +169,14 @@ class ActiveEntitlement(Model):
 
 
 class EntitlementSummary(Model):
-    """Stripe's own entitlements: the complete active set for the customer."""
+    """Stripe's own entitlements: the active set for the customer."""
 
     entitlements: list[ActiveEntitlement]
+    truncated: bool = Field(
+        default=False,
+        description="Stripe's list had more entries than the event carries (has_more): "
+        "fetch the full set before revoking anything.",
+    )
 
 
 # -- envelopes -----------------------------------------------------------------------------
