@@ -1,0 +1,61 @@
+"""The gateway application: routes, lifespan-owned resources, and its server."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+import asyncpg
+import uvicorn
+from fastapi import FastAPI
+from prometheus_client import make_asgi_app
+
+from api_gateway import health, webhooks
+from api_gateway.problems import install_problem_handlers
+from api_gateway.publisher import EventPublisher
+from billing_fleet.settings import Settings
+
+
+def create_app(settings: Settings) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        publisher = EventPublisher(settings)
+        await publisher.start()
+        # min_size=0: the gateway starts, and reports not ready, while PostgreSQL is down.
+        pool = (
+            await asyncpg.create_pool(settings.database_url, min_size=0, max_size=4)
+            if settings.database_url
+            else None
+        )
+        app.state.publisher, app.state.db_pool = publisher, pool
+        try:
+            yield
+        finally:
+            await publisher.close()
+            if pool is not None:
+                await pool.close()
+
+    app = FastAPI(
+        title="billing-fleet gateway",
+        version="1",
+        summary="Stripe webhook ingress and billing read API.",
+        lifespan=lifespan,
+    )
+    app.state.settings = settings
+    install_problem_handlers(app)
+    app.include_router(webhooks.router)
+    app.include_router(health.router)
+    app.mount("/metrics", make_asgi_app())
+    return app
+
+
+async def serve(settings: Settings) -> None:
+    """Run the gateway until SIGINT/SIGTERM (uvicorn drains in-flight requests first)."""
+    config = uvicorn.Config(
+        create_app(settings),
+        host=settings.gateway_host,
+        port=settings.gateway_port,
+        log_config=None,
+        access_log=False,
+    )
+    await uvicorn.Server(config).serve()

@@ -1,0 +1,42 @@
+"""Liveness and readiness probes."""
+
+from __future__ import annotations
+
+import asyncio
+
+import asyncpg
+from fastapi import APIRouter, Request
+from fastapi.responses import JSONResponse
+
+router = APIRouter(tags=["health"])
+
+PROBE_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/healthz", summary="Liveness: the process serves requests")
+async def healthz() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+async def _database_ok(pool: asyncpg.Pool | None) -> bool:
+    if pool is None:
+        return False
+    try:
+        await asyncio.wait_for(pool.fetchval("SELECT 1"), PROBE_TIMEOUT_SECONDS)
+    except Exception:
+        return False
+    return True
+
+
+@router.get("/readyz", summary="Readiness: the broker and the database are reachable")
+async def readyz(request: Request) -> JSONResponse:
+    kafka, database = await asyncio.gather(
+        request.app.state.publisher.ping(PROBE_TIMEOUT_SECONDS),
+        _database_ok(request.app.state.db_pool),
+    )
+    checks = {
+        "kafka": "ok" if kafka else "unreachable",
+        "database": "ok" if database else "unreachable",
+    }
+    ready = kafka and database
+    return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)

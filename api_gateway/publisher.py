@@ -1,0 +1,104 @@
+"""Publishing normalized events to Kafka, acknowledged by the broker before we answer.
+
+The FastStream broker is connected in the background: the gateway starts (and answers
+503) while Kafka is down, and aiokafka reconnects on its own once connected. The
+producer's ``request_timeout_ms`` equals our publish timeout so that, without the
+idempotent producer, a batch that timed out is expired by aiokafka itself and is not
+delivered later behind a 503 (with idempotence on, a late delivery is possible; Stripe's
+retry then carries the same event id and consumers deduplicate on it).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from faststream.kafka import KafkaBroker
+
+from api_gateway.metrics import PUBLISH_SECONDS
+from billing_fleet.settings import Settings
+from contracts import BILLING_EVENTS, BillingEvent
+
+log = logging.getLogger(__name__)
+
+CONNECT_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+
+
+class PublishFailed(Exception):
+    """The broker did not acknowledge in time; the caller answers 503."""
+
+
+class EventPublisher:
+    def __init__(self, settings: Settings) -> None:
+        if not settings.kafka_bootstrap_servers:
+            raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set")
+        self._timeout = settings.kafka_publish_timeout_seconds
+        self.broker = KafkaBroker(
+            settings.kafka_bootstrap_servers,
+            acks="all",
+            enable_idempotence=settings.kafka_enable_idempotence,
+            request_timeout_ms=int(self._timeout * 1000),
+            client_id="billing-fleet-gateway",
+            logger=None,
+        )
+        self._publisher = self.broker.publisher(
+            BILLING_EVENTS,
+            title=BILLING_EVENTS,
+            description="One normalized event per Stripe event; key = Stripe customer id.",
+            schema=BillingEvent,
+        )
+        self._connected = asyncio.Event()
+        self._connector: asyncio.Task[None] | None = None
+
+    @property
+    def connected(self) -> bool:
+        return self._connected.is_set()
+
+    async def start(self) -> None:
+        self._connector = asyncio.create_task(self._connect_forever(), name="kafka-connect")
+
+    async def _connect_forever(self) -> None:
+        attempt = 0
+        while True:
+            try:
+                await self.broker.connect()
+            except Exception as exc:
+                delay = CONNECT_BACKOFF_SECONDS[min(attempt, len(CONNECT_BACKOFF_SECONDS) - 1)]
+                log.warning("kafka unreachable, retrying", extra={"error": str(exc), "in": delay})
+                attempt += 1
+                await asyncio.sleep(delay)
+            else:
+                self._connected.set()
+                log.info("kafka connected")
+                return
+
+    async def wait_connected(self, timeout: float) -> bool:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(self._connected.wait(), timeout)
+        return self.connected
+
+    async def publish(self, value: bytes, *, key: str, headers: dict[str, str]) -> None:
+        if not self.connected:
+            raise PublishFailed("not connected to Kafka")
+        started = time.perf_counter()
+        try:
+            # The margin lets aiokafka expire the batch itself first (see module docstring).
+            await asyncio.wait_for(
+                self._publisher.publish(value, key=key.encode(), headers=headers),
+                self._timeout + 1.0,
+            )
+        except Exception as exc:
+            raise PublishFailed(f"{type(exc).__name__}: {exc}") from exc
+        PUBLISH_SECONDS.observe(time.perf_counter() - started)
+
+    async def ping(self, timeout: float) -> bool:
+        return self.connected and await self.broker.ping(timeout)
+
+    async def close(self) -> None:
+        if self._connector:
+            self._connector.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._connector
+        await self.broker.stop()

@@ -1,0 +1,155 @@
+"""``POST /webhooks/stripe``: verify, normalize, publish; 2xx only after the broker's ack."""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import APIRouter, Request, Response
+from fastapi.responses import JSONResponse
+
+from api_gateway.metrics import (
+    API_VERSION_MISMATCHES,
+    IN_FLIGHT,
+    SIGNATURE_FAILURES,
+    WEBHOOKS_RECEIVED,
+)
+from api_gateway.normalize import UnhandledEventType, UnmappableEvent, normalize, partition_key
+from api_gateway.problems import problem
+from api_gateway.publisher import EventPublisher, PublishFailed
+from api_gateway.signature import InvalidSignature, verify_signature
+from billing_fleet.settings import Settings
+from contracts import cloudevent_headers
+
+log = logging.getLogger(__name__)
+router = APIRouter(tags=["webhooks"])
+
+CE_SOURCE = "/billing-fleet/stripe"
+RETRY_AFTER_SECONDS = "5"
+
+
+class BodyTooLarge(Exception):
+    pass
+
+
+async def _read_body(request: Request, limit: int) -> bytes:
+    """The raw body, refusing early (by Content-Length) or while streaming past ``limit``."""
+    declared = request.headers.get("content-length", "")
+    if declared.isdigit() and int(declared) > limit:
+        raise BodyTooLarge
+    chunks, size = [], 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise BodyTooLarge
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def _as_stripe_event(body: bytes) -> dict[str, Any] | None:
+    """The decoded event, or None when the body is not JSON of a Stripe event."""
+    try:
+        data = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(data, dict) or data.get("object", "event") != "event":
+        return None
+    if not isinstance(data.get("id"), str) or not isinstance(data.get("type"), str):
+        return None
+    return data if isinstance(data.get("data"), dict) else None
+
+
+def _trace_id(traceparent: str | None) -> str | None:
+    parts = (traceparent or "").split("-")
+    return parts[1] if len(parts) == 4 else None
+
+
+@router.post(
+    "/webhooks/stripe",
+    summary="Receive a signed Stripe webhook event",
+    responses={
+        200: {"description": "Published to billing.events.v1, or ignored (unhandled type)."},
+        400: {"description": "Bad or missing signature, stale timestamp, or not a Stripe event."},
+        413: {"description": "Body over the configured limit."},
+        422: {"description": "A handled event type whose object cannot be normalized."},
+        503: {"description": "The broker did not acknowledge; Stripe will retry."},
+    },
+)
+async def receive_stripe_webhook(request: Request) -> Response:
+    IN_FLIGHT.inc()
+    try:
+        return await _handle(request, request.app.state.settings, request.app.state.publisher)
+    finally:
+        IN_FLIGHT.dec()
+
+
+async def _handle(request: Request, settings: Settings, publisher: EventPublisher) -> Response:
+    try:
+        body = await _read_body(request, settings.webhook_max_body_bytes)
+    except BodyTooLarge:
+        WEBHOOKS_RECEIVED.labels("unknown", "too_large").inc()
+        limit = settings.webhook_max_body_bytes
+        return problem(413, f"Body exceeds {limit} bytes.")
+
+    try:
+        verify_signature(
+            body,
+            request.headers.get("stripe-signature"),
+            [s.get_secret_value() for s in settings.stripe_webhook_secrets],
+            settings.stripe_webhook_tolerance_seconds,
+        )
+    except InvalidSignature as exc:
+        SIGNATURE_FAILURES.labels(exc.reason).inc()
+        WEBHOOKS_RECEIVED.labels("unknown", "invalid_signature").inc()
+        return problem(400, str(exc), reason=exc.reason)
+
+    stripe_event = _as_stripe_event(body)
+    if stripe_event is None:
+        WEBHOOKS_RECEIVED.labels("unknown", "malformed").inc()
+        return problem(400, "Body is not the JSON of a Stripe event.")
+    stripe_type: str = stripe_event["type"]
+    traceparent = request.headers.get("traceparent")
+    context = {
+        "stripe_event_id": stripe_event["id"],
+        "stripe_event_type": stripe_type,
+        "trace_id": _trace_id(traceparent),
+    }
+
+    try:
+        event = normalize(stripe_event)
+    except UnhandledEventType:
+        WEBHOOKS_RECEIVED.labels(stripe_type, "ignored").inc()
+        log.info("webhook ignored", extra={**context, "outcome": "ignored"})
+        return JSONResponse({"received": True, "ignored": True})
+    except UnmappableEvent as exc:
+        WEBHOOKS_RECEIVED.labels(stripe_type, "unmappable").inc()
+        log.warning(
+            "webhook unmappable", extra={**context, "outcome": "unmappable", "error": str(exc)}
+        )
+        return problem(422, f"Cannot normalize {stripe_type}: {exc}")
+
+    api_version = event.source.api_version
+    if api_version and api_version != settings.stripe_api_version:
+        API_VERSION_MISMATCHES.labels(api_version).inc()
+
+    try:
+        await publisher.publish(
+            event.model_dump_json().encode(),
+            key=partition_key(event),
+            headers=cloudevent_headers(event, source=CE_SOURCE, traceparent=traceparent),
+        )
+    except PublishFailed as exc:
+        WEBHOOKS_RECEIVED.labels(stripe_type, "unavailable").inc()
+        log.error(
+            "webhook not published", extra={**context, "outcome": "unavailable", "error": str(exc)}
+        )
+        return problem(
+            503,
+            "Event broker unavailable; retry later.",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
+        )
+
+    WEBHOOKS_RECEIVED.labels(stripe_type, "published").inc()
+    log.info("webhook published", extra={**context, "outcome": "published", "type": event.type})
+    return JSONResponse({"received": True, "id": str(event.id), "type": event.type})
