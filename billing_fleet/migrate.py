@@ -1,0 +1,127 @@
+"""Ordered SQL migrations, each file kept next to the package that owns its tables.
+
+An owning package has a ``migrations/`` folder of ``NNNN_name.sql`` files; they run in
+the order of ``MIGRATION_PACKAGES``, then by number. Each file runs in its own
+transaction and is recorded in ``schema_migrations`` with its checksum. The whole run
+holds a PostgreSQL advisory lock, so replicas that start together apply each file once:
+the others wait, then find nothing left to do.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from dataclasses import dataclass
+from importlib import resources
+from typing import Final
+
+import asyncpg
+
+MIGRATION_PACKAGES: tuple[str, ...] = ("workers.runtime",)
+
+# Arbitrary but fixed: every billing-fleet process must use the same key ("billing").
+ADVISORY_LOCK_KEY: Final = 0x62696C6C696E67
+
+_FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
+
+_CREATE_TABLE = """
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    package    text        NOT NULL,
+    name       text        NOT NULL,
+    applied_at timestamptz NOT NULL DEFAULT now(),
+    checksum   text        NOT NULL,
+    PRIMARY KEY (package, name)
+)
+"""
+
+
+class MigrationError(RuntimeError):
+    pass
+
+
+@dataclass(frozen=True)
+class Migration:
+    package: str
+    name: str  # the file name, e.g. "0001_runtime.sql"
+    sql: str
+    checksum: str  # sha256 of the file's bytes
+
+    @property
+    def label(self) -> str:
+        return f"{self.package}/{self.name}"
+
+
+def discover(packages: tuple[str, ...] = MIGRATION_PACKAGES) -> list[Migration]:
+    """Every migration file, in the order they must run."""
+    found: list[Migration] = []
+    for package in packages:
+        folder = resources.files(package).joinpath("migrations")
+        if not folder.is_dir():
+            raise MigrationError(
+                f"{package} is listed in MIGRATION_PACKAGES but has no migrations/"
+            )
+        numbers: dict[str, str] = {}
+        for entry in sorted(folder.iterdir(), key=lambda item: item.name):
+            if not entry.name.endswith(".sql"):
+                continue
+            match = _FILE_NAME.match(entry.name)
+            if match is None:
+                raise MigrationError(
+                    f"{package}/migrations/{entry.name}: name must be NNNN_name.sql"
+                )
+            if match[1] in numbers:
+                raise MigrationError(
+                    f"{package}/migrations: {numbers[match[1]]} and {entry.name} share a number"
+                )
+            numbers[match[1]] = entry.name
+            data = entry.read_bytes()
+            found.append(
+                Migration(package, entry.name, data.decode(), hashlib.sha256(data).hexdigest())
+            )
+    return found
+
+
+async def migrate(url: str, packages: tuple[str, ...] = MIGRATION_PACKAGES) -> list[str]:
+    """Apply pending migrations on the database at ``url``; returns what it applied."""
+    migrations = discover(packages)
+    conn = await asyncpg.connect(url)
+    try:
+        # Session lock: released by unlock below, or by PostgreSQL if this process dies.
+        await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        try:
+            return await _apply(conn, migrations)
+        finally:
+            await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+    finally:
+        await conn.close()
+
+
+async def _apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
+    await conn.execute(_CREATE_TABLE)
+    rows = await conn.fetch("SELECT package, name, checksum FROM schema_migrations")
+    # Rows without a file here are fine: a newer release may have applied them already.
+    applied = {(row["package"], row["name"]): row["checksum"] for row in rows}
+    done: list[str] = []
+    for migration in migrations:
+        checksum = applied.get((migration.package, migration.name))
+        if checksum is not None:
+            if checksum != migration.checksum:
+                raise MigrationError(
+                    f"{migration.label} was changed after it was applied "
+                    f"(recorded sha256 {checksum[:12]}…, file {migration.checksum[:12]}…); "
+                    "restore it and add a new migration instead."
+                )
+            continue
+        try:
+            async with conn.transaction():
+                await conn.execute(migration.sql)
+                await conn.execute(
+                    "INSERT INTO schema_migrations (package, name, checksum) VALUES ($1, $2, $3)",
+                    migration.package,
+                    migration.name,
+                    migration.checksum,
+                )
+        except asyncpg.PostgresError as exc:
+            raise MigrationError(f"{migration.label} failed: {exc}") from exc
+        done.append(migration.label)
+    return done

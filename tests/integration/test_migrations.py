@@ -1,0 +1,119 @@
+"""Migrations against a real PostgreSQL: ordered, recorded, once only, tamper-evident."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import secrets
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from billing_fleet.migrate import ADVISORY_LOCK_KEY, MigrationError, discover, migrate
+
+pytestmark = pytest.mark.integration
+
+ALL = [m.label for m in discover()]
+
+
+async def _fetch(url: str, query: str) -> list[asyncpg.Record]:
+    conn = await asyncpg.connect(url)
+    try:
+        return await conn.fetch(query)
+    finally:
+        await conn.close()
+
+
+async def test_applies_every_migration_and_records_its_checksum(create_database: Any) -> None:
+    url = await create_database()
+
+    assert await migrate(url) == ALL == ["workers.runtime/0001_runtime.sql"]
+
+    recorded = await _fetch(url, "SELECT package, name, checksum FROM schema_migrations")
+    assert {(r["package"], r["name"], r["checksum"]) for r in recorded} == {
+        (m.package, m.name, m.checksum) for m in discover()
+    }
+    tables = await _fetch(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
+    assert {"processed_events", "outbox", "schema_migrations"} <= {r["tablename"] for r in tables}
+    [index] = await _fetch(
+        url,
+        "SELECT indexdef FROM pg_indexes WHERE tablename = 'outbox' "
+        "AND indexname = 'outbox_unpublished'",
+    )
+    assert "WHERE (published_at IS NULL)" in index["indexdef"]
+
+
+async def test_second_run_applies_nothing(database_url: str) -> None:
+    assert await migrate(database_url) == []
+
+
+async def test_concurrent_runs_wait_for_the_lock_and_apply_each_file_once(
+    create_database: Any,
+) -> None:
+    url = await create_database()
+    holder = await asyncpg.connect(url)
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        runs = [asyncio.create_task(migrate(url)) for _ in range(2)]
+        await asyncio.sleep(0.5)
+        assert not any(run.done() for run in runs), "migrate() did not wait for the lock"
+        await holder.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+        results = await asyncio.gather(*runs)
+    finally:
+        await holder.close()
+
+    assert sorted(results, key=len) == [[], ALL]
+    rows = await _fetch(url, "SELECT package, name FROM schema_migrations")
+    assert len(rows) == len(ALL)
+
+
+async def test_changed_file_is_refused_and_the_lock_released(create_database: Any) -> None:
+    url = await create_database(migrated=True)
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute("UPDATE schema_migrations SET checksum = 'edited-by-hand'")
+
+        with pytest.raises(MigrationError, match="changed after it was applied"):
+            await migrate(url)
+
+        assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY)
+    finally:
+        await conn.close()
+
+
+@pytest.fixture
+def scratch_package(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[tuple[str, Path]]:
+    """An importable package ``<name>`` with an empty ``migrations/`` folder."""
+    name = f"scratch_migrations_{secrets.token_hex(4)}"
+    (tmp_path / name / "migrations").mkdir(parents=True)
+    (tmp_path / name / "__init__.py").write_text("")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    yield name, tmp_path / name / "migrations"
+
+
+async def test_each_file_is_its_own_transaction(
+    create_database: Any, scratch_package: tuple[str, Path]
+) -> None:
+    package, folder = scratch_package
+    (folder / "0001_good.sql").write_text("CREATE TABLE good (id int);")
+    (folder / "0002_bad.sql").write_text("CREATE TABLE half (id int); SELECT * FROM missing;")
+    url = await create_database()
+
+    with pytest.raises(MigrationError, match=re.escape(f"{package}/0002_bad.sql failed")):
+        await migrate(url, packages=("workers.runtime", package))
+
+    names = {r["name"] for r in await _fetch(url, "SELECT name FROM schema_migrations")}
+    assert names == {"0001_runtime.sql", "0001_good.sql"}
+    tables = {r["tablename"] for r in await _fetch(url, "SELECT tablename FROM pg_tables")}
+    assert "good" in tables and "half" not in tables
+
+
+def test_badly_named_file_is_refused(scratch_package: tuple[str, Path]) -> None:
+    package, folder = scratch_package
+    (folder / "1_too_short.sql").write_text("SELECT 1;")
+
+    with pytest.raises(MigrationError, match=re.escape("NNNN_name.sql")):
+        discover((package,))
