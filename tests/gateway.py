@@ -1,0 +1,99 @@
+"""A real gateway (uvicorn on loopback) on the session's broker and database, and topic reads."""
+
+from __future__ import annotations
+
+import asyncio
+import socket
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from typing import Any
+
+import pytest
+import uvicorn
+from aiokafka import AIOKafkaConsumer, TopicPartition
+
+from api_gateway.app import create_app, with_webhook_fast_path
+from billing_fleet.kafka_admin import ensure_topics
+from billing_fleet.settings import Settings
+from contracts import BILLING_EVENTS, event_id_for
+from tests.stripe_fixtures import PRIMARY_SECRET, SECONDARY_SECRET
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+@dataclass
+class Gateway:
+    url: str
+    settings: Settings
+
+
+@pytest.fixture(scope="session")
+async def gateway(kafka: Any, database_url: str) -> AsyncIterator[Gateway]:
+    settings = Settings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        database_url=database_url,
+        stripe_webhook_secrets=[PRIMARY_SECRET, SECONDARY_SECRET],
+        kafka_publish_timeout_seconds=2,
+        webhook_max_body_bytes=64 * 1024,
+        gateway_port=free_port(),
+    )
+    await create_topics(settings)
+    app = create_app(settings)
+    served = with_webhook_fast_path(app)  # exactly what `billing-fleet gateway` serves
+    server = uvicorn.Server(
+        uvicorn.Config(served, host="127.0.0.1", port=settings.gateway_port, log_config=None)
+    )
+    task = asyncio.create_task(server.serve())
+    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+        await asyncio.sleep(0.02)
+    assert await app.state.publisher.wait_connected(10), "gateway never reached Kafka"
+    yield Gateway(f"http://127.0.0.1:{settings.gateway_port}", settings)
+    server.should_exit = True
+    await task
+
+
+async def create_topics(settings: Settings) -> None:
+    """The topics as ``dev`` and the chart create them (Tansu forgets them on restart)."""
+    assert settings.kafka_bootstrap_servers
+    await ensure_topics(
+        settings.kafka_bootstrap_servers,
+        [BILLING_EVENTS],
+        settings.kafka_topic_partitions,
+        settings.kafka_topic_replication_factor,
+    )
+
+
+async def read_topic(bootstrap: str, topic: str) -> list[Any]:
+    """Every record on ``topic`` right now: reads from the start up to the end offsets."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer._client.force_metadata_update()
+            partitions = consumer.partitions_for_topic(topic) or set()
+        tps = [TopicPartition(topic, p) for p in partitions]
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        records: list[Any] = []
+        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
+            batch = await consumer.getmany(*tps, timeout_ms=1000)
+            for messages in batch.values():
+                records.extend(messages)
+        return records
+    finally:
+        await consumer.stop()
+
+
+def records_for(records: list[Any], stripe_event_id: str) -> list[Any]:
+    """The records carrying the normalized form of one Stripe event."""
+    ce_id = str(event_id_for(stripe_event_id)).encode()
+    return [r for r in records if dict(r.headers).get("ce_id") == ce_id]

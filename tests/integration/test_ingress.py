@@ -1,0 +1,196 @@
+"""The Stripe webhook ingress against the real Tansu broker and PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import time
+from typing import Any
+
+import httpx
+import pytest
+
+from contracts import BILLING_EVENTS, event_id_for, parse_billing_event
+from tests.gateway import Gateway, create_topics, read_topic, records_for
+from tests.stripe_fixtures import SECONDARY_SECRET, load_event, sign, signed
+
+pytestmark = pytest.mark.integration
+
+
+async def post(gateway: Gateway, body: bytes, headers: dict[str, str]) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as client:
+        return await client.post("/webhooks/stripe", content=body, headers=headers)
+
+
+async def published(kafka: Any, stripe_event_id: str) -> list[Any]:
+    return records_for(await read_topic(kafka.bootstrap_servers, BILLING_EVENTS), stripe_event_id)
+
+
+async def test_signed_event_is_published_once_with_key_headers_and_json(
+    gateway: Gateway, kafka: Any
+) -> None:
+    event = load_event("customer.subscription.created__syncengine__1")
+    body, headers = signed(event)
+    headers["traceparent"] = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+
+    response = await post(gateway, body, headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["type"] == "subscription.activated"
+    [record] = await published(kafka, event["id"])
+    assert record.key == b"cus_IhGfebO16cMIGN"
+    header = {k: v.decode() for k, v in record.headers}
+    assert header["ce_specversion"] == "1.0"
+    assert header["ce_type"] == "subscription.activated"
+    assert header["ce_id"] == str(event_id_for(event["id"]))
+    assert header["ce_source"] == "/billing-fleet/stripe"
+    assert header["ce_time"].endswith("Z")
+    assert header["traceparent"] == headers["traceparent"]
+    normalized = parse_billing_event(record.value)
+    assert normalized.source.stripe_event_id == event["id"]
+    assert normalized.customer_id == "cus_IhGfebO16cMIGN"
+    assert normalized.type == "subscription.activated"
+    assert normalized.subscription.id == event["data"]["object"]["id"]
+
+
+async def test_secondary_secret_is_accepted_for_rolling(gateway: Gateway, kafka: Any) -> None:
+    event = load_event("invoice.paid__syncengine__1")
+    body, headers = signed(event, secret=SECONDARY_SECRET)
+
+    assert (await post(gateway, body, headers)).status_code == 200
+    assert len(await published(kafka, event["id"])) == 1
+
+
+@pytest.mark.parametrize(
+    ("make_header", "reason"),
+    [
+        (lambda body: None, "missing"),
+        (lambda body: sign(body, secret="whsec_wrong"), "mismatch"),
+        (lambda body: "t=abc,v1=zz", "malformed"),
+        (lambda body: sign(body, timestamp=int(time.time()) - 3600), "stale"),
+        (lambda body: sign(body, timestamp=int(time.time()) + 3600), "future"),
+        (lambda body: sign(body + b" "), "mismatch"),
+    ],
+    ids=["missing", "wrong-secret", "malformed", "stale", "future", "tampered-body"],
+)
+async def test_bad_signature_is_400_and_publishes_nothing(
+    gateway: Gateway, kafka: Any, make_header: Any, reason: str
+) -> None:
+    event = load_event("customer.subscription.created__syncengine__1")
+    body = json.dumps(event).encode()
+    header = make_header(body)
+    headers = {"Stripe-Signature": header} if header else {}
+
+    response = await post(gateway, body, headers)
+
+    assert response.status_code == 400
+    assert response.headers["content-type"] == "application/problem+json"
+    assert response.json()["reason"] == reason
+    assert await published(kafka, event["id"]) == []
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"{not json", b"[1, 2, 3]", b'{"object": "customer", "id": "cus_1"}', b"\xff\xfe"],
+    ids=["broken-json", "array", "not-an-event", "not-utf8"],
+)
+async def test_signed_garbage_is_400(gateway: Gateway, body: bytes) -> None:
+    response = await post(gateway, body, {"Stripe-Signature": sign_bytes(body)})
+    assert response.status_code == 400
+    assert response.json()["status"] == 400
+
+
+def sign_bytes(body: bytes) -> str:
+    try:
+        return sign(body)
+    except UnicodeDecodeError:
+        return "t=1,v1=00"
+
+
+async def test_oversized_body_is_413(gateway: Gateway) -> None:
+    body = b"{" + b" " * (gateway.settings.webhook_max_body_bytes + 1) + b"}"
+    response = await post(gateway, body, {"Stripe-Signature": sign(body)})
+    assert response.status_code == 413
+
+
+async def test_unhandled_type_is_200_ignored_counted_and_not_published(
+    gateway: Gateway, kafka: Any
+) -> None:
+    event = load_event("product.created__syncengine__1")
+    body, headers = signed(event)
+
+    response = await post(gateway, body, headers)
+
+    assert response.status_code == 200
+    assert response.json() == {"received": True, "ignored": True}
+    assert await published(kafka, event["id"]) == []
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'billing_webhooks_received_total{outcome="ignored",type="product.created"}' in metrics
+
+
+async def test_unmappable_handled_event_is_422_and_not_published(
+    gateway: Gateway, kafka: Any
+) -> None:
+    event = load_event("customer.subscription.created__syncengine__1")
+    event["data"]["object"] = {"object": "subscription"}  # no id, no customer, no status
+    body, headers = signed(event)
+
+    response = await post(gateway, body, headers)
+
+    assert response.status_code == 422
+    assert await published(kafka, event["id"]) == []
+
+
+async def test_other_api_version_is_published_and_reported(gateway: Gateway) -> None:
+    event = load_event("customer.subscription.trial_will_end__rubymock__2")  # 2014-11-05
+    body, headers = signed(event)
+
+    assert (await post(gateway, body, headers)).status_code == 200
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'billing_webhook_api_version_mismatches_total{api_version="2014-11-05"}' in metrics
+
+
+async def test_health_readiness_openapi_and_metrics(gateway: Gateway) -> None:
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        ready = await client.get("/readyz")
+        openapi = (await client.get("/openapi.json")).json()
+        metrics = (await client.get("/metrics")).text
+        missing = await client.get("/nope")
+    assert ready.status_code == 200
+    assert ready.json()["checks"] == {"kafka": "ok", "database": "ok"}
+    assert "/webhooks/stripe" in openapi["paths"]
+    for name in (
+        "billing_webhooks_received_total",
+        "billing_webhook_signature_failures_total",
+        "billing_webhook_publish_seconds_bucket",
+        "billing_webhooks_in_flight",
+    ):
+        assert name in metrics
+    assert missing.status_code == 404
+    assert missing.headers["content-type"] == "application/problem+json"
+
+
+async def test_broker_down_is_503_publishes_nothing_then_same_delivery_succeeds(
+    gateway: Gateway, kafka: Any
+) -> None:
+    event = load_event("invoice.payment_failed__rubymock__1")
+    body, headers = signed(event)
+    kafka.stop()
+    try:
+        async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as client:
+            down = await client.post("/webhooks/stripe", content=body, headers=headers)
+            not_ready = await client.get("/readyz")
+    finally:
+        kafka.start()
+
+    assert down.status_code == 503
+    assert down.headers["retry-after"]
+    assert not_ready.status_code == 503
+    # The broker is back with its topics (Tansu keeps memory only, so recreate them);
+    # Stripe redelivers the same bytes.
+    await create_topics(gateway.settings)
+    again = await post(gateway, body, {**headers, "Stripe-Signature": sign(body)})
+    assert again.status_code == 200, again.text
+    assert len(await published(kafka, event["id"])) == 1
