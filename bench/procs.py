@@ -1,0 +1,86 @@
+"""Servers under test as child processes that never outlive the benchmark."""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+import subprocess
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
+
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child before exec: SIGKILL when the benchmark dies, even by SIGKILL."""
+    with contextlib.suppress(OSError, AttributeError):
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+
+
+@contextlib.contextmanager
+def running(
+    command: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None
+) -> Iterator[subprocess.Popen[bytes]]:
+    """``command`` running in its own session (a terminal's Ctrl-C reaches only us; we
+    stop it), output to ``log_path`` (a pipe nobody reads would block it)."""
+    with log_path.open("wb") as log:
+        process = subprocess.Popen(
+            command,
+            env=dict(env) if env is not None else None,
+            stdin=subprocess.DEVNULL,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            preexec_fn=_die_with_parent,
+        )
+        try:
+            yield process
+        finally:
+            stop(process)
+
+
+def stop(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGTERM the process group (a graceful drain), SIGKILL it if it lingers."""
+    for sig in (signal.SIGTERM, signal.SIGKILL):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(process.pid, sig)
+        try:
+            process.wait(timeout)
+            return
+        except subprocess.TimeoutExpired:
+            continue
+
+
+def log_tail(path: Path, limit: int = 3000) -> str:
+    return path.read_bytes()[-limit:].decode(errors="replace")
+
+
+def wait_http_ok(
+    request: urllib.request.Request,
+    process: subprocess.Popen[bytes],
+    log_path: Path,
+    timeout: float = 20.0,
+) -> bytes:
+    """Repeat ``request`` until it answers 2xx (a server starting, a broker connecting)."""
+    deadline = time.monotonic() + timeout
+    last = "no attempt"
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(f"server exited with {process.returncode}:\n{log_tail(log_path)}")
+        try:
+            with urllib.request.urlopen(request, timeout=2) as response:
+                body: bytes = response.read()
+                return body
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:300]!r}"
+        except OSError as exc:
+            last = repr(exc)
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"{request.full_url} not OK within {timeout}s ({last}):\n{log_tail(log_path)}"
+    )
