@@ -1,12 +1,13 @@
-"""Liveness and readiness probes."""
+"""Operator endpoints: liveness and readiness probes, Prometheus metrics."""
 
 from __future__ import annotations
 
 import asyncio
 
 import asyncpg
-from fastapi import APIRouter, Request
+from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
+from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 router = APIRouter(tags=["health"])
 
@@ -40,3 +41,8 @@ async def readyz(request: Request) -> JSONResponse:
     }
     ready = kafka and database
     return JSONResponse({"ready": ready, "checks": checks}, status_code=200 if ready else 503)
+
+
+@router.get("/metrics", summary="Prometheus metrics", include_in_schema=False)
+async def metrics() -> Response:
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -24,6 +24,9 @@ from contracts import BILLING_EVENTS, BillingEvent
 log = logging.getLogger(__name__)
 
 CONNECT_BACKOFF_SECONDS = (0.2, 0.5, 1.0, 2.0, 5.0)
+# aiokafka's 16 KiB default holds ~3 Stripe events: concurrent requests then queue for
+# the next batch instead of riding along in the current one.
+MAX_BATCH_BYTES = 512 * 1024
 
 
 class PublishFailed(Exception):
@@ -40,6 +43,7 @@ class EventPublisher:
             acks="all",
             enable_idempotence=settings.kafka_enable_idempotence,
             request_timeout_ms=int(self._timeout * 1000),
+            max_batch_size=MAX_BATCH_BYTES,
             client_id="billing-fleet-gateway",
             logger=None,
         )
