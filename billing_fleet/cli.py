@@ -25,6 +25,18 @@ def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     from api_gateway.app import serve
     from billing_fleet.dev import ShutdownSignals
 
+    missing = [
+        name
+        for name, value in (
+            ("KAFKA_BOOTSTRAP_SERVERS", settings.kafka_bootstrap_servers),
+            ("BILLING_STRIPE_WEBHOOK_SECRETS", settings.stripe_webhook_secrets),
+        )
+        if not value
+    ]
+    if missing:
+        print(f"billing-fleet gateway: set {' and '.join(missing)}", file=sys.stderr)
+        return 2
+
     with ShutdownSignals() as signals:
         signals.run(serve(settings))
     return 0

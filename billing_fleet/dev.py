@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import secrets
+import shutil
 import signal
 import sys
 from collections.abc import Coroutine
@@ -107,6 +108,11 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
+def _cli() -> str:
+    """How to call this CLI from the user's shell (``tasks.py dev`` keeps it in .venv)."""
+    return "billing-fleet" if shutil.which("billing-fleet") else sys.argv[0]
+
+
 def _banner(settings: Settings, secret: str) -> str:
     host = settings.gateway_host
     if host in ("0.0.0.0", "::", ""):
@@ -123,7 +129,7 @@ def _banner(settings: Settings, secret: str) -> str:
             f"  Kafka bootstrap  {settings.kafka_bootstrap_servers}",
             f"  database         {redact_url(settings.database_url or '')}",
             "  send a signed test event:",
-            f"    billing-fleet send-test-event --url {base}/webhooks/stripe --secret {secret}",
+            f"    {_cli()} send-test-event --url {base}/webhooks/stripe --secret {secret}",
             "  Ctrl-C stops everything started here.",
             "",
         ]

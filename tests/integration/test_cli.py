@@ -95,6 +95,13 @@ def test_migrate_without_a_database_url_says_so() -> None:
     assert "DATABASE_URL" in result.stderr
 
 
+def test_gateway_without_kafka_or_secret_says_so() -> None:
+    result = run("gateway", env=clean_env())
+
+    assert result.returncode == 2
+    assert "KAFKA_BOOTSTRAP_SERVERS and BILLING_STRIPE_WEBHOOK_SECRETS" in result.stderr
+
+
 async def _banner_value(stdout: asyncio.StreamReader, label: str, log: Path) -> str:
     """The value of banner line ``label`` (the banner is printed once dev is ready to serve)."""
     async with asyncio.timeout(30):
