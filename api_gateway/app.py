@@ -7,7 +7,8 @@ from contextlib import asynccontextmanager
 
 import asyncpg
 import uvicorn
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
+from faststream.specification import AsyncAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_gateway import health, webhooks
@@ -17,9 +18,10 @@ from billing_fleet.settings import Settings
 
 
 def create_app(settings: Settings) -> FastAPI:
+    publisher = EventPublisher(settings)  # connects in the lifespan, not here
+
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        publisher = EventPublisher(settings)
         await publisher.start()
         # min_size=0: the gateway starts, and reports not ready, while PostgreSQL is down.
         pool = (
@@ -27,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
             if settings.database_url
             else None
         )
-        app.state.publisher, app.state.db_pool = publisher, pool
+        app.state.db_pool = pool
         try:
             yield
         finally:
@@ -41,10 +43,20 @@ def create_app(settings: Settings) -> FastAPI:
         summary="Stripe webhook ingress and billing read API.",
         lifespan=lifespan,
     )
-    app.state.settings = settings
+    app.state.settings, app.state.publisher = settings, publisher
     install_problem_handlers(app)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    asyncapi_json = (
+        AsyncAPI(publisher.broker, title="billing-fleet gateway", version="1")
+        .to_specification()
+        .to_json()
+    )
+
+    @app.get("/asyncapi.json", summary="AsyncAPI document of the topics the gateway publishes")
+    async def asyncapi() -> Response:
+        return Response(asyncapi_json, media_type="application/json")
+
     return app
 
 

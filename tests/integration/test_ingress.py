@@ -156,11 +156,14 @@ async def test_health_readiness_openapi_and_metrics(gateway: Gateway) -> None:
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         ready = await client.get("/readyz")
         openapi = (await client.get("/openapi.json")).json()
+        asyncapi = (await client.get("/asyncapi.json")).json()
         metrics = (await client.get("/metrics")).text
         missing = await client.get("/nope")
     assert ready.status_code == 200
     assert ready.json()["checks"] == {"kafka": "ok", "database": "ok"}
     assert "/webhooks/stripe" in openapi["paths"]
+    assert list(asyncapi["channels"]) == [BILLING_EVENTS]
+    assert "SubscriptionEvent" in str(asyncapi["components"]["schemas"])
     for name in (
         "billing_webhooks_received_total",
         "billing_webhook_signature_failures_total",
