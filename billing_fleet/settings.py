@@ -73,11 +73,59 @@ class Settings(BaseSettings):
     )
     dev_kafka_port: int = Field(default=9092, description="Port of the embedded broker in dev.")
 
+    # -- workers ---------------------------------------------------------------------------
+    worker_batch_max_records: int = Field(
+        default=500, ge=1, description="Most messages a worker applies in one transaction."
+    )
+    worker_max_attempts: int = Field(
+        default=3, ge=1, description="Attempts at a failing message before it is dead-lettered."
+    )
+    worker_retry_backoff_seconds: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [0.2, 1.0, 5.0],
+        description="Comma-separated waits between attempts at a failing message.",
+    )
+    worker_dependency_backoff_max_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="Longest wait between retries while PostgreSQL or Kafka is down.",
+    )
+    worker_http_port: int = Field(
+        default=9100, description="Port of a worker's /healthz, /readyz and /metrics."
+    )
+    worker_shutdown_timeout_seconds: float = Field(
+        default=20.0, gt=0, description="How long SIGTERM waits for in-flight work."
+    )
+
+    # -- entitlement worker -----------------------------------------------------------------
+    entitlement_catalog_path: Path = Field(
+        default=Path("catalog.example.yaml"),
+        description="YAML catalog mapping Stripe prices/products to features.",
+    )
+    entitlement_past_due_grace_days: float = Field(
+        default=3.0, ge=0, description="Days a past_due subscription keeps its access."
+    )
+
+    # -- read API (JWT) ----------------------------------------------------------------------
+    jwt_hs256_secret: SecretStr | None = Field(
+        default=None, description="Shared secret for HS256 bearer tokens."
+    )
+    jwt_jwks_url: str | None = Field(
+        default=None, description="JWKS URL for RS256 bearer tokens."
+    )
+    jwt_issuer: str | None = Field(default=None, description="Required `iss` of bearer tokens.")
+    jwt_audience: str | None = Field(
+        default=None, description="Required `aud` of bearer tokens."
+    )
+    jwt_service_scope: str = Field(
+        default="entitlements:read:any",
+        description="Scope that lets a service read any customer's entitlements.",
+    )
+
     log_level: str = Field(default="INFO", description="Log level of every process.")
 
-    @field_validator("stripe_webhook_secrets", mode="before")
+    @field_validator("stripe_webhook_secrets", "worker_retry_backoff_seconds", mode="before")
     @classmethod
-    def _split_secrets(cls, value: object) -> object:
+    def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value

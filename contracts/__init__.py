@@ -5,6 +5,12 @@ Downstream services may depend on this package alone::
     from contracts import BILLING_EVENTS, parse_billing_event
 """
 
+from contracts.entitlements import (
+    EntitlementChange,
+    change_id_for,
+    entitlement_change_adapter,
+    parse_entitlement_change,
+)
 from contracts.events import (
     ActiveEntitlement,
     BillingEvent,
@@ -47,6 +53,7 @@ __all__ = [
     "CustomerEvent",
     "Dispute",
     "DisputeEvent",
+    "EntitlementChange",
     "EntitlementSummary",
     "EntitlementSummaryEvent",
     "EventSource",
@@ -60,8 +67,11 @@ __all__ = [
     "SubscriptionEvent",
     "SubscriptionItem",
     "billing_event_adapter",
+    "change_id_for",
     "cloudevent_headers",
     "dead_letter_topic",
+    "entitlement_change_adapter",
     "event_id_for",
     "parse_billing_event",
+    "parse_entitlement_change",
 ]

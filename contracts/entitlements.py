@@ -1,0 +1,46 @@
+"""Entitlement changes published on ``entitlements.changes.v1`` (key = Stripe customer id).
+
+One event per (customer, feature) whose effective entitlement changed: granted (now
+usable), updated (limit or expiry changed), revoked (no longer usable). ``id`` is stable
+for the change a given cause produced, so a relay's redelivery carries the same id.
+"""
+
+from __future__ import annotations
+
+import uuid
+from datetime import datetime
+from typing import Literal
+
+from pydantic import Field, TypeAdapter
+
+from contracts.events import EVENT_ID_NAMESPACE, Model
+
+EntitlementChangeType = Literal["entitlement.granted", "entitlement.updated", "entitlement.revoked"]
+
+
+def change_id_for(cause: str, customer_id: str, feature: str) -> uuid.UUID:
+    """Stable id of the change ``cause`` (a Stripe event id, or an expiry) made to a feature."""
+    return uuid.uuid5(EVENT_ID_NAMESPACE, f"entitlement:{cause}:{customer_id}:{feature}")
+
+
+class EntitlementChange(Model):
+    id: uuid.UUID
+    type: EntitlementChangeType
+    occurred_at: datetime = Field(description="When the cause happened (Stripe event time).")
+    customer_id: str
+    user_id: str | None = Field(description="The application's user, when known.")
+    feature: str
+    entitled: bool
+    limit: int | None = Field(description="Numeric limit; None for a boolean feature.")
+    expires_at: datetime | None = Field(description="When access ends unless renewed.")
+    sources: list[str] = Field(description="What grants it: subscription/payment ids, 'stripe'.")
+    caused_by: str | None = Field(
+        description="Stripe event id of the cause; None when access expired with time."
+    )
+
+
+entitlement_change_adapter: TypeAdapter[EntitlementChange] = TypeAdapter(EntitlementChange)
+
+
+def parse_entitlement_change(data: bytes | str) -> EntitlementChange:
+    return entitlement_change_adapter.validate_json(data)

@@ -1,0 +1,51 @@
+"""What a worker tells the runtime: its name, its handler, its tables.
+
+A handler is a plain async function: it receives an open PostgreSQL transaction and one
+typed event, applies its effects with SQL, and returns the events to emit. The runtime
+does everything else: consuming, the idempotency row, batching, retries, dead letters,
+the outbox, metrics and shutdown.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+
+import asyncpg
+
+from contracts import BILLING_EVENTS, BillingEvent
+
+
+@dataclass(frozen=True)
+class Outgoing:
+    """An event to publish; written to the outbox in the handler's transaction."""
+
+    topic: str
+    key: str
+    value: bytes
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Poison(Exception):
+    """The message itself cannot be processed (unknown product, invalid data).
+
+    Any exception that is not a dependency failure counts as poison too; raising this
+    one just says so explicitly, with a message an operator can act on.
+    """
+
+
+Handler = Callable[[asyncpg.Connection, BillingEvent], Awaitable[Sequence[Outgoing]]]
+"""Apply one event inside the open transaction; return what to emit. Never commits."""
+
+Periodic = Callable[[asyncpg.Connection], Awaitable[Sequence[Outgoing]]]
+"""Time-driven work (e.g. expiring access) run in its own transaction, with an outbox."""
+
+
+@dataclass(frozen=True)
+class WorkerSpec:
+    name: str
+    """Consumer group, ``processed_events.consumer`` and the metrics label."""
+    handle: Handler
+    topic: str = BILLING_EVENTS
+    periodic: Periodic | None = None
+    periodic_interval_seconds: float = 30.0
