@@ -17,7 +17,7 @@ from typing import Final
 
 import asyncpg
 
-MIGRATION_PACKAGES: tuple[str, ...] = ("workers.runtime",)
+MIGRATION_PACKAGES: tuple[str, ...] = ("workers.runtime", "workers.entitlement")
 
 # Arbitrary but fixed: every billing-fleet process must use the same key ("billing").
 ADVISORY_LOCK_KEY: Final = 0x62696C6C696E67
