@@ -109,13 +109,9 @@ class Settings(BaseSettings):
     jwt_hs256_secret: SecretStr | None = Field(
         default=None, description="Shared secret for HS256 bearer tokens."
     )
-    jwt_jwks_url: str | None = Field(
-        default=None, description="JWKS URL for RS256 bearer tokens."
-    )
+    jwt_jwks_url: str | None = Field(default=None, description="JWKS URL for RS256 bearer tokens.")
     jwt_issuer: str | None = Field(default=None, description="Required `iss` of bearer tokens.")
-    jwt_audience: str | None = Field(
-        default=None, description="Required `aud` of bearer tokens."
-    )
+    jwt_audience: str | None = Field(default=None, description="Required `aud` of bearer tokens.")
     jwt_service_scope: str = Field(
         default="entitlements:read:any",
         description="Scope that lets a service read any customer's entitlements.",

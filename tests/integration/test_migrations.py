@@ -30,10 +30,14 @@ async def _fetch(url: str, query: str) -> list[asyncpg.Record]:
 async def test_applies_every_migration_and_records_its_checksum(create_database: Any) -> None:
     url = await create_database()
 
-    assert await migrate(url) == ALL == [
-        "workers.runtime/0001_runtime.sql",
-        "workers.entitlement/0001_entitlements.sql",
-    ]
+    assert (
+        await migrate(url)
+        == ALL
+        == [
+            "workers.runtime/0001_runtime.sql",
+            "workers.entitlement/0001_entitlements.sql",
+        ]
+    )
 
     recorded = await _fetch(url, "SELECT package, name, checksum FROM schema_migrations")
     assert {(r["package"], r["name"], r["checksum"]) for r in recorded} == {
