@@ -62,6 +62,35 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
+def _worker(args: argparse.Namespace, settings: Settings) -> int:
+    from billing_fleet.dev import ShutdownSignals
+    from workers.registry import WORKERS, build_worker
+    from workers.runtime.run import run_worker
+
+    if not settings.database_url or not settings.kafka_bootstrap_servers:
+        print("billing-fleet worker: set DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        return 2
+    try:
+        spec = build_worker(args.name, settings)
+    except KeyError:
+        print(
+            f"billing-fleet worker: unknown worker {args.name!r} (known: {', '.join(WORKERS)})",
+            file=sys.stderr,
+        )
+        return 2
+    with ShutdownSignals() as signals:
+        signals.run(run_worker(spec, settings))
+    return 0
+
+
+def _dlt(args: argparse.Namespace, settings: Settings) -> int:
+    if not settings.kafka_bootstrap_servers:
+        print("billing-fleet dlt: set KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
+        return 2
+    command: Command = args.dlt_handler
+    return command(args, settings)
+
+
 def _send_test_event(args: argparse.Namespace, settings: Settings) -> int:
     from billing_fleet.send_test_event import send
 
@@ -98,6 +127,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     migrate = commands.add_parser("migrate", help="apply pending database migrations")
     migrate.set_defaults(handler=_migrate)
+
+    worker = commands.add_parser("worker", help="run one worker (consumer group NAME)")
+    worker.add_argument("name", metavar="NAME", help="the worker, e.g. entitlement")
+    worker.set_defaults(handler=_worker)
+
+    from billing_fleet.dlt_commands import add_dlt_parser
+
+    add_dlt_parser(commands, _dlt)
 
     send = commands.add_parser(
         "send-test-event", help="POST a signed customer.subscription.created to a gateway"

@@ -8,6 +8,7 @@ SIGINT/SIGTERM before the process exits.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import secrets
 import shutil
@@ -27,6 +28,7 @@ from billing_fleet.kafka_admin import KafkaAdminError, broker_reachable, ensure_
 from billing_fleet.migrate import MigrationError, migrate
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
+from workers.runtime.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -113,7 +115,7 @@ def _cli() -> str:
     return "billing-fleet" if shutil.which("billing-fleet") else sys.argv[0]
 
 
-def _banner(settings: Settings, secret: str) -> str:
+def _banner(settings: Settings, secret: str, workers: list[str]) -> str:
     host = settings.gateway_host
     if host in ("0.0.0.0", "::", ""):
         host = "127.0.0.1"
@@ -128,6 +130,7 @@ def _banner(settings: Settings, secret: str) -> str:
             f"  OpenAPI          {base}/docs  ({base}/openapi.json)",
             f"  Kafka bootstrap  {settings.kafka_bootstrap_servers}",
             f"  database         {redact_url(settings.database_url or '')}",
+            f"  workers          {', '.join(workers) or 'none'}  (metrics on the gateway's)",
             "  send a signed test event:",
             f"    {_cli()} send-test-event --url {base}/webhooks/stripe --secret {secret}",
             "  Ctrl-C stops everything started here.",
@@ -151,9 +154,45 @@ async def _run(settings: Settings, secret: str) -> None:
     )
     # Imported late: the gateway pulls in FastAPI and FastStream, which `dev` needs only now.
     from api_gateway.app import serve
+    from workers.runtime.run import run_worker
 
-    print(_banner(settings, secret), flush=True)
-    await serve(settings)
+    specs = _load_workers(settings)
+    print(_banner(settings, secret, [spec.name for spec in specs]), flush=True)
+    workers = [
+        asyncio.create_task(_run_worker(run_worker(spec, settings, serve_http=False), spec.name))
+        for spec in specs
+    ]
+    try:
+        await serve(settings)
+    finally:
+        for task in workers:
+            task.cancel()
+        # Shielded: the signal uvicorn re-raises after its own shutdown cancels us again,
+        # and the workers must still finish their batch and commit.
+        stopped = asyncio.gather(*workers, return_exceptions=True)
+        while not stopped.done():
+            with contextlib.suppress(asyncio.CancelledError):
+                await asyncio.shield(stopped)
+
+
+def _load_workers(settings: Settings) -> list[WorkerSpec]:
+    """Every registered worker whose factory imports and builds; the others are skipped."""
+    from workers.registry import WORKERS, load_factory
+
+    specs = []
+    for name, reference in WORKERS.items():
+        try:
+            specs.append(load_factory(reference)(settings))
+        except Exception as exc:  # a worker still being written must not stop dev
+            log.warning("worker %s skipped: %r", name, exc)
+    return specs
+
+
+async def _run_worker(run: Coroutine[Any, Any, None], name: str) -> None:
+    try:
+        await run
+    except Exception:
+        log.exception("worker %s stopped with an error", name)
 
 
 def run_dev(settings: Settings) -> int:

@@ -95,6 +95,11 @@ class Settings(BaseSettings):
     worker_shutdown_timeout_seconds: float = Field(
         default=20.0, gt=0, description="How long SIGTERM waits for in-flight work."
     )
+    worker_session_timeout_ms: int = Field(
+        default=10_000,
+        ge=100,
+        description="Kafka group session timeout: how soon a dead worker's partitions move.",
+    )
 
     # -- entitlement worker -----------------------------------------------------------------
     entitlement_catalog_path: Path = Field(

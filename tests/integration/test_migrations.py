@@ -35,6 +35,7 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
         == ALL
         == [
             "workers.runtime/0001_runtime.sql",
+            "workers.runtime/0002_dlt_replays.sql",
             "workers.entitlement/0001_entitlements.sql",
         ]
     )
@@ -44,7 +45,8 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
         (m.package, m.name, m.checksum) for m in discover()
     }
     tables = await _fetch(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
-    assert {"processed_events", "outbox", "schema_migrations"} <= {r["tablename"] for r in tables}
+    expected = {"processed_events", "outbox", "dlt_replays", "schema_migrations"}
+    assert expected <= {r["tablename"] for r in tables}
     [index] = await _fetch(
         url,
         "SELECT indexdef FROM pg_indexes WHERE tablename = 'outbox' "
@@ -113,7 +115,7 @@ async def test_each_file_is_its_own_transaction(
         await migrate(url, packages=("workers.runtime", package))
 
     names = {r["name"] for r in await _fetch(url, "SELECT name FROM schema_migrations")}
-    assert names == {"0001_runtime.sql", "0001_good.sql"}
+    assert names == {"0001_runtime.sql", "0002_dlt_replays.sql", "0001_good.sql"}
     tables = {r["tablename"] for r in await _fetch(url, "SELECT tablename FROM pg_tables")}
     assert "good" in tables and "half" not in tables
 

@@ -49,3 +49,5 @@ class WorkerSpec:
     topic: str = BILLING_EVENTS
     periodic: Periodic | None = None
     periodic_interval_seconds: float = 30.0
+    emits: tuple[str, ...] = ()
+    """Topics the handler's Outgoing go to; declared so the AsyncAPI document lists them."""

@@ -1,0 +1,130 @@
+"""``billing-fleet dlt list|show|replay``: the dead-letter topics, for operators."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Callable
+from typing import Any
+
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+from billing_fleet.settings import Settings
+
+Command = Callable[[argparse.Namespace, Settings], int]
+
+
+def add_dlt_parser(commands: Any, dispatch: Command) -> None:
+    dlt = commands.add_parser("dlt", help="list, show and replay dead letters")
+    dlt.set_defaults(handler=dispatch)
+    sub = dlt.add_subparsers(dest="dlt_command", required=True, metavar="ACTION")
+
+    listing = sub.add_parser("list", help="per dead-letter topic: messages, error classes")
+    listing.add_argument("--worker", help="only this worker's dead-letter topics")
+    listing.set_defaults(dlt_handler=_list)
+
+    show = sub.add_parser("show", help="one dead letter: value and all headers")
+    show.add_argument("topic")
+    show.add_argument("partition", type=int)
+    show.add_argument("offset", type=int)
+    show.set_defaults(dlt_handler=_show)
+
+    replay = sub.add_parser(
+        "replay", help="re-publish dead letters to their origin topic (original bytes)"
+    )
+    replay.add_argument("topic")
+    replay.add_argument(
+        "--offset",
+        action="append",
+        default=[],
+        metavar="P:O",
+        help="partition:offset to replay (repeatable; replayed even if it was before)",
+    )
+    replay.add_argument(
+        "--all", action="store_true", help="every message of the topic not replayed yet"
+    )
+    replay.set_defaults(dlt_handler=_replay)
+
+
+def _list(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.runtime.dlt_admin import list_dead_letters
+
+    assert settings.kafka_bootstrap_servers
+    summaries = asyncio.run(
+        list_dead_letters(settings.kafka_bootstrap_servers, settings.database_url, args.worker)
+    )
+    if not summaries:
+        print("no dead-letter topics")
+    for summary in summaries:
+        classes = ", ".join(f"{name}={n}" for name, n in summary.by_error_class.most_common())
+        print(f"{summary.topic}\tmessages={summary.messages}\treplayed={summary.replayed}")
+        if classes:
+            print(f"  by error class: {classes}")
+    return 0
+
+
+def _show(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.runtime.dlt_admin import show_dead_letter
+
+    assert settings.kafka_bootstrap_servers
+    try:
+        letter = asyncio.run(
+            show_dead_letter(
+                settings.kafka_bootstrap_servers, args.topic, args.partition, args.offset
+            )
+        )
+    except LookupError as exc:
+        print(f"billing-fleet dlt show: {exc}", file=sys.stderr)
+        return 1
+    print(f"topic {letter.topic} partition {letter.partition} offset {letter.offset}")
+    print(f"key {letter.key.decode(errors='replace') if letter.key is not None else '-'}")
+    print("headers")
+    for name, value in letter.headers:
+        print(f"  {name}: {value.decode(errors='replace')}")
+    print("value")
+    print(letter.value.decode(errors="replace"))
+    return 0
+
+
+def _replay(args: argparse.Namespace, settings: Settings) -> int:
+    from workers.runtime.dlt_admin import parse_offsets, replay_dead_letters
+
+    assert settings.kafka_bootstrap_servers
+    if not settings.database_url:
+        print("billing-fleet dlt replay: set DATABASE_URL (replays are recorded)", file=sys.stderr)
+        return 2
+    if not args.offset and not args.all:
+        print("billing-fleet dlt replay: pass --offset P:O (repeatable) or --all", file=sys.stderr)
+        return 2
+    try:
+        offsets = parse_offsets(args.offset)
+    except ValueError as exc:
+        print(f"billing-fleet dlt replay: {exc}", file=sys.stderr)
+        return 2
+    console = Console(stderr=True)
+    with Progress(
+        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=console
+    ) as progress:
+        task = progress.add_task("replay", total=None)
+        try:
+            replayed = asyncio.run(
+                replay_dead_letters(
+                    settings.kafka_bootstrap_servers,
+                    settings.database_url,
+                    args.topic,
+                    offsets=offsets,
+                    replay_all=args.all,
+                    on_selected=lambda total: progress.update(task, total=total),
+                    on_replayed=lambda letter: progress.advance(task),
+                )
+            )
+        except (LookupError, ValueError) as exc:
+            print(f"billing-fleet dlt replay: {exc}", file=sys.stderr)
+            return 1
+    for letter in replayed:
+        origin = letter.header("dlt_origin_topic")
+        print(f"replayed {letter.topic} {letter.partition}:{letter.offset} -> {origin}")
+    print(f"{len(replayed)} replayed")
+    return 0

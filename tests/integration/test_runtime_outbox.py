@@ -1,0 +1,73 @@
+"""The outbox relay publishes the handler's rows in order, with key and headers, once."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import asyncpg
+import pytest
+
+from billing_fleet.db import create_pool
+from billing_fleet.settings import Settings
+from tests.runtime_toy import (
+    create_topics,
+    make_events,
+    prepare_tables,
+    publish_events,
+    running,
+    toy_spec,
+    unique,
+    worker_settings,
+)
+from workers.runtime.dlt_admin import read_records
+from workers.runtime.outbox import OutboxRelay
+from workers.runtime.spec import Outgoing
+
+pytestmark = pytest.mark.integration
+
+
+async def test_outbox_rows_are_published_in_order_and_marked(
+    settings: Settings, kafka_messages: Any
+) -> None:
+    settings = worker_settings(settings)
+    assert settings.kafka_bootstrap_servers and settings.database_url
+    bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url
+    name, topic, out = unique("toy"), unique("runtime.in"), unique("runtime.out")
+    await prepare_tables(url)
+    await create_topics(settings, topic, out)
+    events = make_events(9, customers=2)
+    await publish_events(bootstrap, topic, events)
+
+    async with running(toy_spec(name, topic, out_topic=out), settings):
+        records = await kafka_messages(out, expect=len(events), timeout=20)
+
+    assert len(records) == len(events)
+    for customer in ("cus_toy0", "cus_toy1"):
+        sent = [e.source.stripe_event_id for e in events if e.customer_id == customer]
+        got = [r for r in records if r.key == customer.encode()]
+        assert [dict(r.headers)["ce_id"].decode() for r in got] == [f"toy-{s}" for s in sent]
+        assert all(dict(r.headers)["ce_type"] == b"toy.applied" for r in got)
+    conn = await asyncpg.connect(url)
+    try:
+        unpublished = await conn.fetchval(
+            "SELECT count(*) FROM outbox WHERE topic = $1 AND published_at IS NULL", out
+        )
+        rows = await conn.fetchval("SELECT count(*) FROM outbox WHERE topic = $1", out)
+    finally:
+        await conn.close()
+    assert (rows, unpublished) == (len(events), 0)
+
+    # A relay started afresh (a restart) finds nothing to send: marked rows stay sent.
+    sent_again: list[Outgoing] = []
+
+    async def send(outgoing: Outgoing) -> Any:
+        sent_again.append(outgoing)
+        raise AssertionError("a published row was sent again")
+
+    pool = await create_pool(url)
+    try:
+        assert await OutboxRelay(pool, send, worker=name, ack_timeout=5).flush() == 0
+    finally:
+        await pool.close()
+    assert sent_again == []
+    assert len(await read_records(bootstrap, out)) == len(events)

@@ -1,0 +1,177 @@
+"""A toy worker and helpers for the runtime tests (no dependency on a real worker).
+
+The toy records each event it applies in ``toy_applied`` (no unique key: a second apply
+would show as a second row), rejects as poison the Stripe event ids listed in
+``toy_rejects`` (the "catalog"), and emits one Outgoing per event when given a topic.
+``build`` reads its configuration from ``TOY_*`` variables, for ``billing-fleet worker``
+run as a subprocess with ``BILLING_WORKER_FACTORY=tests.runtime_toy:build``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import uuid
+from collections.abc import AsyncIterator, Sequence
+from typing import Any
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from api_gateway.normalize import normalize
+from billing_fleet.kafka_admin import ensure_topics
+from billing_fleet.settings import Settings
+from contracts import BillingEvent, cloudevent_headers
+from tests.stripe_fixtures import load_event
+from workers.runtime.run import run_worker
+from workers.runtime.spec import Outgoing, Poison, WorkerSpec
+
+TABLES = """
+CREATE TABLE IF NOT EXISTS toy_applied (
+    consumer        text NOT NULL,
+    stripe_event_id text NOT NULL,
+    type            text NOT NULL,
+    applied_at      timestamptz NOT NULL DEFAULT now()
+);
+CREATE TABLE IF NOT EXISTS toy_rejects (stripe_event_id text PRIMARY KEY);
+"""
+
+FIXTURE = "customer.subscription.created__syncengine__1"
+
+
+def toy_spec(
+    name: str, topic: str, *, out_topic: str | None = None, sleep_seconds: float = 0.0
+) -> WorkerSpec:
+    async def handle(conn: asyncpg.Connection, event: BillingEvent) -> Sequence[Outgoing]:
+        stripe_id = event.source.stripe_event_id
+        if await conn.fetchval("SELECT 1 FROM toy_rejects WHERE stripe_event_id = $1", stripe_id):
+            raise Poison(f"{stripe_id} is not in the catalog")
+        await conn.execute(
+            "INSERT INTO toy_applied (consumer, stripe_event_id, type) VALUES ($1, $2, $3)",
+            name,
+            stripe_id,
+            event.type,
+        )
+        if sleep_seconds:
+            await asyncio.sleep(sleep_seconds)
+        if out_topic is None:
+            return []
+        value = json.dumps({"stripe_event_id": stripe_id}).encode()
+        headers = {"ce_id": f"toy-{stripe_id}", "ce_type": "toy.applied"}
+        return [Outgoing(out_topic, key=event.customer_id or "", value=value, headers=headers)]
+
+    return WorkerSpec(
+        name=name, handle=handle, topic=topic, emits=(out_topic,) if out_topic else ()
+    )
+
+
+def build(settings: Settings) -> WorkerSpec:
+    out_topic = os.environ.get("TOY_OUT_TOPIC") or None
+    return toy_spec(
+        os.environ["TOY_NAME"],
+        os.environ["TOY_TOPIC"],
+        out_topic=out_topic,
+        sleep_seconds=float(os.environ.get("TOY_SLEEP_SECONDS", "0")),
+    )
+
+
+def unique(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:10]}"
+
+
+def make_events(count: int, *, customers: int = 3) -> list[BillingEvent]:
+    """Real normalized events with fresh Stripe ids, spread over a few customers."""
+    events = []
+    for i in range(count):
+        raw: dict[str, Any] = load_event(FIXTURE)
+        raw["data"]["object"]["customer"] = f"cus_toy{i % customers}"
+        events.append(normalize(raw))
+    return events
+
+
+def event_message(event: BillingEvent) -> tuple[bytes, bytes, list[tuple[str, bytes]]]:
+    """(value, key, headers) as the gateway publishes them."""
+    headers = cloudevent_headers(event, source="/billing-fleet/stripe")
+    return (
+        event.model_dump_json().encode(),
+        (event.customer_id or "").encode(),
+        [(name, value.encode()) for name, value in headers.items()],
+    )
+
+
+async def create_topics(settings: Settings, *topics: str, partitions: int = 2) -> None:
+    assert settings.kafka_bootstrap_servers
+    await ensure_topics(settings.kafka_bootstrap_servers, topics, partitions, 1)
+
+
+async def publish(bootstrap: str, topic: str, messages: Sequence[tuple[bytes, bytes, Any]]) -> None:
+    producer = AIOKafkaProducer(bootstrap_servers=bootstrap, acks="all")
+    await producer.start()
+    try:
+        for value, key, headers in messages:
+            await producer.send_and_wait(topic, value, key=key, headers=headers)
+    finally:
+        await producer.stop()
+
+
+async def publish_events(bootstrap: str, topic: str, events: Sequence[BillingEvent]) -> None:
+    await publish(bootstrap, topic, [event_message(e) for e in events])
+
+
+async def prepare_tables(database_url: str) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(TABLES)
+    finally:
+        await conn.close()
+
+
+def worker_settings(settings: Settings, **overrides: Any) -> Settings:
+    """Settings for fast tests: short group session (Tansu holds a join for half of it),
+    short retry waits, two partitions."""
+    values: dict[str, Any] = {
+        "worker_session_timeout_ms": 1000,
+        "worker_retry_backoff_seconds": [0.05, 0.1],
+        "worker_dependency_backoff_max_seconds": 0.5,
+        "worker_shutdown_timeout_seconds": 10,
+        "kafka_topic_partitions": 2,
+        **overrides,
+    }
+    return settings.model_copy(update=values)
+
+
+@contextlib.asynccontextmanager
+async def running(spec: WorkerSpec, settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+    """``run_worker`` in a task for the block, cancelled (graceful stop) at its end."""
+    task = asyncio.create_task(run_worker(spec, settings, serve_http=False))
+    try:
+        yield task
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def wait_for(
+    predicate: Any, *, timeout: float = 20.0, interval: float = 0.1, message: str = ""
+) -> None:
+    """Poll the async ``predicate`` until it is true."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while not await predicate():
+        if loop.time() > deadline:
+            raise AssertionError(f"timed out waiting: {message or predicate}")
+        await asyncio.sleep(interval)
+
+
+async def applied(database_url: str, consumer: str) -> list[str]:
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT stripe_event_id FROM toy_applied WHERE consumer = $1", consumer
+        )
+    finally:
+        await conn.close()
+    return [row["stripe_event_id"] for row in rows]

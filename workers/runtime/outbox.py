@@ -1,0 +1,127 @@
+"""Transactional outbox: rows written with the state change, relayed to Kafka afterwards.
+
+Delivery is at least once: a relay that crashes after the broker acknowledged a row but
+before it marked the row ``published_at`` publishes that row again after the restart.
+Consumers key by event id (``ce_id``), so the repeat changes nothing for them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Final
+
+import asyncpg
+
+from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
+from workers.runtime.metrics import OUTBOX_BACKLOG
+from workers.runtime.spec import Outgoing
+
+log = logging.getLogger(__name__)
+
+# One relay at a time across all replicas and workers (they share the table): the holder
+# publishes in id order, which keeps per-key order. Fixed key ("outbox").
+RELAY_LOCK_KEY: Final = 0x6F7574626F78
+RELAY_BATCH_ROWS: Final = 500
+
+Send = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
+"""Hand one row to the producer; the returned awaitable completes on the broker's ack."""
+
+
+async def write_outbox(conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -> None:
+    """Insert ``outgoing`` in the caller's transaction, in order."""
+    if outgoing:
+        await conn.executemany(
+            "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4::jsonb)",
+            [(o.topic, o.key.encode(), o.value, json.dumps(o.headers)) for o in outgoing],
+        )
+
+
+class OutboxRelay:
+    """Publishes unpublished rows in id order, then marks them; woken by ``wake()``."""
+
+    def __init__(
+        self,
+        pool: asyncpg.Pool,
+        send: Send,
+        *,
+        worker: str,
+        ack_timeout: float,
+        poll_interval: float = 1.0,
+        backoff_max: float = 30.0,
+    ) -> None:
+        self._pool, self._send, self._worker = pool, send, worker
+        self._ack_timeout, self._poll, self._backoff_max = ack_timeout, poll_interval, backoff_max
+        self._wake = asyncio.Event()
+
+    def wake(self) -> None:
+        """Called after a transaction that wrote outbox rows committed."""
+        self._wake.set()
+
+    async def run(self) -> None:
+        """Relay until cancelled; outages are retried with backoff, never raised."""
+        failures = 0
+        while True:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._poll):
+                    await self._wake.wait()
+            self._wake.clear()
+            try:
+                while await self.flush_once():
+                    pass
+                failures = 0
+            except Exception as exc:
+                if not is_dependency_failure(exc):
+                    log.exception("outbox relay failed", extra={"worker": self._worker})
+                delay = jitter(dependency_delay(failures, self._backoff_max))
+                failures += 1
+                log.warning(
+                    "outbox relay waits for its dependencies",
+                    extra={"worker": self._worker, "error": repr(exc), "retry_in": delay},
+                )
+                await asyncio.sleep(delay)
+
+    async def flush(self) -> int:
+        """Publish everything unpublished now; returns how many rows this call published."""
+        total = 0
+        while count := await self.flush_once():
+            total += count
+        return total
+
+    async def flush_once(self) -> int:
+        """Publish and mark up to one batch of rows; 0 when none is left or another relay
+        holds the lock."""
+        async with self._pool.acquire() as conn, conn.transaction():
+            if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_KEY):
+                return 0
+            rows = await conn.fetch(
+                "SELECT id, topic, key, value, headers FROM outbox"
+                " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                RELAY_BATCH_ROWS,
+            )
+            if rows:
+                # Hand all rows to the producer first (it keeps their order per partition),
+                # then wait for every ack (acks=all) before marking any row.
+                acks = [await self._send(_outgoing(row)) for row in rows]
+                async with asyncio.timeout(self._ack_timeout):
+                    await asyncio.gather(*acks)
+                await conn.execute(
+                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
+                    [row["id"] for row in rows],
+                )
+            backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
+            OUTBOX_BACKLOG.labels(self._worker).set(backlog)
+            return len(rows)
+
+
+def _outgoing(row: asyncpg.Record) -> Outgoing:
+    key: bytes | None = row["key"]
+    return Outgoing(
+        topic=row["topic"],
+        key=key.decode() if key is not None else "",
+        value=row["value"],
+        headers=json.loads(row["headers"]),
+    )

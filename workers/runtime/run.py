@@ -1,0 +1,209 @@
+"""``run_worker``: one worker process (or task) from start to graceful stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import asyncpg
+from faststream.kafka import KafkaBroker
+from faststream.specification import AsyncAPI
+
+from billing_fleet.db import create_pool
+from billing_fleet.kafka_admin import KafkaAdminError, ensure_topics
+from billing_fleet.settings import Settings
+from workers.runtime.consumer import BatchConsumer
+from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
+from workers.runtime.http import HttpServer, create_app
+from workers.runtime.outbox import OutboxRelay, write_outbox
+from workers.runtime.processing import transaction
+from workers.runtime.spec import Outgoing, WorkerSpec
+
+log = logging.getLogger(__name__)
+
+T = TypeVar("T")
+PROBE_TIMEOUT_SECONDS = 2.0
+
+
+async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool = True) -> None:
+    """Consume ``spec.topic`` as consumer group ``spec.name`` until cancelled.
+
+    Cancellation (SIGTERM/SIGINT through ``ShutdownSignals``) stops fetching, lets the
+    in-flight batch finish and commit, flushes the outbox once more and closes, within
+    ``worker_shutdown_timeout_seconds``.
+    """
+    if not settings.database_url or not settings.kafka_bootstrap_servers:
+        raise ValueError("the worker needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
+    database_url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
+    worker = spec.name
+    pool = await _until_up(worker, "database", settings, lambda: create_pool(database_url))
+    broker = KafkaBroker(
+        bootstrap,
+        acks="all",
+        enable_idempotence=settings.kafka_enable_idempotence,
+        # No short request_timeout_ms (unlike the gateway): the consumer shares it, and a
+        # JoinGroup may legitimately wait for the rebalance. Our publishes have their own.
+        client_id=f"billing-fleet-{worker}",
+        graceful_timeout=settings.worker_shutdown_timeout_seconds,
+    )
+    publishers = {
+        topic: broker.publisher(topic, title=topic, description=f"Emitted by {worker}.")
+        for topic in spec.emits
+    }
+
+    async def send(outgoing: Outgoing) -> Awaitable[Any]:
+        publisher = publishers.get(outgoing.topic)
+        key, headers = outgoing.key.encode(), outgoing.headers
+        if publisher is not None:
+            return await publisher.publish(
+                outgoing.value, key=key, headers=headers, no_confirm=True
+            )
+        return await broker.publish(
+            outgoing.value, outgoing.topic, key=key, headers=headers, no_confirm=True
+        )
+
+    relay = OutboxRelay(
+        pool,
+        send,
+        worker=worker,
+        ack_timeout=settings.kafka_publish_timeout_seconds * 2,
+        backoff_max=settings.worker_dependency_backoff_max_seconds,
+    )
+    consumer = BatchConsumer(spec, settings, broker, pool, relay.wake)
+    http: HttpServer | None = None
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        await _until_up(
+            worker,
+            "kafka topics",
+            settings,
+            lambda: _ensure_topics(settings, [spec.topic, consumer.dead_letter_topic, *spec.emits]),
+        )
+        await _until_up(worker, "kafka", settings, broker.start)
+        if serve_http:
+            asyncapi = AsyncAPI(broker, title=f"billing-fleet {worker} worker", version="1")
+            checks = {"kafka": _async(lambda: consumer.running), "database": _db_check(pool)}
+            app = create_app(checks, asyncapi.to_specification().to_json())
+            http = HttpServer(app, settings.gateway_host, settings.worker_http_port)
+            await http.start()
+        tasks.append(asyncio.create_task(relay.run(), name=f"{worker}-outbox-relay"))
+        if spec.periodic is not None:
+            tasks.append(
+                asyncio.create_task(_periodic(spec, pool, relay), name=f"{worker}-periodic")
+            )
+        log.info("worker started", extra={"worker": worker, "topic": spec.topic})
+        await asyncio.gather(*tasks)  # runs until cancelled; raises only on a bug
+    finally:
+        await _shutdown(settings, consumer, broker, relay, tasks, http, pool)
+
+
+async def _shutdown(
+    settings: Settings,
+    consumer: BatchConsumer,
+    broker: KafkaBroker,
+    relay: OutboxRelay,
+    tasks: list[asyncio.Task[None]],
+    http: HttpServer | None,
+    pool: asyncpg.Pool,
+) -> None:
+    worker = consumer.spec.name
+    log.info("worker stopping", extra={"worker": worker})
+    consumer.stopping.set()  # an outage wait gives its batch back instead of holding on
+    try:
+        async with asyncio.timeout(settings.worker_shutdown_timeout_seconds):
+            # Stops fetching and waits for the in-flight batch (it commits itself).
+            await consumer.subscriber.stop()
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+            try:
+                await relay.flush()  # the last batch's outbox rows
+            except Exception as exc:
+                log.warning("last outbox flush failed", extra={"error": repr(exc)})
+            await broker.stop()
+            if http is not None:
+                await http.stop()
+            await pool.close()
+    except TimeoutError:
+        log.error("shutdown timed out, closing hard", extra={"worker": worker})
+        pool.terminate()
+    log.info("worker stopped", extra={"worker": worker})
+
+
+async def _until_up(
+    worker: str, what: str, settings: Settings, start: Callable[[], Awaitable[T]]
+) -> T:
+    """``await start()``, retried with backoff while it fails for an outage."""
+    attempt = 0
+    while True:
+        try:
+            return await start()
+        except Exception as exc:
+            if not is_dependency_failure(exc):
+                raise
+            delay = jitter(
+                dependency_delay(attempt, settings.worker_dependency_backoff_max_seconds)
+            )
+            log.warning(
+                f"{what} unavailable, retrying",
+                extra={"worker": worker, "error": repr(exc), "retry_in": delay},
+            )
+            attempt += 1
+            await asyncio.sleep(delay)
+
+
+async def _ensure_topics(settings: Settings, topics: list[str]) -> None:
+    assert settings.kafka_bootstrap_servers
+    try:
+        await ensure_topics(
+            settings.kafka_bootstrap_servers,
+            topics,
+            settings.kafka_topic_partitions,
+            settings.kafka_topic_replication_factor,
+        )
+    except KafkaAdminError as exc:
+        if exc.__cause__ is not None and is_dependency_failure(exc.__cause__):
+            raise exc.__cause__ from exc
+        # Not allowed to create topics (a managed cluster): they are provisioned elsewhere.
+        log.warning("topics not ensured", extra={"error": str(exc)})
+
+
+async def _periodic(spec: WorkerSpec, pool: asyncpg.Pool, relay: OutboxRelay) -> None:
+    assert spec.periodic is not None
+    while True:
+        try:
+            async with transaction(pool) as conn:
+                outgoing = await spec.periodic(conn)
+                await write_outbox(conn, outgoing)
+            if outgoing:
+                relay.wake()
+        except Exception as exc:
+            # The next tick retries; periodic work is idempotent by design (time-driven).
+            log.log(
+                logging.WARNING if is_dependency_failure(exc) else logging.ERROR,
+                "periodic work failed",
+                exc_info=not is_dependency_failure(exc),
+                extra={"worker": spec.name, "error": repr(exc)},
+            )
+        await asyncio.sleep(spec.periodic_interval_seconds)
+
+
+def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
+    async def run() -> bool:
+        return check()
+
+    return run
+
+
+def _db_check(pool: asyncpg.Pool) -> Callable[[], Awaitable[bool]]:
+    async def run() -> bool:
+        try:
+            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
+                await pool.fetchval("SELECT 1")
+        except Exception:
+            return False
+        return True
+
+    return run
