@@ -48,6 +48,11 @@ class SubscriptionItem(Model):
     quantity: int
     current_period_start: datetime | None
     current_period_end: datetime | None
+    product_metadata: dict[str, str] = Field(
+        default_factory=dict,
+        description="The product's metadata when Stripe expanded price.product (or "
+        "plan.product); empty otherwise.",
+    )
 
 
 class PauseCollection(Model):

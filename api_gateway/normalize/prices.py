@@ -16,9 +16,11 @@ class PriceRef(NamedTuple):
     price_id: str | None
     product_id: str | None
     lookup_key: str | None
+    product_metadata: dict[str, str]
+    """The product's metadata when ``product`` is expanded; empty otherwise."""
 
 
-NO_PRICE = PriceRef(None, None, None)
+NO_PRICE = PriceRef(None, None, None, {})
 
 
 def price_of(holder: Reader) -> PriceRef:
@@ -28,15 +30,17 @@ def price_of(holder: Reader) -> PriceRef:
             continue
         expanded = holder.expanded(key)
         if expanded is None:
-            return PriceRef(holder.ref(key), None, None)
+            return PriceRef(holder.ref(key), None, None, {})
+        product = expanded.expanded("product")
         return PriceRef(
             expanded.opt_str("id"),
             expanded.ref("product"),
             # Only prices have lookup keys; legacy plans never did.
             expanded.opt_str("lookup_key"),
+            product.metadata() if product is not None else {},
         )
     pricing = holder.child("pricing")
     details = pricing.child("price_details") if pricing is not None else None
     if details is not None:
-        return PriceRef(details.ref("price"), details.ref("product"), None)
+        return PriceRef(details.ref("price"), details.ref("product"), None, {})
     return NO_PRICE

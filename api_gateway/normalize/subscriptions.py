@@ -24,6 +24,7 @@ def _items(sub: Reader) -> list[SubscriptionItem]:
                 price_id=price.price_id,
                 product_id=price.product_id,
                 lookup_key=price.lookup_key,
+                product_metadata=price.product_metadata,
                 quantity=sub.int_or("quantity", 1),
                 current_period_start=sub_start,
                 current_period_end=sub_end,
@@ -40,6 +41,7 @@ def _items(sub: Reader) -> list[SubscriptionItem]:
                 price_id=price.price_id,
                 product_id=price.product_id,
                 lookup_key=price.lookup_key,
+                product_metadata=price.product_metadata,
                 # Stripe omits quantity for metered prices; the customer holds one unit.
                 quantity=item.int_or("quantity", 1),
                 current_period_start=start or sub_start,

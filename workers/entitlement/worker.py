@@ -1,0 +1,29 @@
+"""Entry point of the entitlement worker: ``build(settings) -> WorkerSpec``."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from billing_fleet.settings import Settings
+from contracts import ENTITLEMENT_CHANGES
+from workers.entitlement.catalog import load_catalog
+from workers.entitlement.handler import EntitlementHandler
+from workers.runtime.spec import WorkerSpec
+
+NAME = "entitlement"
+EXPIRY_INTERVAL_SECONDS = 30.0
+
+
+def build(settings: Settings) -> WorkerSpec:
+    """Load the catalog (a broken one raises ``CatalogError`` here, at startup)."""
+    handler = EntitlementHandler(
+        load_catalog(settings.entitlement_catalog_path),
+        past_due_grace=timedelta(days=settings.entitlement_past_due_grace_days),
+    )
+    return WorkerSpec(
+        name=NAME,
+        handle=handler.handle,
+        periodic=handler.expire,
+        periodic_interval_seconds=EXPIRY_INTERVAL_SECONDS,
+        emits=(ENTITLEMENT_CHANGES,),
+    )
