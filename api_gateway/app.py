@@ -11,7 +11,8 @@ from fastapi import FastAPI, Request, Response
 from faststream.specification import AsyncAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api_gateway import health, webhooks
+from api_gateway import access, health, webhooks
+from api_gateway.auth import TokenVerifier
 from api_gateway.problems import install_problem_handlers
 from api_gateway.publisher import EventPublisher
 from billing_fleet.settings import Settings
@@ -44,9 +45,12 @@ def create_app(settings: Settings) -> FastAPI:
         lifespan=lifespan,
     )
     app.state.settings, app.state.publisher = settings, publisher
+    # No network here: a JWKS is fetched on the first RS256 token, then cached.
+    app.state.token_verifier = TokenVerifier.from_settings(settings)
     install_problem_handlers(app)
     app.include_router(webhooks.router)
     app.include_router(health.router)
+    app.include_router(access.router)
     asyncapi_json = (
         AsyncAPI(publisher.broker, title="billing-fleet gateway", version="1")
         .to_specification()

@@ -5,17 +5,20 @@ from __future__ import annotations
 import asyncio
 import socket
 from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 import uvicorn
 from aiokafka import AIOKafkaConsumer, TopicPartition
+from fastapi import FastAPI
 
 from api_gateway.app import create_app, with_webhook_fast_path
 from billing_fleet.kafka_admin import ensure_topics
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, event_id_for
+from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER
 from tests.stripe_fixtures import PRIMARY_SECRET, SECONDARY_SECRET
 
 
@@ -41,20 +44,36 @@ async def gateway(kafka: Any, database_url: str) -> AsyncIterator[Gateway]:
         kafka_publish_timeout_seconds=2,
         webhook_max_body_bytes=64 * 1024,
         gateway_port=free_port(),
+        # The read API on HS256 (tests/jwt_tokens.py signs); RS256 tests run their own gateway.
+        jwt_hs256_secret=HS256_SECRET,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
     )
     await create_topics(settings)
+    async with serve_gateway(settings) as app:
+        assert await app.state.publisher.wait_connected(10), "gateway never reached Kafka"
+        yield Gateway(f"http://127.0.0.1:{settings.gateway_port}", settings)
+
+
+@asynccontextmanager
+async def serve_gateway(settings: Settings) -> AsyncIterator[FastAPI]:
+    """The gateway on ``settings.gateway_port``, served as `billing-fleet gateway` serves it."""
     app = create_app(settings)
-    served = with_webhook_fast_path(app)  # exactly what `billing-fleet gateway` serves
+    served = with_webhook_fast_path(app)
     server = uvicorn.Server(
         uvicorn.Config(served, host="127.0.0.1", port=settings.gateway_port, log_config=None)
     )
     task = asyncio.create_task(server.serve())
-    while not server.started:  # noqa: ASYNC110 - uvicorn offers a flag, not an event
+    while not server.started:  # uvicorn offers a flag, not an event
+        if task.done():
+            task.result()  # startup failed: raise its error, else say so
+            raise RuntimeError("the gateway stopped during startup")
         await asyncio.sleep(0.02)
-    assert await app.state.publisher.wait_connected(10), "gateway never reached Kafka"
-    yield Gateway(f"http://127.0.0.1:{settings.gateway_port}", settings)
-    server.should_exit = True
-    await task
+    try:
+        yield app
+    finally:
+        server.should_exit = True
+        await task
 
 
 async def create_topics(settings: Settings) -> None:

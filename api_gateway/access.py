@@ -1,0 +1,159 @@
+"""The entitlement read API: ``/v1/entitlements`` for users, ``/v1/customers/…`` for services.
+
+Handlers return ready JSON bytes; the pydantic models below only document the shapes in
+OpenAPI (validating our own output again would cost more than the query at 2,000 req/s).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from datetime import datetime
+from typing import Annotated, Any, TypeVar
+
+import asyncpg
+from fastapi import APIRouter, Depends, Request, Response
+from pydantic import BaseModel, Field
+from pydantic_core import to_json
+from starlette.exceptions import HTTPException
+
+from api_gateway import access_store
+from api_gateway.access_store import Grant
+from api_gateway.auth import RETRY_AFTER_SECONDS, Principal, authenticated, service_caller
+
+router = APIRouter(prefix="/v1", tags=["entitlements"])
+T = TypeVar("T")
+
+# What the database raises when it is down or unreachable: a 503, not a 500.
+DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+
+
+class Entitlement(BaseModel):
+    feature: str
+    entitled: bool
+    limit: int | None = Field(description="null: unlimited, or a feature without a quantity.")
+    expires_at: datetime | None = Field(description="null: until further notice.")
+    source: str | None = Field(
+        description="What grants the effective limit (subscription, payment or `stripe:` id)."
+    )
+    sources: list[str] = Field(description="Every source granting the feature.")
+
+
+class UserEntitlements(BaseModel):
+    user_id: str
+    entitlements: list[Entitlement]
+
+
+class CustomerEntitlements(BaseModel):
+    customer_id: str
+    entitlements: list[Entitlement]
+
+
+_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    401: {"description": "Missing, malformed, expired or unverifiable bearer token.", **_PROBLEM},
+    503: {"description": "Read API not configured, or database/keys unavailable.", **_PROBLEM},
+}
+_SERVICE_ERRORS = {
+    **_ERRORS,
+    403: {"description": "The token lacks the service scope.", **_PROBLEM},
+}
+
+
+def _entitlement(grant: Grant) -> dict[str, Any]:
+    return {
+        "feature": grant.feature,
+        "entitled": True,
+        "limit": grant.limit,
+        "expires_at": grant.expires_at,
+        "source": grant.source,
+        "sources": grant.sources,
+    }
+
+
+def _not_entitled(feature: str) -> dict[str, Any]:
+    # 200, not 404: apps gate on `entitled` without treating "no" as an error.
+    return {
+        "feature": feature,
+        "entitled": False,
+        "limit": None,
+        "expires_at": None,
+        "source": None,
+        "sources": [],
+    }
+
+
+def _json(body: dict[str, Any]) -> Response:
+    return Response(to_json(body), media_type="application/json")
+
+
+async def _read(request: Request, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
+    pool: asyncpg.Pool | None = request.app.state.db_pool
+    if pool is None:
+        raise HTTPException(503, "database not configured")
+    try:
+        return await query(pool)
+    except DATABASE_DOWN as exc:
+        raise HTTPException(
+            503, "database unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        ) from exc
+
+
+@router.get(
+    "/entitlements",
+    summary="The caller's entitlements, across every Stripe customer mapped to the user",
+    response_model=None,
+    responses={200: {"model": UserEntitlements}, **_ERRORS},
+)
+async def my_entitlements(
+    request: Request, principal: Annotated[Principal, Depends(authenticated)]
+) -> Response:
+    grants = await _read(request, lambda pool: access_store.user_grants(pool, principal.subject))
+    return _json({"user_id": principal.subject, "entitlements": [_entitlement(g) for g in grants]})
+
+
+@router.get(
+    "/entitlements/{feature}",
+    summary="Whether the caller holds one feature (entitled=false when not, never 404)",
+    response_model=None,
+    responses={200: {"model": Entitlement}, **_ERRORS},
+)
+async def my_entitlement(
+    request: Request, feature: str, principal: Annotated[Principal, Depends(authenticated)]
+) -> Response:
+    grant = await _read(
+        request, lambda pool: access_store.user_grant(pool, principal.subject, feature)
+    )
+    return _json(_entitlement(grant) if grant else _not_entitled(feature))
+
+
+@router.get(
+    "/customers/{customer_id}/entitlements",
+    summary="A Stripe customer's entitlements (service tokens only)",
+    response_model=None,
+    responses={200: {"model": CustomerEntitlements}, **_SERVICE_ERRORS},
+)
+async def customer_entitlements(
+    request: Request,
+    customer_id: str,
+    _: Annotated[Principal, Depends(service_caller)],
+) -> Response:
+    grants = await _read(request, lambda pool: access_store.customer_grants(pool, customer_id))
+    return _json({"customer_id": customer_id, "entitlements": [_entitlement(g) for g in grants]})
+
+
+@router.get(
+    "/customers/{customer_id}/entitlements/{feature}",
+    summary="Whether a Stripe customer holds one feature (service tokens only)",
+    response_model=None,
+    responses={200: {"model": Entitlement}, **_SERVICE_ERRORS},
+)
+async def customer_entitlement(
+    request: Request,
+    customer_id: str,
+    feature: str,
+    _: Annotated[Principal, Depends(service_caller)],
+) -> Response:
+    grant = await _read(
+        request, lambda pool: access_store.customer_grant(pool, customer_id, feature)
+    )
+    return _json(_entitlement(grant) if grant else _not_entitled(feature))
