@@ -1,5 +1,5 @@
 # One image for the whole fleet; the command picks the role:
-#   docker run IMAGE gateway | worker NAME | migrate
+#   docker run IMAGE gateway | worker entitlement | migrate | dlt list
 FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
@@ -13,6 +13,8 @@ COPY contracts ./contracts
 COPY api_gateway ./api_gateway
 COPY workers ./workers
 COPY billing_fleet ./billing_fleet
+# The example catalog is the default; mount your own and set BILLING_ENTITLEMENT_CATALOG_PATH.
+COPY catalog.example.yaml ./
 RUN pip install . && useradd --system --uid 10001 --no-create-home billing
 
 USER 10001
