@@ -1,5 +1,5 @@
 """Helpers for the entitlement worker's tests: a test catalog, event builders, and
-``apply``, which does what the runtime does around a handler."""
+``apply``, which runs a handler through the runtime's per-event path."""
 
 from __future__ import annotations
 
@@ -23,7 +23,9 @@ from contracts import (
     SubscriptionItem,
 )
 from workers.entitlement.catalog import Catalog, parse_catalog
-from workers.runtime.spec import Handler, Outgoing
+from workers.entitlement.worker import NAME as ENTITLEMENT
+from workers.runtime.processing import apply_one
+from workers.runtime.spec import Handler, Outgoing, WorkerSpec
 
 EventT = TypeVar("EventT", bound=contracts.events.Envelope)
 
@@ -186,17 +188,14 @@ def model_with(event: EventT, **changes: Any) -> EventT:
 async def apply(
     conn: asyncpg.Connection, handle: Handler, event: contracts.BillingEvent
 ) -> list[Outgoing] | None:
-    """What the runtime does: in one transaction, the idempotency row, then the handler
-    only when the row is new. Returns None for a duplicate."""
+    """What the runtime does for one event, through its own code: in one transaction, the
+    idempotency row, then the handler only when the row is new. Returns None for a
+    duplicate. The result is returned, not written to the outbox (which the relay of any
+    worker a later test runs would publish)."""
+    spec = WorkerSpec(name=ENTITLEMENT, handle=handle)
     async with conn.transaction():
-        new = await conn.fetchval(
-            "INSERT INTO processed_events (consumer, event_id) VALUES ('entitlement', $1) "
-            "ON CONFLICT DO NOTHING RETURNING 1",
-            event.source.stripe_event_id,
-        )
-        if new is None:
-            return None
-        return list(await handle(conn, event))
+        outgoing = await apply_one(conn, spec, event)
+    return None if outgoing is None else list(outgoing)
 
 
 async def entitlement_rows(

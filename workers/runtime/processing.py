@@ -60,7 +60,7 @@ async def apply(
     wrote_outbox = False
     async with transaction(pool) as conn:
         for record, event in zip(records, events, strict=True):
-            outgoing = await _apply_one(conn, spec, event)
+            outgoing = await apply_one(conn, spec, event)
             if outgoing is None:
                 handled.append(
                     Handled(record, event.source.stripe_event_id, event.type, "duplicate")
@@ -72,7 +72,7 @@ async def apply(
     return handled, wrote_outbox
 
 
-async def _apply_one(
+async def apply_one(
     conn: asyncpg.Connection, spec: WorkerSpec, event: BillingEvent
 ) -> Sequence[Outgoing] | None:
     """The event's Outgoing, or None if this consumer processed it before."""
