@@ -17,6 +17,9 @@ from api_gateway.problems import install_problem_handlers
 from api_gateway.publisher import EventPublisher
 from billing_fleet.settings import Settings
 
+# Read API queries are short; more connections than cores keeps them from queueing.
+DB_POOL_SIZE = 16
+
 
 def create_app(settings: Settings) -> FastAPI:
     publisher = EventPublisher(settings)  # connects in the lifespan, not here
@@ -26,7 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
         await publisher.start()
         # min_size=0: the gateway starts, and reports not ready, while PostgreSQL is down.
         pool = (
-            await asyncpg.create_pool(settings.database_url, min_size=0, max_size=4)
+            await asyncpg.create_pool(settings.database_url, min_size=0, max_size=DB_POOL_SIZE)
             if settings.database_url
             else None
         )

@@ -7,6 +7,34 @@ import sys
 from collections.abc import Sequence
 
 
+def _run(args: argparse.Namespace) -> int:
+    if args.command == "ingress":
+        from bench import ingress
+
+        return ingress.run(
+            duration_s=args.duration,
+            connections=args.connections,
+            messages=args.messages,
+            rate=args.rate,
+        )
+    if args.command == "worker":
+        from bench import worker
+
+        return worker.run(
+            count=args.events, customers=args.customers, batch=args.batch, timeout=args.timeout
+        )
+    from bench import e2e
+
+    return e2e.run(
+        rate=args.rate,
+        duration_s=args.duration,
+        poll_interval_ms=args.poll_interval_ms,
+        read_rate=args.read_rate,
+        wrk_duration_s=args.wrk_duration,
+        connections=args.connections,
+    )
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True, metavar="BENCHMARK")
@@ -15,17 +43,30 @@ def main(argv: Sequence[str] | None = None) -> int:
     ingress.add_argument("--connections", type=int, default=32, help="wrk connections")
     ingress.add_argument("--messages", type=int, default=50_000, help="raw produce messages")
     ingress.add_argument("--rate", type=int, default=1_000, help="fixed-rate run, req/s")
+
+    worker = commands.add_parser("worker", help="entitlement worker vs. raw consume+upsert")
+    worker.add_argument("--events", type=int, default=20_000, help="events published")
+    worker.add_argument("--customers", type=int, help="distinct customers (default: events/4)")
+    worker.add_argument(
+        "--batch", type=int, help="records per batch (default: worker_batch_max_records)"
+    )
+    worker.add_argument("--timeout", type=float, default=300.0, help="seconds per consumer")
+
+    e2e = commands.add_parser(
+        "e2e", help="webhook -> entitlement readable latency; read API under wrk"
+    )
+    e2e.add_argument("--rate", type=int, default=500, help="webhooks/s sent")
+    e2e.add_argument("--duration", type=int, default=10, help="seconds of webhooks")
+    e2e.add_argument(
+        "--poll-interval-ms", type=float, default=5.0, help="API polls per pending event"
+    )
+    e2e.add_argument("--read-rate", type=int, default=2_000, help="fixed-rate read run, req/s")
+    e2e.add_argument("--wrk-duration", type=int, default=8, help="seconds per wrk run")
+    e2e.add_argument("--connections", type=int, default=32, help="wrk throughput connections")
     args = parser.parse_args(argv)
 
-    from bench import ingress as bench_ingress
-
     try:
-        return bench_ingress.run(
-            duration_s=args.duration,
-            connections=args.connections,
-            messages=args.messages,
-            rate=args.rate,
-        )
+        return _run(args)
     except KeyboardInterrupt:
         print("bench: interrupted; servers stopped", file=sys.stderr)
         return 130

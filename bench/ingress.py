@@ -10,16 +10,13 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import ExitStack, contextmanager
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from types import FrameType
 
 import stripe
 import uvicorn
@@ -296,19 +293,6 @@ def _check_counts(gateway: GatewayRun) -> None:
         )
 
 
-def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
-    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
-
-
-@contextmanager
-def _stopped_by_sigterm() -> Iterator[None]:
-    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
-    try:
-        yield
-    finally:
-        signal.signal(signal.SIGTERM, previous)
-
-
 def run(*, duration_s: int, connections: int, messages: int, rate: int) -> int:
     try:
         wrk.executable()
@@ -317,7 +301,7 @@ def run(*, duration_s: int, connections: int, messages: int, rate: int) -> int:
         return 2
     settings = Settings()
     payload = load_payload(FIXTURE)
-    with _stopped_by_sigterm(), ExitStack() as stack:
+    with procs.stopped_by_sigterm(), ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ingress-")))
         bench = Bench(workdir, payload)
         kafka = stack.enter_context(EmbeddedKafka())

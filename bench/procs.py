@@ -3,29 +3,38 @@
 from __future__ import annotations
 
 import contextlib
+import signal
 import subprocess
 import time
 import urllib.error
 import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from types import FrameType
+from typing import IO
 
 from billing_fleet.embedded import die_with_parent_hook, stop_process_group
 
 
 @contextlib.contextmanager
 def running(
-    command: Sequence[str], *, log_path: Path, env: Mapping[str, str] | None = None
+    command: Sequence[str],
+    *,
+    log_path: Path,
+    env: Mapping[str, str] | None = None,
+    stdin: int | IO[bytes] = subprocess.DEVNULL,
+    stdout: int | None = None,
 ) -> Iterator[subprocess.Popen[bytes]]:
     """``command`` running in its own session (a terminal's Ctrl-C reaches only us; we
-    stop it), output to ``log_path`` (a pipe nobody reads would block it)."""
+    stop it), output to ``log_path`` (a pipe nobody reads would block it); ``stdin`` and
+    ``stdout`` (e.g. ``subprocess.PIPE``, stderr still to the log) connect two of them."""
     with log_path.open("wb") as log:
         process = subprocess.Popen(
             command,
             env=dict(env) if env is not None else None,
-            stdin=subprocess.DEVNULL,
-            stdout=log,
-            stderr=subprocess.STDOUT,
+            stdin=stdin,
+            stdout=log if stdout is None else stdout,
+            stderr=subprocess.STDOUT if stdout is None else log,
             start_new_session=True,
             preexec_fn=die_with_parent_hook(),
         )
@@ -63,3 +72,16 @@ def wait_http_ok(
     raise RuntimeError(
         f"{request.full_url} not OK within {timeout}s ({last}):\n{log_tail(log_path)}"
     )
+
+
+def _raise_interrupt(signum: int, frame: FrameType | None) -> None:
+    raise KeyboardInterrupt  # SIGTERM cleans up like Ctrl-C
+
+
+@contextlib.contextmanager
+def stopped_by_sigterm() -> Iterator[None]:
+    previous = signal.signal(signal.SIGTERM, _raise_interrupt)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, previous)

@@ -92,6 +92,14 @@ def post_script(
     return "\n".join(lines) + "\n"
 
 
+def get_script(headers: Mapping[str, str], *, rate_per_thread: float | None = None) -> str:
+    """Lua for wrk: GET the URL with ``headers``, optionally paced."""
+    lines = [f"wrk.headers[ {_lua_string(k)} ] = {_lua_string(v)}" for k, v in headers.items()]
+    if rate_per_thread is not None:
+        lines += [f"interval_ms = {1000.0 / rate_per_thread!r}", _PACING]
+    return "\n".join(lines) + "\n"
+
+
 def run(
     url: str, script: Path, *, connections: int, duration_s: int, threads: int = 1
 ) -> WrkResult:

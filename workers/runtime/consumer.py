@@ -48,6 +48,8 @@ Key = tuple[int, int]  # (partition, offset) within the subscribed topic
 # heartbeats (session timeout), which continue in the background during the wait.
 MAX_POLL_INTERVAL_MS: Final = 6 * 60 * 60 * 1000
 # How long an idle fetch waits; FastStream sleeps as long again when it came back empty.
+# Also the broker-side fetch wait: aiokafka's default (500 ms) is what a fetch costs on a
+# broker that holds it until the timeout (Tansu does), which dominated end-to-end latency.
 FETCH_WAIT_MS: Final = 50
 
 
@@ -86,6 +88,7 @@ class BatchConsumer:
             batch=True,
             max_records=settings.worker_batch_max_records,
             batch_timeout_ms=FETCH_WAIT_MS,
+            fetch_max_wait_ms=FETCH_WAIT_MS,
             group_id=spec.name,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,

@@ -1,0 +1,346 @@
+"""End-to-end benchmark: webhook accepted -> entitlement readable through the read API,
+then the read API's entitlement check under wrk.
+
+``billing-fleet gateway`` and ``billing-fleet worker entitlement`` run as subprocesses on
+an embedded broker and a fresh migrated database. ``bench.e2e_client send`` POSTs signed
+``customer.subscription.created`` webhooks (a fresh customer each, on a plan granting
+``sso``) at a fixed rate by schedule; ``bench.e2e_client poll`` polls
+``GET /v1/customers/{customer}/entitlements/sso`` (service token) for each accepted one
+until it answers ``entitled: true``. Then wrk GETs one customer's entitlement at a fixed
+rate (paced by wrk's ``delay()``) and closed loop for throughput.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import math
+import os
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import jwt
+import stripe
+
+from bench import events, infra, procs, wrk
+from billing_fleet.embedded import EmbeddedKafka, free_port
+from billing_fleet.kafka_admin import ensure_topics
+from billing_fleet.settings import Settings
+from contracts import BILLING_EVENTS
+from workers.entitlement.worker import NAME as WORKER_NAME
+
+WEBHOOK_SECRET = "whsec_bench_e2e"
+JWT_SECRET = "bench-e2e-hs256-secret-" + "0123456789abcdef" * 2  # >= 32 bytes
+POLL_IN_FLIGHT = 16
+READ_CONNECTIONS = 10  # the fixed-rate read run, as the ingress latency run
+WARM_UP_TIMEOUT_S = 60.0
+TARGET_E2E_P99_MS = 100.0
+TARGET_READ_P99_MS = 5.0
+PARTITIONS = 6
+
+
+@dataclass(frozen=True)
+class Gateway:
+    base: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+def service_token(settings: Settings) -> str:
+    now = int(time.time())
+    claims = {"sub": "bench-e2e", "scope": settings.jwt_service_scope, "iat": now}
+    return jwt.encode({**claims, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
+
+
+def entitlement_url(base: str, customer: str) -> str:
+    return f"{base}/v1/customers/{customer}/entitlements/{events.FEATURE}"
+
+
+def start_gateway(
+    stack: ExitStack, workdir: Path, bootstrap: str, database_url: str, command: Sequence[str]
+) -> Gateway:
+    port = free_port()
+    log = workdir / "gateway.log"
+    env = infra.child_env(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        DATABASE_URL=database_url,
+        BILLING_STRIPE_WEBHOOK_SECRETS=WEBHOOK_SECRET,
+        BILLING_JWT_HS256_SECRET=JWT_SECRET,
+        BILLING_GATEWAY_HOST="127.0.0.1",
+        BILLING_GATEWAY_PORT=str(port),
+        BILLING_LOG_LEVEL="WARNING",
+    )
+    process = stack.enter_context(procs.running(command, log_path=log, env=env))
+    base = f"http://127.0.0.1:{port}"
+    procs.wait_http_ok(urllib.request.Request(f"{base}/readyz"), process, log)
+    return Gateway(base, process, log)
+
+
+def warm_up(gateway: Gateway, worker: subprocess.Popen[bytes], worker_log: Path, token: str) -> str:
+    """One webhook through the whole path (the worker has joined its group after it);
+    returns its customer, entitled from now on."""
+    customer = f"cus_e2ewarm{events.run_token()}"
+    now = int(time.time())
+    body = json.dumps(
+        events.stripe_event(
+            event_id=f"evt_e2ewarm{events.run_token()}",
+            customer_id=customer,
+            subscription_id=f"sub_e2ewarm{events.run_token()}",
+            price_id="price_bench_pro",
+            quantity=1,
+            created=now,
+            first=True,
+        )
+    ).encode()
+    signature = stripe.WebhookSignature.generate_signature_header(
+        body.decode(), WEBHOOK_SECRET, timestamp=now
+    )
+    headers = {"Content-Type": "application/json", "Stripe-Signature": signature}
+    post = urllib.request.Request(
+        f"{gateway.base}/webhooks/stripe", data=body, headers=headers, method="POST"
+    )
+    procs.wait_http_ok(post, gateway.process, gateway.log)
+    read = urllib.request.Request(
+        entitlement_url(gateway.base, customer), headers={"Authorization": f"Bearer {token}"}
+    )
+    deadline = time.monotonic() + WARM_UP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if worker.poll() is not None:
+            raise RuntimeError(
+                f"the worker exited with {worker.returncode}:\n{procs.log_tail(worker_log)}"
+            )
+        answer = procs.wait_http_ok(read, gateway.process, gateway.log)
+        if json.loads(answer).get("entitled"):
+            return customer
+        time.sleep(0.1)
+    raise RuntimeError(
+        f"warm-up entitlement not readable within {WARM_UP_TIMEOUT_S:.0f} s:\n"
+        f"{procs.log_tail(worker_log)}"
+    )
+
+
+def _client(*args: str) -> list[str]:
+    return [sys.executable, "-m", "bench.e2e_client", *args]
+
+
+def load(
+    workdir: Path, gateway: Gateway, token: str, rate: int, duration_s: int, interval_ms: float
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    sent_path, polled_path = workdir / "send.json", workdir / "poll.json"
+    send = _client(
+        "send",
+        f"{gateway.base}/webhooks/stripe",
+        "--secret",
+        WEBHOOK_SECRET,
+        "--rate",
+        str(rate),
+        "--duration",
+        str(duration_s),
+        "--out",
+        str(sent_path),
+    )
+    poll = _client(
+        "poll",
+        entitlement_url(gateway.base, "{customer}"),
+        "--token",
+        token,
+        "--interval-ms",
+        str(interval_ms),
+        "--in-flight",
+        str(POLL_IN_FLIGHT),
+        "--out",
+        str(polled_path),
+    )
+    env = infra.child_env()
+    with ExitStack() as stack:
+        s = stack.enter_context(
+            procs.running(send, log_path=workdir / "send.log", env=env, stdout=subprocess.PIPE)
+        )
+        assert s.stdout is not None
+        p = stack.enter_context(
+            procs.running(poll, log_path=workdir / "poll.log", env=env, stdin=s.stdout)
+        )
+        s.stdout.close()  # the poller holds the read end now
+        for name, process, log, limit in (
+            ("sender", s, workdir / "send.log", duration_s + 60),
+            ("poller", p, workdir / "poll.log", duration_s + 200),
+        ):
+            try:
+                code = process.wait(limit)
+            except subprocess.TimeoutExpired:
+                raise RuntimeError(f"{name} still running after {limit} s") from None
+            if code != 0:
+                raise RuntimeError(f"{name} exited with {code}:\n{procs.log_tail(log)}")
+    sent: dict[str, Any] = json.loads(sent_path.read_text())
+    polled: dict[str, Any] = json.loads(polled_path.read_text())
+    return sent, polled
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """Nearest-rank percentile; ``inf`` entries (never readable) sort last."""
+    ranked = sorted(values)
+    return ranked[max(0, math.ceil(q / 100 * len(ranked)) - 1)]
+
+
+def read_runs(
+    workdir: Path,
+    gateway: Gateway,
+    token: str,
+    customer: str,
+    *,
+    rate: int,
+    duration_s: int,
+    connections: int,
+) -> tuple[wrk.WrkResult, wrk.WrkResult]:
+    url = entitlement_url(gateway.base, customer)
+    headers = {"Authorization": f"Bearer {token}"}
+    paced, unpaced = workdir / "get_paced.lua", workdir / "get.lua"
+    paced.write_text(wrk.get_script(headers, rate_per_thread=rate))
+    unpaced.write_text(wrk.get_script(headers))
+    wrk.run(url, unpaced, connections=connections, duration_s=1)  # warm-up
+    fixed = wrk.run(url, paced, connections=READ_CONNECTIONS, duration_s=duration_s)
+    throughput = wrk.run(url, unpaced, connections=connections, duration_s=duration_s)
+    for name, result in (("fixed-rate", fixed), ("throughput", throughput)):
+        if result.failed:
+            raise RuntimeError(
+                f"read {name}: {result.non_2xx_3xx} non-2xx, {result.socket_errors} socket "
+                f"errors; the figures are void:\n{result.report}"
+            )
+    return fixed, throughput
+
+
+def _ms(value: float) -> str:
+    return f"{value:,.1f} ms" if math.isfinite(value) else "never"
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "BELOW TARGET"
+
+
+def report(
+    sent: dict[str, Any],
+    polled: dict[str, Any],
+    fixed: wrk.WrkResult,
+    throughput: wrk.WrkResult,
+    *,
+    rate: int,
+    read_rate: int,
+    interval_ms: float,
+    connections: int,
+    batch: int,
+) -> str:
+    latencies = [*polled["latency_ms"], *[math.inf] * polled["missing"]]
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    answer = sent["answer_ms"]
+    lines = [
+        f"e2e benchmark: {os.cpu_count()} CPUs; gateway + entitlement worker (batch {batch}) "
+        f"subprocesses, Tansu ({BILLING_EVENTS} x{PARTITIONS}), PostgreSQL",
+        f"webhooks: {sent['sent']:,} customer.subscription.created (fresh customers) at "
+        f"{rate:,}/s by schedule, achieved {sent['sent'] / sent['sent_s']:,.0f}/s; "
+        f"{sent['accepted']:,} answered 200 (p50 {percentile(answer, 50):.1f} ms, "
+        f"p99 {percentile(answer, 99):.1f} ms); sender late {sent['late']} times "
+        f"(max {sent['max_late_ms']:.1f} ms)",
+        f"polling: every {interval_ms:g} ms per pending event, <= {POLL_IN_FLIGHT} in flight: "
+        f"{polled['polls']:,} GETs ({polled['polls'] / polled['poll_s']:,.0f}/s), "
+        f"{polled['errors']} non-200",
+        "",
+        f"accepted -> readable through the API: p50 {_ms(p50)}, p99 {_ms(p99)}, "
+        f"max {_ms(max(latencies))} ({len(polled['latency_ms']):,} readable, "
+        f"{polled['missing']} never)"
+        f"    target p99 < {TARGET_E2E_P99_MS:.0f} ms: {_verdict(p99 < TARGET_E2E_P99_MS)}",
+        "",
+        f"read API, GET /v1/customers/{{id}}/entitlements/{events.FEATURE} (service token), wrk:",
+        f"  at {read_rate:,} req/s ({READ_CONNECTIONS} connections, paced): achieved "
+        f"{fixed.requests_per_s:,.0f} req/s, p50 {fixed.p50_ms:.2f} ms, p99 {fixed.p99_ms:.2f} ms"
+        f"    target p99 < {TARGET_READ_P99_MS:.0f} ms: "
+        f"{_verdict(fixed.p99_ms < TARGET_READ_P99_MS)}",
+        f"  throughput ({connections} connections, closed loop): "
+        f"{throughput.requests_per_s:,.0f} req/s, p50 {throughput.p50_ms:.2f} ms, "
+        f"p99 {throughput.p99_ms:.2f} ms",
+    ]
+    if sent["failures"]:
+        lines.append(f"webhook failures: {sent['failures']} e.g. {sent['failed'][:3]}")
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def run(
+    *,
+    rate: int,
+    duration_s: int,
+    poll_interval_ms: float,
+    read_rate: int,
+    wrk_duration_s: int,
+    connections: int,
+    gateway_command: Sequence[str] | None = None,
+    worker_command: Sequence[str] | None = None,
+) -> int:
+    """``gateway_command``/``worker_command`` replace ``billing-fleet gateway``/``worker
+    entitlement`` (experiments: the same settings through another launcher)."""
+    try:
+        wrk.executable()
+    except wrk.WrkError as exc:
+        print(f"bench e2e: {exc}", file=sys.stderr)
+        return 2
+    settings = Settings()
+    token = service_token(settings)
+    with procs.stopped_by_sigterm(), ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-e2e-")))
+        catalog = events.write_catalog(workdir / "catalog.yaml")
+        kafka = stack.enter_context(EmbeddedKafka())
+        bootstrap = kafka.bootstrap_servers
+        asyncio.run(ensure_topics(bootstrap, [BILLING_EVENTS], PARTITIONS, 1))
+        server = infra.postgres_server(stack, workdir)
+        database_url = stack.enter_context(infra.fresh_database(server, "e2e"))
+        print("starting gateway and worker ...", file=sys.stderr, flush=True)
+        gateway = start_gateway(
+            stack,
+            workdir,
+            bootstrap,
+            database_url,
+            gateway_command or infra.billing_fleet("gateway"),
+        )
+        worker_log = workdir / "worker.log"
+        worker = stack.enter_context(
+            procs.running(
+                worker_command or infra.billing_fleet("worker", WORKER_NAME),
+                log_path=worker_log,
+                env=infra.worker_env(
+                    bootstrap, database_url, catalog, free_port(), {"BILLING_LOG_LEVEL": "WARNING"}
+                ),
+            )
+        )
+        customer = warm_up(gateway, worker, worker_log, token)
+        print(f"webhooks at {rate}/s for {duration_s} s ...", file=sys.stderr, flush=True)
+        sent, polled = load(workdir, gateway, token, rate, duration_s, poll_interval_ms)
+        print("read API under wrk ...", file=sys.stderr, flush=True)
+        fixed, throughput = read_runs(
+            workdir,
+            gateway,
+            token,
+            customer,
+            rate=read_rate,
+            duration_s=wrk_duration_s,
+            connections=connections,
+        )
+    print(
+        report(
+            sent,
+            polled,
+            fixed,
+            throughput,
+            rate=rate,
+            read_rate=read_rate,
+            interval_ms=poll_interval_ms,
+            connections=connections,
+            batch=settings.worker_batch_max_records,
+        )
+    )
+    return 0

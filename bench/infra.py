@@ -1,0 +1,105 @@
+"""What the worker and end-to-end benchmarks share: databases, commands, publishing."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import secrets
+import sys
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import ExitStack, contextmanager
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+from aiokafka import AIOKafkaProducer
+
+from api_gateway.publisher import MAX_BATCH_BYTES
+from bench.events import Message
+from billing_fleet.embedded import EmbeddedPostgres
+from billing_fleet.migrate import migrate
+from contracts import BILLING_EVENTS
+
+# Settings the subprocesses must not inherit from the caller's shell.
+_SCRUBBED = ("DATABASE_URL", "BILLING_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
+
+
+def postgres_server(stack: ExitStack, workdir: Path) -> str:
+    """URL of the server the run creates its databases on: DATABASE_URL or an embedded one."""
+    external = os.environ.get("DATABASE_URL") or os.environ.get("BILLING_DATABASE_URL")
+    if external:
+        return external
+    print("starting embedded PostgreSQL ...", file=sys.stderr, flush=True)
+    server = stack.enter_context(EmbeddedPostgres(workdir / "pgdata", delete_on_stop=True))
+    return server.url
+
+
+def _with_database(url: str, name: str) -> str:
+    return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
+
+
+async def _admin(server_url: str, statement: str) -> None:
+    conn = await asyncpg.connect(server_url)
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+@contextmanager
+def fresh_database(server_url: str, label: str) -> Iterator[str]:
+    """A new, migrated database on ``server_url``, dropped afterwards."""
+    name = f"bench_{label}_{secrets.token_hex(4)}"
+    asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
+    try:
+        url = _with_database(server_url, name)
+        asyncio.run(migrate(url))
+        yield url
+    finally:
+        # FORCE: a subprocess that was killed hard may still hold a connection.
+        asyncio.run(_admin(server_url, f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def billing_fleet(*args: str) -> list[str]:
+    script = Path(sys.executable).with_name("billing-fleet")
+    if script.exists():
+        return [str(script), *args]
+    return [sys.executable, "-m", "billing_fleet.cli", *args]
+
+
+def child_env(**settings: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if k not in _SCRUBBED}
+    env.update(settings)
+    return env
+
+
+def worker_env(
+    bootstrap: str, database_url: str, catalog: Path, http_port: int, extra: Mapping[str, str]
+) -> dict[str, str]:
+    return child_env(
+        KAFKA_BOOTSTRAP_SERVERS=bootstrap,
+        DATABASE_URL=database_url,
+        BILLING_ENTITLEMENT_CATALOG_PATH=str(catalog),
+        BILLING_WORKER_HTTP_PORT=str(http_port),
+        **extra,
+    )
+
+
+async def publish(bootstrap: str, messages: Sequence[Message], topic: str = BILLING_EVENTS) -> None:
+    """Produce ``messages`` in order (per key, order is what the worker relies on)."""
+    producer = AIOKafkaProducer(
+        bootstrap_servers=bootstrap,
+        acks="all",
+        enable_idempotence=False,
+        max_batch_size=MAX_BATCH_BYTES,
+        linger_ms=5,
+        client_id="bench-publish",
+    )
+    await producer.start()
+    try:
+        futures = [
+            await producer.send(topic, m.value, key=m.key, headers=m.headers) for m in messages
+        ]
+        await asyncio.gather(*futures)
+    finally:
+        await producer.stop()

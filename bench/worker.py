@@ -1,0 +1,216 @@
+"""Worker benchmark: entitlement events/s against the raw consume-and-upsert ceiling.
+
+N normalized subscription events (real fixtures, fresh ids, N/4 customers, bench catalog
+prices) are published to ``billing.events.v1`` on an embedded broker (6 partitions).
+Then, each on its own fresh migrated database and consumer group: (a) the raw ceiling,
+``bench.raw_consumer`` (aiokafka + one batched asyncpg transaction per batch, no
+framework); (b) ``billing-fleet worker entitlement``. Both are subprocesses; the rate of
+each is read from ``processed_events.processed_at`` (the start of each batch's
+transaction), so process start-up and group join are not counted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from contextlib import ExitStack
+from dataclasses import dataclass
+from pathlib import Path
+
+import asyncpg
+
+from bench import events, infra, procs
+from billing_fleet.embedded import EmbeddedKafka, free_port
+from billing_fleet.kafka_admin import ensure_topics
+from billing_fleet.settings import Settings
+from contracts import BILLING_EVENTS
+from workers.entitlement.worker import NAME as WORKER_NAME
+from workers.runtime.consumer import FETCH_WAIT_MS
+
+RAW_GROUP = "bench-raw"
+TARGET_RATIO = 0.5
+POLL_S = 0.25
+PARTITIONS = 6
+
+_STATS = """
+WITH mine AS (SELECT processed_at FROM processed_events WHERE consumer = $1)
+SELECT count(*) AS n, min(processed_at) AS first, max(processed_at) AS last,
+       count(*) FILTER (WHERE processed_at = (SELECT max(processed_at) FROM mine)) AS last_batch
+FROM mine
+"""
+# A digest of the effects both runs must agree on (rows, limits, sources).
+_EFFECTS = """
+SELECT count(*) AS n, md5(coalesce(string_agg(
+    customer_id || '/' || feature || '/' || coalesce("limit"::text, '-') || '/'
+    || array_to_string(sources, ','), ';' ORDER BY customer_id, feature), '')) AS digest,
+    (SELECT count(*) FROM outbox) AS outbox
+FROM entitlements
+"""
+
+
+@dataclass(frozen=True)
+class Applied:
+    events: int
+    events_per_s: float
+    batches_s: float  # first batch start -> last batch start
+    entitlements: int
+    digest: str
+    outbox: int
+
+
+async def _count(conn: asyncpg.Connection, consumer: str) -> int:
+    n: int = await conn.fetchval(
+        "SELECT count(*) FROM processed_events WHERE consumer = $1", consumer
+    )
+    return n
+
+
+async def wait_applied(
+    database_url: str,
+    consumer: str,
+    expect: int,
+    process: subprocess.Popen[bytes],
+    log: Path,
+    timeout: float,
+) -> Applied:
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while (n := await _count(conn, consumer)) < expect:
+            if process.poll() is not None:
+                raise RuntimeError(
+                    f"{consumer} exited with {process.returncode} after {n:,} of {expect:,} "
+                    f"events:\n{procs.log_tail(log)}"
+                )
+            if time.monotonic() > deadline:
+                raise RuntimeError(
+                    f"{consumer}: {n:,} of {expect:,} events applied after {timeout:.0f} s:\n"
+                    f"{procs.log_tail(log)}"
+                )
+            await asyncio.sleep(POLL_S)
+        stats = await conn.fetchrow(_STATS, consumer)
+        effects = await conn.fetchrow(_EFFECTS)
+        assert stats is not None and effects is not None  # aggregates return one row
+    finally:
+        await conn.close()
+    if n != expect:
+        raise RuntimeError(f"{consumer}: {n:,} events applied, {expect:,} published")
+    span = (stats["last"] - stats["first"]).total_seconds()
+    if span <= 0:
+        raise RuntimeError(f"{consumer}: all {n:,} events in one batch; publish more events")
+    return Applied(
+        events=n,
+        # Between the first and the last batch's start, every batch but the last ran.
+        events_per_s=(n - stats["last_batch"]) / span,
+        batches_s=span,
+        entitlements=effects["n"],
+        digest=effects["digest"],
+        outbox=effects["outbox"],
+    )
+
+
+def measure_raw(
+    workdir: Path, bootstrap: str, database_url: str, batch: int, expect: int, timeout: float
+) -> Applied:
+    log = workdir / "raw_consumer.log"
+    command = [
+        sys.executable,
+        "-m",
+        "bench.raw_consumer",
+        bootstrap,
+        database_url,
+        RAW_GROUP,
+        str(batch),
+        str(expect),
+    ]
+    with procs.running(command, log_path=log, env=infra.child_env()) as process:
+        return asyncio.run(wait_applied(database_url, RAW_GROUP, expect, process, log, timeout))
+
+
+def measure_worker(
+    workdir: Path,
+    bootstrap: str,
+    database_url: str,
+    catalog: Path,
+    batch: int,
+    expect: int,
+    timeout: float,
+) -> Applied:
+    log = workdir / "worker.log"
+    env = infra.worker_env(
+        bootstrap,
+        database_url,
+        catalog,
+        free_port(),
+        {"BILLING_WORKER_BATCH_MAX_RECORDS": str(batch), "BILLING_LOG_LEVEL": "WARNING"},
+    )
+    with procs.running(infra.billing_fleet("worker", WORKER_NAME), log_path=log, env=env) as p:
+        return asyncio.run(wait_applied(database_url, WORKER_NAME, expect, p, log, timeout))
+
+
+def _verdict(ok: bool) -> str:
+    return "ok" if ok else "BELOW TARGET"
+
+
+def report(
+    raw: Applied, worker: Applied, *, count: int, customers: int, batch: int, publish_s: float
+) -> str:
+    ratio = worker.events_per_s / raw.events_per_s
+    row = "{:<58} {:>14} {:>12}"
+    same = raw.digest == worker.digest and raw.entitlements == worker.entitlements
+    lines = [
+        f"worker benchmark: {os.cpu_count()} CPUs, {count:,} subscription events "
+        f"({customers:,} customers, {len(events.PRICES)} plans), {BILLING_EVENTS} "
+        f"x{PARTITIONS} partitions on Tansu, published in {publish_s:.1f} s",
+        f"batch size: worker_batch_max_records = {batch} (both consumers), "
+        f"fetch wait {FETCH_WAIT_MS} ms",
+        "",
+        row.format("", "events/s", "batches"),
+        row.format(
+            "(a) raw ceiling: aiokafka + 1 batched asyncpg txn/batch",
+            f"{raw.events_per_s:,.0f}",
+            f"{raw.batches_s:.2f} s",
+        ),
+        row.format(
+            f"(b) billing-fleet worker {WORKER_NAME}",
+            f"{worker.events_per_s:,.0f}",
+            f"{worker.batches_s:.2f} s",
+        ),
+        "",
+        f"b / a = {worker.events_per_s:,.0f} / {raw.events_per_s:,.0f} = {ratio:.2f}"
+        f"    target >= {TARGET_RATIO}: {_verdict(ratio >= TARGET_RATIO)}",
+        f"checks: {raw.events:,} and {worker.events:,} processed_events rows; entitlements "
+        f"{'identical' if same else 'DIFFER'} ({raw.entitlements:,} vs {worker.entitlements:,} "
+        f"rows); outbox rows {raw.outbox:,} (a) vs {worker.outbox:,} (b)",
+    ]
+    return "\n".join(line.rstrip() for line in lines)
+
+
+def run(*, count: int, customers: int | None, batch: int | None, timeout: float) -> int:
+    settings = Settings()
+    batch = batch or settings.worker_batch_max_records
+    customers = customers or max(1, count // 4)
+    with procs.stopped_by_sigterm(), ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-worker-")))
+        catalog = events.write_catalog(workdir / "catalog.yaml")
+        print(f"generating {count:,} events ...", file=sys.stderr, flush=True)
+        messages = [events.to_message(e) for e in events.subscription_events(count, customers)]
+        kafka = stack.enter_context(EmbeddedKafka())
+        bootstrap = kafka.bootstrap_servers
+        asyncio.run(ensure_topics(bootstrap, [BILLING_EVENTS], PARTITIONS, 1))
+        started = time.perf_counter()
+        asyncio.run(infra.publish(bootstrap, messages))
+        publish_s = time.perf_counter() - started
+        server = infra.postgres_server(stack, workdir)
+        print("(a) raw ceiling ...", file=sys.stderr, flush=True)
+        with infra.fresh_database(server, "raw") as url:
+            raw = measure_raw(workdir, bootstrap, url, batch, count, timeout)
+        print("(b) entitlement worker ...", file=sys.stderr, flush=True)
+        with infra.fresh_database(server, "worker") as url:
+            worker = measure_worker(workdir, bootstrap, url, catalog, batch, count, timeout)
+    print(report(raw, worker, count=count, customers=customers, batch=batch, publish_s=publish_s))
+    return 0
