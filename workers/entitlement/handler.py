@@ -1,4 +1,4 @@
-"""The entitlement worker's handler: one billing event in, entitlement changes out.
+"""The entitlement worker's handler: billing events in, entitlement changes out.
 
 Per event type (everything else is acknowledged without effect):
 
@@ -21,12 +21,17 @@ Per event type (everything else is acknowledged without effect):
 
 Each change of a customer's effective entitlements is returned as an
 ``entitlement.granted|updated|revoked`` for ``entitlements.changes.v1``.
+
+``handle_batch`` is the one code path (``handle`` is a batch of one): it locks the batch's
+customers, loads their rows (``store.load``), applies each event in order to that
+in-memory copy (``state``) exactly as one event at a time would, then writes back what
+changed (``store.save``).
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -46,6 +51,7 @@ from contracts import (
 from workers.entitlement import rules, store
 from workers.entitlement.catalog import Catalog
 from workers.entitlement.rules import Mark, PastDueTrack
+from workers.entitlement.state import CustomerRow, CustomerState, SourceRow
 from workers.runtime.spec import Outgoing, Poison
 
 log = logging.getLogger(__name__)
@@ -57,6 +63,10 @@ EXPIRE_BATCH = 500
 
 def _utcnow() -> datetime:
     return datetime.now(UTC)
+
+
+Customers = Mapping[str, CustomerState]
+"""The working copies of the rows of a batch's customers, by customer id."""
 
 
 class EntitlementHandler:
@@ -74,20 +84,23 @@ class EntitlementHandler:
     # -- entry points --------------------------------------------------------------------
 
     async def handle(self, conn: asyncpg.Connection, event: BillingEvent) -> Sequence[Outgoing]:
-        match event:
-            case SubscriptionEvent():
-                return await self._subscription(conn, event)
-            case PaymentEvent():
-                return await self._payment(conn, event)
-            case CheckoutEvent():
-                return await self._checkout(conn, event)
-            case CustomerEvent():
-                await self._customer(conn, event)
-                return []
-            case EntitlementSummaryEvent():
-                return await self._summary(conn, event)
-            case _:
-                return []
+        return await self.handle_batch(conn, [event])
+
+    async def handle_batch(
+        self, conn: asyncpg.Connection, events: Sequence[BillingEvent]
+    ) -> list[Outgoing]:
+        """The effects and changes of ``handle`` for each event in order, set-based: lock
+        the batch's customers, load their rows, apply the events in memory, save."""
+        ids = sorted({customer for event in events if (customer := _customer_touched(event))})
+        customers: dict[str, CustomerState] = {}
+        if ids:
+            await store.lock_customers(conn, ids)
+            customers = await store.load(conn, ids)
+        out: list[Outgoing] = []
+        for event in events:
+            out += self._apply(customers, event)
+        await store.save(conn, customers.values())
+        return out
 
     async def expire(self, conn: asyncpg.Connection) -> Sequence[Outgoing]:
         """Recompute the customers whose grants expired; revocations have no Stripe cause."""
@@ -100,21 +113,36 @@ class EntitlementHandler:
             due = await store.due_at(conn, customer_id)
             if due is None or due > now:
                 continue
-            out += await self._recompute(
-                conn, customer_id, now=now, cause=f"expiry:{due.isoformat()}", at=due, by=None
+            customers = await store.load(conn, [customer_id])
+            out += self._recompute(
+                customers[customer_id], now=now, cause=f"expiry:{due.isoformat()}", at=due, by=None
             )
+            await store.save(conn, customers.values())
         return out
+
+    def _apply(self, customers: Customers, event: BillingEvent) -> list[Outgoing]:
+        match event:
+            case SubscriptionEvent():
+                return self._subscription(customers, event)
+            case PaymentEvent():
+                return self._payment(customers, event)
+            case CheckoutEvent():
+                return self._checkout(customers, event)
+            case CustomerEvent():
+                self._customer(customers, event)
+                return []
+            case EntitlementSummaryEvent():
+                return self._summary(customers, event)
+            case _:
+                return []
 
     # -- subscriptions -------------------------------------------------------------------
 
-    async def _subscription(
-        self, conn: asyncpg.Connection, event: SubscriptionEvent
-    ) -> list[Outgoing]:
-        customer_id = _customer_of(event)
+    def _subscription(self, customers: Customers, event: SubscriptionEvent) -> list[Outgoing]:
+        customer = customers[_customer_of(event)]
         sub = event.subscription
         mark = Mark.of(event.type, event.occurred_at, event.source.stripe_event_id)
-        await store.lock_customer(conn, customer_id)
-        row = await store.get_source(conn, customer_id, sub.id)
+        row = customer.sources.get(sub.id)
         track = row.past_due if row is not None else PastDueTrack()
         track = track.observe(mark, past_due=sub.status == "past_due")
         if row is not None and row.snapshot is not None and mark <= row.mark:
@@ -126,7 +154,7 @@ class EntitlementHandler:
         grants = rules.subscription_grants(
             sub, self.catalog, past_due_since=track.since, grace=self.grace
         )
-        source = store.SourceRow(
+        source = SourceRow(
             source_id=sub.id,
             kind="subscription",
             status="paused" if sub.pause_collection is not None else sub.status,
@@ -135,30 +163,30 @@ class EntitlementHandler:
             snapshot=sub.model_dump_json(),
             past_due=track,
         )
-        await store.put_source(conn, customer_id, source)
-        return await self._recompute_for(conn, customer_id, event)
+        customer.put_source(source)
+        return self._recompute_for(customer, event)
 
     # -- one-off purchases ---------------------------------------------------------------
 
-    async def _payment(self, conn: asyncpg.Connection, event: PaymentEvent) -> list[Outgoing]:
+    def _payment(self, customers: Customers, event: PaymentEvent) -> list[Outgoing]:
         payment = event.payment
         if event.type != "payment.succeeded" or payment.invoice_id is not None:
             return []  # failures, refunds and subscription invoices grant nothing here
         source_id = payment.payment_intent_id or payment.id
-        return await self._one_off(conn, event, source_id, payment.metadata)
+        return self._one_off(customers, event, source_id, payment.metadata)
 
-    async def _checkout(self, conn: asyncpg.Connection, event: CheckoutEvent) -> list[Outgoing]:
+    def _checkout(self, customers: Customers, event: CheckoutEvent) -> list[Outgoing]:
         checkout = event.checkout
         if checkout.client_reference_id and event.customer_id:
-            await self._checkout_user(conn, event, checkout.client_reference_id)
+            self._checkout_user(customers[event.customer_id], event, checkout.client_reference_id)
         if checkout.mode != "payment" or checkout.payment_status != "paid":
             return []
         source_id = checkout.payment_intent_id or checkout.id
-        return await self._one_off(conn, event, source_id, checkout.metadata)
+        return self._one_off(customers, event, source_id, checkout.metadata)
 
-    async def _one_off(
+    def _one_off(
         self,
-        conn: asyncpg.Connection,
+        customers: Customers,
         event: PaymentEvent | CheckoutEvent,
         source_id: str,
         metadata: dict[str, str],
@@ -177,29 +205,24 @@ class EntitlementHandler:
         quantity_text = metadata.get("quantity", "1")
         if not quantity_text.isdigit() or int(quantity_text) < 1:
             raise Poison(f"one-off purchase {source_id}: invalid quantity {quantity_text!r}")
-        customer_id = _customer_of(event)
+        customer = customers[_customer_of(event)]
         grants = rules.one_off_grants(
             entry, quantity=int(quantity_text), purchased_at=event.occurred_at
         )
         mark = Mark.of(event.type, event.occurred_at, event.source.stripe_event_id)
-        await store.lock_customer(conn, customer_id)
-        row = await store.get_source(conn, customer_id, source_id)
+        row = customer.sources.get(source_id)
         if row is not None and mark <= row.mark:
             return []
-        source = store.SourceRow(source_id, "payment", "paid", grants, mark)
-        await store.put_source(conn, customer_id, source)
-        return await self._recompute_for(conn, customer_id, event)
+        customer.put_source(SourceRow(source_id, "payment", "paid", grants, mark))
+        return self._recompute_for(customer, event)
 
     # -- Stripe's entitlement summary ----------------------------------------------------
 
-    async def _summary(
-        self, conn: asyncpg.Connection, event: EntitlementSummaryEvent
-    ) -> list[Outgoing]:
-        customer_id = _customer_of(event)
-        source_id = f"stripe:{customer_id}"
+    def _summary(self, customers: Customers, event: EntitlementSummaryEvent) -> list[Outgoing]:
+        customer = customers[_customer_of(event)]
+        source_id = f"stripe:{customer.customer_id}"
         mark = Mark.of(event.type, event.occurred_at, event.source.stripe_event_id)
-        await store.lock_customer(conn, customer_id)
-        row = await store.get_source(conn, customer_id, source_id)
+        row = customer.sources.get(source_id)
         if row is not None and mark <= row.mark:
             return []
         grants = rules.summary_grants(
@@ -207,82 +230,69 @@ class EntitlementHandler:
             previous=row.grants if row is not None else {},
             truncated=event.summary.truncated,
         )
-        await store.put_source(
-            conn, customer_id, store.SourceRow(source_id, "stripe", "active", grants, mark)
-        )
-        return await self._recompute_for(conn, customer_id, event)
+        customer.put_source(SourceRow(source_id, "stripe", "active", grants, mark))
+        return self._recompute_for(customer, event)
 
     # -- users ---------------------------------------------------------------------------
 
-    async def _customer(self, conn: asyncpg.Connection, event: CustomerEvent) -> None:
-        customer = event.customer
-        if customer.deleted and not customer.metadata:
+    def _customer(self, customers: Customers, event: CustomerEvent) -> None:
+        stripe_customer = event.customer
+        if stripe_customer.deleted and not stripe_customer.metadata:
             return  # the {id, deleted} stub says nothing about the user
         mark = Mark.of(event.type, event.occurred_at, event.source.stripe_event_id)
-        await store.lock_customer(conn, customer.id)
-        row = await store.get_customer(conn, customer.id) or store.CustomerRow(customer.id)
+        customer = customers[stripe_customer.id]
+        row = customer.row or CustomerRow(customer.customer_id)
         if row.mark is not None and mark <= row.mark:
             return
-        await store.put_customer(
-            conn,
-            store.CustomerRow(
-                customer.id, customer.user_id, mark, row.checkout_user_id, row.checkout_mark
-            ),
+        customer.put_customer(
+            CustomerRow(
+                customer.customer_id,
+                stripe_customer.user_id,
+                mark,
+                row.checkout_user_id,
+                row.checkout_mark,
+            )
         )
 
-    async def _checkout_user(
-        self, conn: asyncpg.Connection, event: CheckoutEvent, user: str
-    ) -> None:
-        customer_id = _customer_of(event)
+    def _checkout_user(self, customer: CustomerState, event: CheckoutEvent, user: str) -> None:
         mark = Mark(event.occurred_at, 0, event.source.stripe_event_id)
-        await store.lock_customer(conn, customer_id)
-        row = await store.get_customer(conn, customer_id) or store.CustomerRow(customer_id)
+        row = customer.row or CustomerRow(customer.customer_id)
         if row.checkout_mark is not None and mark <= row.checkout_mark:
             return
-        await store.put_customer(
-            conn, store.CustomerRow(customer_id, row.metadata_user_id, row.mark, user, mark)
+        customer.put_customer(
+            CustomerRow(customer.customer_id, row.metadata_user_id, row.mark, user, mark)
         )
 
     # -- effective entitlements ----------------------------------------------------------
 
-    async def _recompute_for(
-        self, conn: asyncpg.Connection, customer_id: str, event: BillingEvent
-    ) -> list[Outgoing]:
+    def _recompute_for(self, customer: CustomerState, event: BillingEvent) -> list[Outgoing]:
         stripe_id = event.source.stripe_event_id
-        return await self._recompute(
-            conn, customer_id, now=self.clock(), cause=stripe_id, at=event.occurred_at, by=stripe_id
+        return self._recompute(
+            customer, now=self.clock(), cause=stripe_id, at=event.occurred_at, by=stripe_id
         )
 
-    async def _recompute(
+    def _recompute(
         self,
-        conn: asyncpg.Connection,
-        customer_id: str,
+        customer: CustomerState,
         *,
         now: datetime,
         cause: str,
         at: datetime,
         by: str | None,
     ) -> list[Outgoing]:
-        sources = await store.grants_of(conn, customer_id)
+        sources = customer.grants()
         desired = rules.effective(sources, now)
-        current = await store.entitlements_of(conn, customer_id)
-        changes = rules.diff(current, desired)
-        await store.set_due(conn, customer_id, rules.next_expiry(sources, now))
-        if not changes:
-            return []
-        user_id = await store.user_id_of(conn, customer_id)
+        changes = rules.diff(customer.entitlements, desired)
+        customer.set_due(rules.next_expiry(sources, now))
         out: list[Outgoing] = []
         for change_type, feature, value in changes:
-            if value is None:
-                await store.delete_entitlement(conn, customer_id, feature)
-            else:
-                await store.put_entitlement(conn, customer_id, feature, value, now)
+            customer.put_entitlement(feature, value, now)
             change = EntitlementChange(
-                id=change_id_for(cause, customer_id, feature),
+                id=change_id_for(cause, customer.customer_id, feature),
                 type=change_type,
                 occurred_at=at,
-                customer_id=customer_id,
-                user_id=user_id,
+                customer_id=customer.customer_id,
+                user_id=customer.user_id,
                 feature=feature,
                 entitled=value is not None,
                 limit=value.limit if value is not None else None,
@@ -292,6 +302,17 @@ class EntitlementHandler:
             )
             out.append(_outgoing(change))
         return out
+
+
+def _customer_touched(event: BillingEvent) -> str | None:
+    """The customer whose rows ``event`` may read or write, if any (locked and loaded)."""
+    match event:
+        case CustomerEvent():
+            return event.customer.id
+        case SubscriptionEvent() | PaymentEvent() | CheckoutEvent() | EntitlementSummaryEvent():
+            return event.customer_id or None
+        case _:
+            return None
 
 
 def _customer_of(event: BillingEvent) -> str:

@@ -1,5 +1,8 @@
 """SQL of the entitlement worker (tables in ``migrations/0001_entitlements.sql``).
 
+A batch locks its customers, ``load``s their rows in one query per table, and ``save``s
+what the handler changed in one ``unnest`` statement per table and kind of write.
+
 JSON columns are passed as text and cast in SQL (``$n::text::jsonb``, ``col::text``), so
 the code works whatever JSON codecs the runtime's pool registers.
 """
@@ -7,46 +10,17 @@ the code works whatever JSON codecs the runtime's pool registers.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
+from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
 
 from workers.entitlement.rules import Effective, Grant, Grants, Mark, PastDueTrack
+from workers.entitlement.state import CustomerRow, CustomerState, SourceRow
 
 # First key of the two-key advisory locks that serialize work on one customer ("ent").
 _LOCK_CLASS: Final = 0x656E74
-
-
-@dataclass(frozen=True)
-class SourceRow:
-    source_id: str
-    kind: str
-    status: str
-    grants: Grants
-    mark: Mark
-    snapshot: str | None = None
-    """JSON of the newest subscription object applied (subscriptions only)."""
-    past_due: PastDueTrack = field(default_factory=PastDueTrack)
-
-
-@dataclass(frozen=True)
-class CustomerRow:
-    customer_id: str
-    metadata_user_id: str | None = None
-    mark: Mark | None = None
-    checkout_user_id: str | None = None
-    checkout_mark: Mark | None = None
-
-    @property
-    def user(self) -> tuple[str | None, str | None]:
-        """(user id, where it came from): metadata wins over checkout."""
-        if self.metadata_user_id:
-            return self.metadata_user_id, "metadata"
-        if self.checkout_user_id:
-            return self.checkout_user_id, "checkout"
-        return None, None
 
 
 def _grants_json(grants: Grants) -> str:
@@ -58,12 +32,29 @@ def _grants_from(text: str) -> Grants:
     return {name: Grant.from_json(value) for name, value in data.items()}
 
 
+def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
+    """Rows (at least one) -> one list per column, the arguments of an ``unnest``."""
+    return [list(column) for column in zip(*rows, strict=True)]
+
+
 # -- locks -----------------------------------------------------------------------------------
 
 
-async def lock_customer(conn: asyncpg.Connection, customer_id: str) -> None:
-    """Serialize all work on one customer until the transaction ends."""
-    await conn.execute("SELECT pg_advisory_xact_lock($1, hashtext($2))", _LOCK_CLASS, customer_id)
+async def lock_customers(conn: asyncpg.Connection, customer_ids: Collection[str]) -> None:
+    """Serialize all work on these customers until the transaction ends.
+
+    One statement; the keys are taken in ascending order (PostgreSQL evaluates volatile
+    output expressions after the sort), so two batches never wait for each other in a cycle.
+    """
+    await conn.execute(
+        """
+        SELECT pg_advisory_xact_lock($1, k)
+        FROM (SELECT DISTINCT hashtext(c) AS k FROM unnest($2::text[]) AS c) AS keys
+        ORDER BY k
+        """,
+        _LOCK_CLASS,
+        list(customer_ids),
+    )
 
 
 async def try_lock_customer(conn: asyncpg.Connection, customer_id: str) -> bool:
@@ -73,23 +64,63 @@ async def try_lock_customer(conn: asyncpg.Connection, customer_id: str) -> bool:
     return locked
 
 
-# -- sources ---------------------------------------------------------------------------------
+# -- loading ---------------------------------------------------------------------------------
 
 
-async def get_source(
-    conn: asyncpg.Connection, customer_id: str, source_id: str
-) -> SourceRow | None:
-    row = await conn.fetchrow(
+async def load(conn: asyncpg.Connection, customer_ids: Collection[str]) -> dict[str, CustomerState]:
+    """The rows of ``customer_ids`` (call with them locked); an unknown customer is empty."""
+    ids = list(customer_ids)
+    states = {customer_id: CustomerState(customer_id) for customer_id in ids}
+    for row in await conn.fetch(
         """
-        SELECT source_id, kind, status, grants::text AS grants, snapshot::text AS snapshot,
-               event_at, event_rank, event_id, past_due_track::text AS past_due_track
-        FROM entitlement_sources WHERE customer_id = $1 AND source_id = $2
+        SELECT customer_id, user_id, metadata_user_id, event_at, event_rank, event_id,
+               checkout_user_id, checkout_event_at, checkout_event_id
+        FROM entitlement_customers WHERE customer_id = ANY($1::text[])
         """,
-        customer_id,
-        source_id,
+        ids,
+    ):
+        state = states[row["customer_id"]]
+        state.row, state.user_id = _customer_row(row), row["user_id"]
+    for row in await conn.fetch(
+        """
+        SELECT customer_id, source_id, kind, status, grants::text AS grants,
+               snapshot::text AS snapshot, event_at, event_rank, event_id,
+               past_due_track::text AS past_due_track
+        FROM entitlement_sources WHERE customer_id = ANY($1::text[])
+        """,
+        ids,
+    ):
+        states[row["customer_id"]].sources[row["source_id"]] = _source_row(row)
+    for row in await conn.fetch(
+        """
+        SELECT customer_id, feature, "limit", expires_at, sources
+        FROM entitlements WHERE customer_id = ANY($1::text[])
+        """,
+        ids,
+    ):
+        states[row["customer_id"]].entitlements[row["feature"]] = Effective(
+            row["limit"], row["expires_at"], tuple(row["sources"])
+        )
+    return states
+
+
+def _customer_row(row: asyncpg.Record) -> CustomerRow:
+    mark = (
+        Mark(row["event_at"], row["event_rank"], row["event_id"])
+        if row["event_at"] is not None
+        else None
     )
-    if row is None:
-        return None
+    checkout_mark = (
+        Mark(row["checkout_event_at"], 0, row["checkout_event_id"])
+        if row["checkout_event_at"] is not None
+        else None
+    )
+    return CustomerRow(
+        row["customer_id"], row["metadata_user_id"], mark, row["checkout_user_id"], checkout_mark
+    )
+
+
+def _source_row(row: asyncpg.Record) -> SourceRow:
     return SourceRow(
         source_id=row["source_id"],
         kind=row["kind"],
@@ -101,19 +132,131 @@ async def get_source(
     )
 
 
-async def put_source(conn: asyncpg.Connection, customer_id: str, source: SourceRow) -> None:
-    await conn.execute(
-        """
-        INSERT INTO entitlement_sources (customer_id, source_id, kind, status, grants, snapshot,
-            event_at, event_rank, event_id, past_due_since, past_due_track)
-        VALUES ($1, $2, $3, $4, $5::text::jsonb, $6::text::jsonb, $7, $8, $9, $10,
-                $11::text::jsonb)
-        ON CONFLICT (customer_id, source_id) DO UPDATE SET
-            kind = EXCLUDED.kind, status = EXCLUDED.status, grants = EXCLUDED.grants,
-            snapshot = EXCLUDED.snapshot, event_at = EXCLUDED.event_at,
-            event_rank = EXCLUDED.event_rank, event_id = EXCLUDED.event_id,
-            past_due_since = EXCLUDED.past_due_since, past_due_track = EXCLUDED.past_due_track
-        """,
+# -- saving ----------------------------------------------------------------------------------
+
+_PUT_CUSTOMERS = """
+INSERT INTO entitlement_customers (customer_id, user_id, user_id_from, metadata_user_id,
+    event_at, event_rank, event_id, checkout_user_id, checkout_event_at, checkout_event_id)
+SELECT * FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::timestamptz[],
+    $6::int[], $7::text[], $8::text[], $9::timestamptz[], $10::text[])
+ON CONFLICT (customer_id) DO UPDATE SET
+    user_id = EXCLUDED.user_id, user_id_from = EXCLUDED.user_id_from,
+    metadata_user_id = EXCLUDED.metadata_user_id, event_at = EXCLUDED.event_at,
+    event_rank = EXCLUDED.event_rank, event_id = EXCLUDED.event_id,
+    checkout_user_id = EXCLUDED.checkout_user_id,
+    checkout_event_at = EXCLUDED.checkout_event_at,
+    checkout_event_id = EXCLUDED.checkout_event_id
+"""
+_PUT_SOURCES = """
+INSERT INTO entitlement_sources (customer_id, source_id, kind, status, grants, snapshot,
+    event_at, event_rank, event_id, past_due_since, past_due_track)
+SELECT c, s, k, st, g::jsonb, snap::jsonb, at, r, e, pds, pdt::jsonb
+FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
+    $7::timestamptz[], $8::int[], $9::text[], $10::timestamptz[], $11::text[])
+    AS t(c, s, k, st, g, snap, at, r, e, pds, pdt)
+ON CONFLICT (customer_id, source_id) DO UPDATE SET
+    kind = EXCLUDED.kind, status = EXCLUDED.status, grants = EXCLUDED.grants,
+    snapshot = EXCLUDED.snapshot, event_at = EXCLUDED.event_at,
+    event_rank = EXCLUDED.event_rank, event_id = EXCLUDED.event_id,
+    past_due_since = EXCLUDED.past_due_since, past_due_track = EXCLUDED.past_due_track
+"""
+# Each row's sources (a text[] of its own length) travel as an array literal: unnest
+# would flatten a two-dimensional array.
+_PUT_ENTITLEMENTS = """
+INSERT INTO entitlements (customer_id, feature, "limit", expires_at, sources, updated_at)
+SELECT c, f, l, x, src::text[], u
+FROM unnest($1::text[], $2::text[], $3::bigint[], $4::timestamptz[], $5::text[],
+    $6::timestamptz[]) AS t(c, f, l, x, src, u)
+ON CONFLICT (customer_id, feature) DO UPDATE SET
+    "limit" = EXCLUDED."limit", expires_at = EXCLUDED.expires_at,
+    sources = EXCLUDED.sources, updated_at = EXCLUDED.updated_at
+"""
+_DROP_ENTITLEMENTS = """
+DELETE FROM entitlements e USING unnest($1::text[], $2::text[]) AS t(c, f)
+WHERE e.customer_id = t.c AND e.feature = t.f
+"""
+_PUT_SCHEDULE = """
+INSERT INTO entitlement_schedule (customer_id, due_at)
+SELECT * FROM unnest($1::text[], $2::timestamptz[])
+ON CONFLICT (customer_id) DO UPDATE SET due_at = EXCLUDED.due_at
+"""
+_DROP_SCHEDULE = "DELETE FROM entitlement_schedule WHERE customer_id = ANY($1::text[])"
+
+
+async def save(conn: asyncpg.Connection, states: Iterable[CustomerState]) -> None:
+    """Write back what changed in ``states``: one statement per table and kind of write."""
+    customers: list[tuple[Any, ...]] = []
+    sources: list[tuple[Any, ...]] = []
+    put: list[tuple[Any, ...]] = []
+    drop: list[tuple[str, str]] = []
+    due: list[tuple[str, datetime]] = []
+    undue: list[str] = []
+    for state in states:
+        if state.row_changed and state.row is not None:
+            customers.append(_customer_values(state.row))
+        sources += [
+            _source_values(state.customer_id, state.sources[source_id])
+            for source_id in sorted(state.changed_sources)
+        ]
+        for feature, updated_at in sorted(state.changed_features.items()):
+            value = state.entitlements.get(feature)
+            if value is None:
+                drop.append((state.customer_id, feature))
+            else:
+                put.append(
+                    (
+                        state.customer_id,
+                        feature,
+                        value.limit,
+                        value.expires_at,
+                        _text_array(value.sources),
+                        updated_at,
+                    )
+                )
+        if state.due_changed:
+            if state.due_at is None:
+                undue.append(state.customer_id)
+            else:
+                due.append((state.customer_id, state.due_at))
+    if customers:
+        await conn.execute(_PUT_CUSTOMERS, *_columns(customers))
+    if sources:
+        await conn.execute(_PUT_SOURCES, *_columns(sources))
+    if drop:
+        await conn.execute(_DROP_ENTITLEMENTS, *_columns(drop))
+    if put:
+        await conn.execute(_PUT_ENTITLEMENTS, *_columns(put))
+    if undue:
+        await conn.execute(_DROP_SCHEDULE, undue)
+    if due:
+        await conn.execute(_PUT_SCHEDULE, *_columns(due))
+
+
+def _text_array(values: Iterable[str]) -> str:
+    """A ``text[]`` literal of ``values``, each element quoted and escaped."""
+    quoted = (value.replace("\\", "\\\\").replace('"', '\\"') for value in values)
+    return "{" + ",".join(f'"{value}"' for value in quoted) + "}"
+
+
+def _customer_values(customer: CustomerRow) -> tuple[Any, ...]:
+    user_id, user_id_from = customer.user
+    mark, checkout = customer.mark, customer.checkout_mark
+    return (
+        customer.customer_id,
+        user_id,
+        user_id_from,
+        customer.metadata_user_id,
+        mark.at if mark else None,
+        mark.rank if mark else None,
+        mark.event_id if mark else None,
+        customer.checkout_user_id,
+        checkout.at if checkout else None,
+        checkout.event_id if checkout else None,
+    )
+
+
+def _source_values(customer_id: str, source: SourceRow) -> tuple[Any, ...]:
+    return (
         customer_id,
         source.source_id,
         source.kind,
@@ -128,69 +271,7 @@ async def put_source(conn: asyncpg.Connection, customer_id: str, source: SourceR
     )
 
 
-async def grants_of(conn: asyncpg.Connection, customer_id: str) -> dict[str, Grants]:
-    rows = await conn.fetch(
-        "SELECT source_id, grants::text AS grants FROM entitlement_sources WHERE customer_id = $1",
-        customer_id,
-    )
-    return {row["source_id"]: _grants_from(row["grants"]) for row in rows}
-
-
-# -- effective entitlements ------------------------------------------------------------------
-
-
-async def entitlements_of(conn: asyncpg.Connection, customer_id: str) -> dict[str, Effective]:
-    rows = await conn.fetch(
-        'SELECT feature, "limit", expires_at, sources FROM entitlements WHERE customer_id = $1',
-        customer_id,
-    )
-    return {
-        row["feature"]: Effective(row["limit"], row["expires_at"], tuple(row["sources"]))
-        for row in rows
-    }
-
-
-async def put_entitlement(
-    conn: asyncpg.Connection, customer_id: str, feature: str, value: Effective, now: datetime
-) -> None:
-    await conn.execute(
-        """
-        INSERT INTO entitlements (customer_id, feature, "limit", expires_at, sources, updated_at)
-        VALUES ($1, $2, $3, $4, $5, $6)
-        ON CONFLICT (customer_id, feature) DO UPDATE SET
-            "limit" = EXCLUDED."limit", expires_at = EXCLUDED.expires_at,
-            sources = EXCLUDED.sources, updated_at = EXCLUDED.updated_at
-        """,
-        customer_id,
-        feature,
-        value.limit,
-        value.expires_at,
-        list(value.sources),
-        now,
-    )
-
-
-async def delete_entitlement(conn: asyncpg.Connection, customer_id: str, feature: str) -> None:
-    await conn.execute(
-        "DELETE FROM entitlements WHERE customer_id = $1 AND feature = $2", customer_id, feature
-    )
-
-
 # -- schedule of time-driven changes -----------------------------------------------------------
-
-
-async def set_due(conn: asyncpg.Connection, customer_id: str, due_at: datetime | None) -> None:
-    if due_at is None:
-        await conn.execute("DELETE FROM entitlement_schedule WHERE customer_id = $1", customer_id)
-        return
-    await conn.execute(
-        """
-        INSERT INTO entitlement_schedule (customer_id, due_at) VALUES ($1, $2)
-        ON CONFLICT (customer_id) DO UPDATE SET due_at = EXCLUDED.due_at
-        """,
-        customer_id,
-        due_at,
-    )
 
 
 async def due_customers(
@@ -210,70 +291,5 @@ async def due_customers(
 async def due_at(conn: asyncpg.Connection, customer_id: str) -> datetime | None:
     value: datetime | None = await conn.fetchval(
         "SELECT due_at FROM entitlement_schedule WHERE customer_id = $1", customer_id
-    )
-    return value
-
-
-# -- customers -------------------------------------------------------------------------------
-
-
-async def get_customer(conn: asyncpg.Connection, customer_id: str) -> CustomerRow | None:
-    row = await conn.fetchrow(
-        """
-        SELECT metadata_user_id, event_at, event_rank, event_id,
-               checkout_user_id, checkout_event_at, checkout_event_id
-        FROM entitlement_customers WHERE customer_id = $1
-        """,
-        customer_id,
-    )
-    if row is None:
-        return None
-    mark = (
-        Mark(row["event_at"], row["event_rank"], row["event_id"])
-        if row["event_at"] is not None
-        else None
-    )
-    checkout_mark = (
-        Mark(row["checkout_event_at"], 0, row["checkout_event_id"])
-        if row["checkout_event_at"] is not None
-        else None
-    )
-    return CustomerRow(
-        customer_id, row["metadata_user_id"], mark, row["checkout_user_id"], checkout_mark
-    )
-
-
-async def put_customer(conn: asyncpg.Connection, customer: CustomerRow) -> None:
-    user_id, user_id_from = customer.user
-    mark, checkout = customer.mark, customer.checkout_mark
-    await conn.execute(
-        """
-        INSERT INTO entitlement_customers (customer_id, user_id, user_id_from, metadata_user_id,
-            event_at, event_rank, event_id, checkout_user_id, checkout_event_at, checkout_event_id)
-        VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10)
-        ON CONFLICT (customer_id) DO UPDATE SET
-            user_id = EXCLUDED.user_id, user_id_from = EXCLUDED.user_id_from,
-            metadata_user_id = EXCLUDED.metadata_user_id, event_at = EXCLUDED.event_at,
-            event_rank = EXCLUDED.event_rank, event_id = EXCLUDED.event_id,
-            checkout_user_id = EXCLUDED.checkout_user_id,
-            checkout_event_at = EXCLUDED.checkout_event_at,
-            checkout_event_id = EXCLUDED.checkout_event_id
-        """,
-        customer.customer_id,
-        user_id,
-        user_id_from,
-        customer.metadata_user_id,
-        mark.at if mark else None,
-        mark.rank if mark else None,
-        mark.event_id if mark else None,
-        customer.checkout_user_id,
-        checkout.at if checkout else None,
-        checkout.event_id if checkout else None,
-    )
-
-
-async def user_id_of(conn: asyncpg.Connection, customer_id: str) -> str | None:
-    value: str | None = await conn.fetchval(
-        "SELECT user_id FROM entitlement_customers WHERE customer_id = $1", customer_id
     )
     return value

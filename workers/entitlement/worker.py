@@ -23,6 +23,7 @@ def build(settings: Settings) -> WorkerSpec:
     return WorkerSpec(
         name=NAME,
         handle=handler.handle,
+        handle_batch=handler.handle_batch,
         periodic=handler.expire,
         periodic_interval_seconds=EXPIRY_INTERVAL_SECONDS,
         emits=(ENTITLEMENT_CHANGES,),

@@ -32,11 +32,16 @@ Send = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
 
 
 async def write_outbox(conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -> None:
-    """Insert ``outgoing`` in the caller's transaction, in order."""
+    """Insert ``outgoing`` in the caller's transaction, in order (ids follow the list)."""
     if outgoing:
-        await conn.executemany(
-            "INSERT INTO outbox (topic, key, value, headers) VALUES ($1, $2, $3, $4::jsonb)",
-            [(o.topic, o.key.encode(), o.value, json.dumps(o.headers)) for o in outgoing],
+        await conn.execute(
+            "INSERT INTO outbox (topic, key, value, headers)"
+            " SELECT t, k, v, h::jsonb FROM unnest($1::text[], $2::bytea[], $3::bytea[],"
+            " $4::text[]) WITH ORDINALITY AS o(t, k, v, h, n) ORDER BY n",
+            [o.topic for o in outgoing],
+            [o.key.encode() for o in outgoing],
+            [o.value for o in outgoing],
+            [json.dumps(o.headers) for o in outgoing],
         )
 
 

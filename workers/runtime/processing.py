@@ -1,7 +1,9 @@
 """Applying events: the idempotency row, the handler and the outbox, in one transaction.
 
 ``apply`` takes several records and applies them all in one transaction, in the order
-given (per partition, offset order), or none of them.
+given (per partition, offset order), or none of them: one statement claims the
+idempotency rows of all, then the new events go to the handler (the batch handler if the
+worker has one) and their Outgoing to the outbox.
 """
 
 from __future__ import annotations
@@ -21,8 +23,8 @@ from workers.runtime.spec import Outgoing, WorkerSpec
 Outcome = Literal["applied", "duplicate", "dead_lettered"]
 
 _CLAIM = (
-    "INSERT INTO processed_events (consumer, event_id) VALUES ($1, $2)"
-    " ON CONFLICT DO NOTHING RETURNING 1"
+    "INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])"
+    " ON CONFLICT DO NOTHING RETURNING event_id"
 )
 
 
@@ -56,26 +58,60 @@ async def apply(
     """Apply ``records`` in one transaction; returns what happened to each and whether the
     outbox got rows. Raises (and applies nothing) if any record fails."""
     events = [parse_billing_event(record.value or b"") for record in records]
-    handled: list[Handled] = []
-    wrote_outbox = False
     async with transaction(pool) as conn:
-        for record, event in zip(records, events, strict=True):
-            outgoing = await apply_one(conn, spec, event)
-            if outgoing is None:
-                handled.append(
-                    Handled(record, event.source.stripe_event_id, event.type, "duplicate")
-                )
-                continue
-            await write_outbox(conn, outgoing)
-            wrote_outbox = wrote_outbox or bool(outgoing)
-            handled.append(Handled(record, event.source.stripe_event_id, event.type, "applied"))
-    return handled, wrote_outbox
+        outcomes, outgoing = await apply_events(conn, spec, events)
+        await write_outbox(conn, outgoing)
+    handled = [
+        Handled(record, event.source.stripe_event_id, event.type, outcome)
+        for record, event, outcome in zip(records, events, outcomes, strict=True)
+    ]
+    return handled, bool(outgoing)
+
+
+async def apply_events(
+    conn: asyncpg.Connection, spec: WorkerSpec, events: Sequence[BillingEvent]
+) -> tuple[list[Outcome], list[Outgoing]]:
+    """In the open transaction: claim all idempotency rows, hand the new events to the
+    handler; each event's outcome and the Outgoing (not yet written to the outbox)."""
+    new = await claim(conn, spec, events)
+    outcomes: list[Outcome] = []
+    fresh: list[BillingEvent] = []
+    for event in events:
+        stripe_id = event.source.stripe_event_id
+        # A repeat within the batch is a duplicate of its first occurrence.
+        outcomes.append("applied" if stripe_id in new else "duplicate")
+        if stripe_id in new:
+            fresh.append(event)
+            new.discard(stripe_id)
+    return outcomes, await handle(conn, spec, fresh)
 
 
 async def apply_one(
     conn: asyncpg.Connection, spec: WorkerSpec, event: BillingEvent
 ) -> Sequence[Outgoing] | None:
     """The event's Outgoing, or None if this consumer processed it before."""
-    if await conn.fetchval(_CLAIM, spec.name, event.source.stripe_event_id) is None:
+    if not await claim(conn, spec, [event]):
         return None
-    return await spec.handle(conn, event)
+    return await handle(conn, spec, [event])
+
+
+async def claim(
+    conn: asyncpg.Connection, spec: WorkerSpec, events: Sequence[BillingEvent]
+) -> set[str]:
+    """Insert the idempotency rows of ``events``; the Stripe event ids that were new."""
+    ids = list(dict.fromkeys(event.source.stripe_event_id for event in events))
+    return {row["event_id"] for row in await conn.fetch(_CLAIM, spec.name, ids)}
+
+
+async def handle(
+    conn: asyncpg.Connection, spec: WorkerSpec, events: Sequence[BillingEvent]
+) -> list[Outgoing]:
+    """The Outgoing of ``events``, applied in order by the worker's handler."""
+    if not events:
+        return []
+    if spec.handle_batch is not None:
+        return list(await spec.handle_batch(conn, events))
+    outgoing: list[Outgoing] = []
+    for event in events:
+        outgoing += await spec.handle(conn, event)
+    return outgoing

@@ -1,9 +1,10 @@
 """What a worker tells the runtime: its name, its handler, its tables.
 
 A handler is a plain async function: it receives an open PostgreSQL transaction and one
-typed event, applies its effects with SQL, and returns the events to emit. The runtime
-does everything else: consuming, the idempotency row, batching, retries, dead letters,
-the outbox, metrics and shutdown.
+typed event, applies its effects with SQL, and returns the events to emit; a worker may
+add a batch handler that does the same for many events with fewer round trips. The
+runtime does everything else: consuming, the idempotency row, batching, retries, dead
+letters, the outbox, metrics and shutdown.
 """
 
 from __future__ import annotations
@@ -37,6 +38,10 @@ class Poison(Exception):
 Handler = Callable[[asyncpg.Connection, BillingEvent], Awaitable[Sequence[Outgoing]]]
 """Apply one event inside the open transaction; return what to emit. Never commits."""
 
+BatchHandler = Callable[[asyncpg.Connection, Sequence[BillingEvent]], Awaitable[Sequence[Outgoing]]]
+"""Apply several events, in order, inside the open transaction: the same effects and the
+same Outgoing (in the same order) as ``Handler`` on each in turn. Never commits."""
+
 Periodic = Callable[[asyncpg.Connection], Awaitable[Sequence[Outgoing]]]
 """Time-driven work (e.g. expiring access) run in its own transaction, with an outbox."""
 
@@ -47,6 +52,8 @@ class WorkerSpec:
     """Consumer group, ``processed_events.consumer`` and the metrics label."""
     handle: Handler
     topic: str = BILLING_EVENTS
+    handle_batch: BatchHandler | None = None
+    """Optional set-based equivalent of ``handle`` for many events (fewer round trips)."""
     periodic: Periodic | None = None
     periodic_interval_seconds: float = 30.0
     emits: tuple[str, ...] = ()
