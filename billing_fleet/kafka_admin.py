@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Iterable
 
+from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaError, TopicAlreadyExistsError
 
@@ -66,3 +67,15 @@ async def ensure_topics(
             detail = rest[0] if rest and rest[0] else f"error code {code}"
             raise KafkaAdminError(f"cannot create topic {name!r}: {detail}")
     return created
+
+
+async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[TopicPartition]:
+    """Every partition of ``topic`` (empty if it does not exist), in order.
+
+    A consumer that subscribed to nothing knows no topics yet: refresh its metadata once.
+    """
+    partitions = consumer.partitions_for_topic(topic)
+    if not partitions:
+        await consumer._client.force_metadata_update()
+        partitions = consumer.partitions_for_topic(topic) or set()
+    return [TopicPartition(topic, p) for p in sorted(partitions)]

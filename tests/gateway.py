@@ -11,11 +11,11 @@ from typing import Any
 
 import pytest
 import uvicorn
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from api_gateway.app import create_app, with_webhook_fast_path
-from billing_fleet.kafka_admin import ensure_topics
+from billing_fleet.kafka_admin import ensure_topics, topic_partitions
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, event_id_for
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER
@@ -92,11 +92,7 @@ async def read_topic(bootstrap: str, topic: str) -> list[Any]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in partitions]
+        tps = await topic_partitions(consumer, topic)
         if not tps:
             return []
         consumer.assign(tps)

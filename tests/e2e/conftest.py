@@ -48,3 +48,22 @@ async def stripe_client(localstripe: str, gateway: Gateway) -> AsyncIterator[str
         )
         response.raise_for_status()
     yield stripe.StripeClient("sk_test_e2e", base_addresses={"api": localstripe})
+
+
+def subscribe_with_card(
+    client: stripe.StripeClient, customer_id: str, plan_id: str
+) -> stripe.Subscription:
+    """What a customer does at checkout: attach a card, make it the default, subscribe."""
+    card = client.v1.payment_methods.create(
+        params={
+            "type": "card",
+            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"},
+        }
+    )
+    client.v1.payment_methods.attach(card.id, params={"customer": customer_id})
+    client.v1.customers.update(
+        customer_id, params={"invoice_settings": {"default_payment_method": card.id}}
+    )
+    return client.v1.subscriptions.create(
+        params={"customer": customer_id, "items": [{"plan": plan_id}]}
+    )

@@ -13,8 +13,9 @@ from typing import Any
 import httpx
 import pytest
 import stripe
-from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka import AIOKafkaConsumer
 
+from billing_fleet.kafka_admin import topic_partitions
 from billing_fleet.settings import Settings
 from contracts import (
     BILLING_EVENTS,
@@ -22,6 +23,7 @@ from contracts import (
     dead_letter_topic,
     parse_entitlement_change,
 )
+from tests.e2e.conftest import subscribe_with_card
 from tests.gateway import Gateway
 from tests.jwt_tokens import claims, hs256
 from tests.runtime_toy import running, wait_for, worker_settings
@@ -49,11 +51,7 @@ async def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
     )
     await consumer.start()
     try:
-        partitions = consumer.partitions_for_topic(topic)
-        if not partitions:
-            await consumer._client.force_metadata_update()
-            partitions = consumer.partitions_for_topic(topic) or set()
-        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        tps = await topic_partitions(consumer, topic)
         assert tps, f"{topic} has no partitions"
         consumer.assign(tps)
         # Read on from the end offsets until a fetch comes back empty: Tansu reports the
@@ -80,19 +78,7 @@ def subscribe(client: stripe.StripeClient, plan_id: str, user_id: str) -> tuple[
     customer = client.v1.customers.create(
         params={"email": "e2e@example.com", "metadata": {"user_id": user_id}}
     )
-    card = client.v1.payment_methods.create(
-        params={
-            "type": "card",
-            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"},
-        }
-    )
-    client.v1.payment_methods.attach(card.id, params={"customer": customer.id})
-    client.v1.customers.update(
-        customer.id, params={"invoice_settings": {"default_payment_method": card.id}}
-    )
-    subscription = client.v1.subscriptions.create(
-        params={"customer": customer.id, "items": [{"plan": plan_id}]}
-    )
+    subscription = subscribe_with_card(client, customer.id, plan_id)
     return customer.id, subscription.id
 
 

@@ -9,6 +9,7 @@ import pytest
 import stripe
 
 from contracts import BILLING_EVENTS, BillingEvent, parse_billing_event
+from tests.e2e.conftest import subscribe_with_card
 from tests.gateway import read_topic
 
 pytestmark = pytest.mark.e2e
@@ -23,19 +24,7 @@ def buy_and_cancel(client: stripe.StripeClient) -> tuple[str, str, str]:
     plan = client.v1.plans.create(
         params={"product": product.id, "amount": 1500, "currency": "usd", "interval": "month"}
     )
-    card = client.v1.payment_methods.create(
-        params={
-            "type": "card",
-            "card": {"number": "4242424242424242", "exp_month": 12, "exp_year": 2034, "cvc": "123"},
-        }
-    )
-    client.v1.payment_methods.attach(card.id, params={"customer": customer.id})
-    client.v1.customers.update(
-        customer.id, params={"invoice_settings": {"default_payment_method": card.id}}
-    )
-    subscription = client.v1.subscriptions.create(
-        params={"customer": customer.id, "items": [{"plan": plan.id}]}
-    )
+    subscription = subscribe_with_card(client, customer.id, plan.id)
     client.v1.subscriptions.cancel(subscription.id)
     return customer.id, plan.id, subscription.id
 
