@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Iterable
+from typing import Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -79,3 +80,29 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
         await consumer._client.force_metadata_update()
         partitions = consumer.partitions_for_topic(topic) or set()
     return [TopicPartition(topic, p) for p in sorted(partitions)]
+
+
+async def read_all(bootstrap: str, topic: str) -> list[Any]:
+    """Every record of ``topic`` now (aiokafka ``ConsumerRecord``s), by partition and offset."""
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        tps = await topic_partitions(consumer, topic)
+        if not tps:
+            return []
+        consumer.assign(tps)
+        await consumer.seek_to_beginning(*tps)
+        end = await consumer.end_offsets(tps)
+        found: list[Any] = []
+        # Until the end offsets are passed and a fetch comes back empty: some brokers
+        # (Tansu) report the end offset of the last record batch, not of the last record.
+        while True:
+            batch = await consumer.getmany(*tps, timeout_ms=300)
+            for records in batch.values():
+                found.extend(records)
+            behind = [tp for tp in tps if await consumer.position(tp) < end[tp]]
+            if not batch and not behind:
+                break
+        return sorted(found, key=lambda r: (r.partition, r.offset))
+    finally:
+        await consumer.stop()

@@ -11,11 +11,10 @@ from typing import Any
 
 import pytest
 import uvicorn
-from aiokafka import AIOKafkaConsumer
 from fastapi import FastAPI
 
 from api_gateway.app import create_app, with_webhook_fast_path
-from billing_fleet.kafka_admin import ensure_topics, topic_partitions
+from billing_fleet.kafka_admin import ensure_topics, read_all
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, event_id_for
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER
@@ -88,24 +87,8 @@ async def create_topics(settings: Settings) -> None:
 
 
 async def read_topic(bootstrap: str, topic: str) -> list[Any]:
-    """Every record on ``topic`` right now: reads from the start up to the end offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = await topic_partitions(consumer, topic)
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        records: list[Any] = []
-        while [tp for tp in tps if await consumer.position(tp) < end[tp]]:
-            batch = await consumer.getmany(*tps, timeout_ms=1000)
-            for messages in batch.values():
-                records.extend(messages)
-        return records
-    finally:
-        await consumer.stop()
+    """Every record on ``topic`` right now."""
+    return await read_all(bootstrap, topic)
 
 
 def records_for(records: list[Any], stripe_event_id: str) -> list[Any]:

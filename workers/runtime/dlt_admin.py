@@ -12,7 +12,7 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 
-from billing_fleet.kafka_admin import topic_partitions
+from billing_fleet.kafka_admin import read_all
 from workers.runtime.dead_letters import DLT_PREFIX
 from workers.runtime.metrics import DLT_REPLAYS
 
@@ -41,34 +41,11 @@ class DeadLetter:
 
 
 async def read_records(bootstrap: str, topic: str) -> list[DeadLetter]:
-    """Every record of ``topic`` now, from the beginning to the end offsets."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
-    try:
-        tps = await topic_partitions(consumer, topic)
-        if not tps:
-            return []
-        consumer.assign(tps)
-        await consumer.seek_to_beginning(*tps)
-        end = await consumer.end_offsets(tps)
-        found: list[DeadLetter] = []
-        # Until the end offsets are passed and a fetch comes back empty: some brokers
-        # (Tansu) report the end offset of the last record batch, not of the last record.
-        while True:
-            batch = await consumer.getmany(*tps, timeout_ms=300)
-            for records in batch.values():
-                found.extend(
-                    DeadLetter(
-                        r.topic, r.partition, r.offset, r.key, r.value or b"", list(r.headers)
-                    )
-                    for r in records
-                )
-            behind = [tp for tp in tps if await consumer.position(tp) < end[tp]]
-            if not batch and not behind:
-                break
-        return sorted(found, key=lambda d: (d.partition, d.offset))
-    finally:
-        await consumer.stop()
+    """Every record of ``topic`` now, by partition and offset."""
+    return [
+        DeadLetter(r.topic, r.partition, r.offset, r.key, r.value or b"", list(r.headers))
+        for r in await read_all(bootstrap, topic)
+    ]
 
 
 async def dead_letter_topics(bootstrap: str, worker: str | None = None) -> list[str]:
