@@ -178,9 +178,10 @@ def token_scopes(claims: dict[str, Any]) -> frozenset[str]:
     return frozenset(found)
 
 
-# -- FastAPI dependencies ------------------------------------------------------------------
+# -- Request checks, as plain functions (the fast path) and FastAPI dependencies (OpenAPI) --
 
 # auto_error=False: we answer with our own problem details and WWW-Authenticate values.
+# It only documents the scheme in OpenAPI: `authenticate` reads the header itself.
 bearer = HTTPBearer(
     auto_error=False,
     bearerFormat="JWT",
@@ -194,20 +195,26 @@ def _unauthorized(detail: str, *, error: bool = True) -> HTTPException:
     return HTTPException(401, detail, headers={"WWW-Authenticate": challenge})
 
 
-async def authenticated(
-    request: Request,
-    credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)],
-) -> Principal:
+def bearer_token(request: Request) -> str:
+    """The token of ``Authorization: Bearer <token>`` (scheme case-insensitive), or 401."""
+    header = request.headers.get("authorization")
+    if header is None:
+        raise _unauthorized("missing bearer token", error=False)
+    scheme, _, token = header.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        raise _unauthorized("Authorization header is not 'Bearer <token>'")
+    return token
+
+
+async def authenticate(request: Request) -> Principal:
+    """The verified caller, or HTTPException 401 (bad token) / 503 (no keys)."""
     verifier: TokenVerifier | None = request.app.state.token_verifier
     if verifier is None:
         # Refuse rather than accept anything: no key means no way to tell callers apart.
         raise HTTPException(503, "read API not configured (no JWT secret or JWKS URL)")
-    if credentials is None:
-        if "authorization" in request.headers:
-            raise _unauthorized("Authorization header is not 'Bearer <token>'")
-        raise _unauthorized("missing bearer token", error=False)
     try:
-        return await verifier.verify(credentials.credentials)
+        return await verifier.verify(bearer_token(request))
     except InvalidToken as exc:
         raise _unauthorized(str(exc)) from exc
     except KeySetUnavailable as exc:
@@ -216,10 +223,8 @@ async def authenticated(
         ) from exc
 
 
-async def service_caller(
-    request: Request, principal: Annotated[Principal, Depends(authenticated)]
-) -> Principal:
-    """A caller allowed to read any customer's data: its token carries the service scope."""
+def require_service_scope(request: Request, principal: Principal) -> Principal:
+    """``principal`` when it may read any customer's data (the service scope), else 403."""
     scope: str = request.app.state.settings.jwt_service_scope
     if scope not in principal.scopes:
         raise HTTPException(
@@ -228,3 +233,15 @@ async def service_caller(
             headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
         )
     return principal
+
+
+async def authenticated(
+    request: Request, _: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+) -> Principal:
+    return await authenticate(request)
+
+
+async def service_caller(
+    request: Request, principal: Annotated[Principal, Depends(authenticated)]
+) -> Principal:
+    return require_service_scope(request, principal)

@@ -37,7 +37,7 @@ def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"billing-fleet gateway: set {' and '.join(missing)}", file=sys.stderr)
         return 2
-
+    gc.freeze()  # as for workers: full collections skip the imported modules (tail latency)
     with ShutdownSignals() as signals:
         signals.run(serve(settings))
     return 0

@@ -13,7 +13,7 @@ import pytest
 import uvicorn
 from fastapi import FastAPI
 
-from api_gateway.app import create_app, with_webhook_fast_path
+from api_gateway.app import create_app, with_fast_paths
 from billing_fleet.kafka_admin import ensure_topics, read_all
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, event_id_for
@@ -55,10 +55,11 @@ async def gateway(kafka: Any, database_url: str) -> AsyncIterator[Gateway]:
 
 
 @asynccontextmanager
-async def serve_gateway(settings: Settings) -> AsyncIterator[FastAPI]:
-    """The gateway on ``settings.gateway_port``, served as `billing-fleet gateway` serves it."""
+async def serve_gateway(settings: Settings, *, fast_paths: bool = True) -> AsyncIterator[FastAPI]:
+    """The gateway on ``settings.gateway_port``, served as `billing-fleet gateway` serves it
+    (``fast_paths=False``: FastAPI alone answers every route, to compare the two)."""
     app = create_app(settings)
-    served = with_webhook_fast_path(app)
+    served = with_fast_paths(app) if fast_paths else app
     server = uvicorn.Server(
         uvicorn.Config(served, host="127.0.0.1", port=settings.gateway_port, log_config=None)
     )

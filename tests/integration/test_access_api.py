@@ -296,6 +296,38 @@ async def test_openapi_documents_the_bearer_scheme(gateway: Gateway) -> None:
         assert {"200", "401", "503"} <= set(operation["responses"]), path
 
 
+async def test_fast_path_answers_exactly_as_the_fastapi_routes(
+    gateway: Gateway, database_url: str
+) -> None:
+    """The read routes skip FastAPI's layers (api_gateway.access.serve_fast); every answer,
+    refusals and paths it leaves to FastAPI included, matches FastAPI's own."""
+    user, customer = uid("user"), uid("cus")
+    await seed(database_url, {customer: user}, [(customer, "seats", 3, LATER, ["sub_p"])])
+    mine, service = user_token(user), service_token()
+    requests: list[tuple[str, str | None]] = [
+        ("/v1/entitlements", mine),
+        ("/v1/entitlements/seats", mine),
+        ("/v1/entitlements/sso", mine),
+        (f"/v1/customers/{customer}/entitlements", service),
+        (f"/v1/customers/{customer}/entitlements/seats", service),
+        (f"/v1/customers/{customer}/entitlements", mine),  # 403: no service scope
+        ("/v1/entitlements", "not.a.jwt"),
+        ("/v1/entitlements", None),
+        ("/v1/entitlements/", mine),  # empty segment: left to FastAPI
+        ("/v1/customers//entitlements", service),
+        ("/v1/entitlements/seats/extra", mine),
+    ]
+    settings = gateway.settings.model_copy(update={"gateway_port": free_port()})
+    async with serve_gateway(settings, fast_paths=False):
+        plain_url = f"http://127.0.0.1:{settings.gateway_port}"
+        for path, token in requests:
+            fast, plain = await get(gateway.url, path, token), await get(plain_url, path, token)
+            assert (fast.status_code, fast.content) == (plain.status_code, plain.content), path
+            for header in ("content-type", "www-authenticate", "retry-after"):
+                assert fast.headers.get(header) == plain.headers.get(header), (path, header)
+    assert (await get(gateway.url, "/v1/entitlements/seats", mine)).json()["limit"] == 3
+
+
 # -- RS256 through a JWKS, unconfigured, database down --------------------------------------
 
 
