@@ -28,7 +28,6 @@ from bench.events import plan_features
 from billing_fleet.dev import ShutdownSignals
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
 from workers.entitlement.rules import EVENT_RANK
-from workers.runtime.consumer import FETCH_WAIT_MS
 
 CLAIM = """
 INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])
@@ -142,7 +141,9 @@ async def apply(conn: asyncpg.Connection, consumer: str, records: Sequence[Recor
         await conn.execute(OUTBOX, ENTITLEMENT_CHANGES, *map(list, zip(*outbox, strict=True)))
 
 
-async def consume(bootstrap: str, database_url: str, group: str, batch: int, expect: int) -> None:
+async def consume(
+    bootstrap: str, database_url: str, group: str, batch: int, expect: int, fetch_wait_ms: int
+) -> None:
     conn = await asyncpg.connect(database_url)
     consumer = AIOKafkaConsumer(
         BILLING_EVENTS,
@@ -151,12 +152,13 @@ async def consume(bootstrap: str, database_url: str, group: str, batch: int, exp
         enable_auto_commit=False,
         auto_offset_reset="earliest",
         max_poll_records=batch,
+        fetch_max_wait_ms=fetch_wait_ms,  # as the worker (BILLING_WORKER_FETCH_WAIT_MS)
     )
     await consumer.start()
     try:
         seen = 0
         while seen < expect:
-            fetched = await consumer.getmany(timeout_ms=FETCH_WAIT_MS, max_records=batch)
+            fetched = await consumer.getmany(timeout_ms=fetch_wait_ms, max_records=batch)
             records = [r for part in fetched.values() for r in part]
             if not records:
                 continue
@@ -174,9 +176,11 @@ async def consume(bootstrap: str, database_url: str, group: str, batch: int, exp
 
 
 def main() -> int:
-    bootstrap, database_url, group, batch, expect = sys.argv[1:6]
+    bootstrap, database_url, group, batch, expect, fetch_wait_ms = sys.argv[1:7]
     with ShutdownSignals() as signals:
-        signals.run(consume(bootstrap, database_url, group, int(batch), int(expect)))
+        signals.run(
+            consume(bootstrap, database_url, group, int(batch), int(expect), int(fetch_wait_ms))
+        )
     return 0
 
 

@@ -29,7 +29,6 @@ from billing_fleet.kafka_admin import ensure_topics
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS
 from workers.entitlement.worker import NAME as WORKER_NAME
-from workers.runtime.consumer import FETCH_WAIT_MS
 
 RAW_GROUP = "bench-raw"
 TARGET_RATIO = 0.5
@@ -114,7 +113,13 @@ async def wait_applied(
 
 
 def measure_raw(
-    workdir: Path, bootstrap: str, database_url: str, batch: int, expect: int, timeout: float
+    workdir: Path,
+    bootstrap: str,
+    database_url: str,
+    batch: int,
+    expect: int,
+    timeout: float,
+    fetch_wait_ms: int,
 ) -> Applied:
     log = workdir / "raw_consumer.log"
     command = [
@@ -126,6 +131,7 @@ def measure_raw(
         RAW_GROUP,
         str(batch),
         str(expect),
+        str(fetch_wait_ms),
     ]
     with procs.running(command, log_path=log, env=infra.child_env()) as process:
         return asyncio.run(wait_applied(database_url, RAW_GROUP, expect, process, log, timeout))
@@ -157,7 +163,14 @@ def _verdict(ok: bool) -> str:
 
 
 def report(
-    raw: Applied, worker: Applied, *, count: int, customers: int, batch: int, publish_s: float
+    raw: Applied,
+    worker: Applied,
+    *,
+    count: int,
+    customers: int,
+    batch: int,
+    fetch_wait_ms: int,
+    publish_s: float,
 ) -> str:
     ratio = worker.events_per_s / raw.events_per_s
     row = "{:<58} {:>14} {:>12}"
@@ -167,7 +180,7 @@ def report(
         f"({customers:,} customers, {len(events.PRICES)} plans), {BILLING_EVENTS} "
         f"x{PARTITIONS} partitions on Tansu, published in {publish_s:.1f} s",
         f"batch size: worker_batch_max_records = {batch} (both consumers), "
-        f"fetch wait {FETCH_WAIT_MS} ms",
+        f"fetch wait {fetch_wait_ms} ms",
         "",
         row.format("", "events/s", "batches"),
         row.format(
@@ -208,9 +221,21 @@ def run(*, count: int, customers: int | None, batch: int | None, timeout: float)
         server = infra.postgres_server(stack, workdir)
         print("(a) raw ceiling ...", file=sys.stderr, flush=True)
         with infra.fresh_database(server, "raw") as url:
-            raw = measure_raw(workdir, bootstrap, url, batch, count, timeout)
+            raw = measure_raw(
+                workdir, bootstrap, url, batch, count, timeout, settings.worker_fetch_wait_ms
+            )
         print("(b) entitlement worker ...", file=sys.stderr, flush=True)
         with infra.fresh_database(server, "worker") as url:
             worker = measure_worker(workdir, bootstrap, url, catalog, batch, count, timeout)
-    print(report(raw, worker, count=count, customers=customers, batch=batch, publish_s=publish_s))
+    print(
+        report(
+            raw,
+            worker,
+            count=count,
+            customers=customers,
+            batch=batch,
+            fetch_wait_ms=settings.worker_fetch_wait_ms,
+            publish_s=publish_s,
+        )
+    )
     return 0

@@ -95,6 +95,12 @@ class Settings(BaseSettings):
     worker_shutdown_timeout_seconds: float = Field(
         default=20.0, gt=0, description="How long SIGTERM waits for in-flight work."
     )
+    worker_fetch_wait_ms: int = Field(
+        default=10,
+        ge=1,
+        le=5000,
+        description="Longest wait of an idle fetch, at the broker and between empty polls.",
+    )
     worker_session_timeout_ms: int = Field(
         default=10_000,
         ge=100,

@@ -47,10 +47,6 @@ Key = tuple[int, int]  # (partition, offset) within the subscribed topic
 # bounce between replicas that all wait for the same database. Liveness is covered by
 # heartbeats (session timeout), which continue in the background during the wait.
 MAX_POLL_INTERVAL_MS: Final = 6 * 60 * 60 * 1000
-# How long an idle fetch waits; FastStream sleeps as long again when it came back empty.
-# Also the broker-side fetch wait: aiokafka's default (500 ms) is what a fetch costs on a
-# broker that holds it until the timeout (Tansu does), which dominated end-to-end latency.
-FETCH_WAIT_MS: Final = 50
 
 
 class _Stopping(Exception):
@@ -87,8 +83,10 @@ class BatchConsumer:
             spec.topic,
             batch=True,
             max_records=settings.worker_batch_max_records,
-            batch_timeout_ms=FETCH_WAIT_MS,
-            fetch_max_wait_ms=FETCH_WAIT_MS,
+            # FastStream sleeps batch_timeout_ms after an empty poll; Tansu holds a fetch
+            # for its whole fetch_max_wait_ms even when data arrives: both add latency.
+            batch_timeout_ms=settings.worker_fetch_wait_ms,
+            fetch_max_wait_ms=settings.worker_fetch_wait_ms,
             group_id=spec.name,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,
