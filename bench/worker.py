@@ -12,11 +12,13 @@ transaction), so process start-up and group join are not counted.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import os
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -147,15 +149,44 @@ def measure_worker(
     timeout: float,
 ) -> Applied:
     log = workdir / "worker.log"
+    port = free_port()
     env = infra.worker_env(
         bootstrap,
         database_url,
         catalog,
-        free_port(),
+        port,
         {"BILLING_WORKER_BATCH_MAX_RECORDS": str(batch), "BILLING_LOG_LEVEL": "WARNING"},
     )
     with procs.running(infra.billing_fleet("worker", WORKER_NAME), log_path=log, env=env) as p:
-        return asyncio.run(wait_applied(database_url, WORKER_NAME, expect, p, log, timeout))
+        applied = asyncio.run(wait_applied(database_url, WORKER_NAME, expect, p, log, timeout))
+        # The relay deletes what the broker acknowledged: count what it relayed instead.
+        asyncio.run(wait_relayed(database_url, p, log, timeout))
+        relayed = relayed_rows(port)
+    return dataclasses.replace(applied, outbox=relayed)
+
+
+async def wait_relayed(
+    database_url: str, process: subprocess.Popen[bytes], log: Path, timeout: float
+) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        deadline = time.monotonic() + timeout
+        while left := await conn.fetchval("SELECT count(*) FROM outbox"):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise RuntimeError(f"{left:,} outbox rows never relayed:\n{procs.log_tail(log)}")
+            await asyncio.sleep(POLL_S)
+    finally:
+        await conn.close()
+
+
+def relayed_rows(port: int) -> int:
+    """``billing_outbox_published_total`` of the worker, from its /metrics."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
+        text = response.read().decode()
+    for line in text.splitlines():
+        if line.startswith(f'billing_outbox_published_total{{worker="{WORKER_NAME}"}}'):
+            return int(float(line.split()[-1]))
+    raise RuntimeError("the worker's /metrics has no billing_outbox_published_total")
 
 
 def _verdict(ok: bool) -> str:
@@ -198,7 +229,7 @@ def report(
         f"    target >= {TARGET_RATIO}: {_verdict(ratio >= TARGET_RATIO)}",
         f"checks: {raw.events:,} and {worker.events:,} processed_events rows; entitlements "
         f"{'identical' if same else 'DIFFER'} ({raw.entitlements:,} vs {worker.entitlements:,} "
-        f"rows); outbox rows {raw.outbox:,} (a) vs {worker.outbox:,} (b)",
+        f"rows); outbox rows {raw.outbox:,} written (a) vs {worker.outbox:,} relayed (b)",
     ]
     return "\n".join(line.rstrip() for line in lines)
 

@@ -19,6 +19,7 @@ from typing import Any
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
+from prometheus_client import REGISTRY
 
 from api_gateway.normalize import normalize
 from billing_fleet.kafka_admin import ensure_topics
@@ -75,6 +76,11 @@ def build(settings: Settings) -> WorkerSpec:
         out_topic=out_topic,
         sleep_seconds=float(os.environ.get("TOY_SLEEP_SECONDS", "0")),
     )
+
+
+def metric(name: str, **labels: str) -> float:
+    """A sample of this process's Prometheus registry (0 before its first increment)."""
+    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 def unique(prefix: str) -> str:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import Counter
 
 import pytest
-from prometheus_client import REGISTRY
 
 from billing_fleet.settings import Settings
 from tests.runtime_toy import (
     applied,
     create_topics,
     make_events,
+    metric,
     prepare_tables,
     publish_events,
     running,
@@ -22,10 +22,6 @@ from tests.runtime_toy import (
 )
 
 pytestmark = pytest.mark.integration
-
-
-def counter(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_duplicates_and_redelivery_change_nothing(settings: Settings) -> None:
@@ -43,12 +39,12 @@ async def test_duplicates_and_redelivery_change_nothing(settings: Settings) -> N
     async with running(spec, settings):
         await wait_for(lambda: _count(url, name, 6), message="first delivery applied")
         await wait_for(
-            lambda: _at_least(counter("billing_duplicates_skipped_total", worker=name), 1),
+            lambda: _at_least(metric("billing_duplicates_skipped_total", worker=name), 1),
             message="in-batch duplicate counted",
         )
         await publish_events(bootstrap, topic, [events[1]])
         await wait_for(
-            lambda: _at_least(counter("billing_duplicates_skipped_total", worker=name), 2),
+            lambda: _at_least(metric("billing_duplicates_skipped_total", worker=name), 2),
             message="later duplicate counted",
         )
 
@@ -56,14 +52,14 @@ async def test_duplicates_and_redelivery_change_nothing(settings: Settings) -> N
     async with running(spec, settings):
         await publish_events(bootstrap, topic, events)
         await wait_for(
-            lambda: _at_least(counter("billing_duplicates_skipped_total", worker=name), 8),
+            lambda: _at_least(metric("billing_duplicates_skipped_total", worker=name), 8),
             message="redelivered messages counted as duplicates",
         )
 
     rows = await applied(url, name)
     assert Counter(rows) == Counter(e.source.stripe_event_id for e in events)
     assert (
-        counter(
+        metric(
             "billing_events_handled_total",
             worker=name,
             type="subscription.activated",

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import asyncpg
 import pytest
-from prometheus_client import REGISTRY
 
 from billing_fleet.settings import Settings
 from contracts import dead_letter_topic
@@ -14,6 +13,7 @@ from tests.runtime_toy import (
     create_topics,
     event_message,
     make_events,
+    metric,
     prepare_tables,
     publish,
     running,
@@ -80,8 +80,8 @@ async def test_poison_is_dead_lettered_then_replayed_once(settings: Settings) ->
         assert first.header("dlt_first_failure_at") <= first.header("dlt_last_failure_at")
         assert second.value == b"{not json"
         assert second.header("dlt_error_class") == "pydantic_core._pydantic_core.ValidationError"
-        assert _metric("billing_dead_letters_total", worker=name) == 2
-        assert _metric("billing_retries_total", worker=name, reason="poison") == 4
+        assert metric("billing_dead_letters_total", worker=name) == 2
+        assert metric("billing_retries_total", worker=name, reason="poison") == 4
 
         # The catalog is fixed: the replayed message is applied, exactly once.
         await _unreject(url, poison.source.stripe_event_id)
@@ -93,7 +93,7 @@ async def test_poison_is_dead_lettered_then_replayed_once(settings: Settings) ->
             lambda: _applied_is(url, name, good | {poison.source.stripe_event_id}),
             message="replayed event applied",
         )
-        assert _metric("billing_dlt_replays_total", worker=name) == 1
+        assert metric("billing_dlt_replays_total", worker=name) == 1
 
         # Once more through the CLI: a harmless duplicate for the worker.
         env = clean_env(KAFKA_BOOTSTRAP_SERVERS=bootstrap, DATABASE_URL=url)
@@ -103,7 +103,7 @@ async def test_poison_is_dead_lettered_then_replayed_once(settings: Settings) ->
         assert result[0] == 0, result[2]
         assert "1 replayed" in result[1]
         await wait_for(
-            lambda: _at_least(_metric("billing_duplicates_skipped_total", worker=name), 1),
+            lambda: _at_least(metric("billing_duplicates_skipped_total", worker=name), 1),
             message="second replay skipped as a duplicate",
         )
 
@@ -121,10 +121,6 @@ async def test_poison_is_dead_lettered_then_replayed_once(settings: Settings) ->
     assert code == 0, err
     assert "dlt_error_class: workers.runtime.spec.Poison" in out
     assert poison.source.stripe_event_id in out
-
-
-def _metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def _at_least(value: float, expected: float) -> bool:

@@ -37,6 +37,11 @@ OUTBOX_BACKLOG = Gauge(
     "Outbox rows not yet acknowledged by the broker, as last seen by the relay.",
     ["worker"],
 )
+OUTBOX_PUBLISHED = Counter(
+    "billing_outbox_published_total",
+    "Outbox rows the broker acknowledged (then deleted from the outbox).",
+    ["worker"],
+)
 CONSUMER_LAG = Gauge(
     "billing_consumer_lag",
     "Messages behind the partition's high watermark after the last batch.",

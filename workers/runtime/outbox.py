@@ -1,7 +1,7 @@
 """Transactional outbox: rows written with the state change, relayed to Kafka afterwards.
 
 Delivery is at least once: a relay that crashes after the broker acknowledged a row but
-before it marked the row ``published_at`` publishes that row again after the restart.
+before it deleted the row publishes that row again after the restart.
 Consumers key by event id (``ce_id``), so the repeat changes nothing for them.
 """
 
@@ -17,7 +17,7 @@ from typing import Any, Final
 import asyncpg
 
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
-from workers.runtime.metrics import OUTBOX_BACKLOG
+from workers.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 from workers.runtime.spec import Outgoing
 
 log = logging.getLogger(__name__)
@@ -46,7 +46,7 @@ async def write_outbox(conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -
 
 
 class OutboxRelay:
-    """Publishes unpublished rows in id order, then marks them; woken by ``wake()``."""
+    """Publishes the rows in id order, then deletes them; woken by ``wake()``."""
 
     def __init__(
         self,
@@ -97,28 +97,28 @@ class OutboxRelay:
         return total
 
     async def flush_once(self) -> int:
-        """Publish and mark up to one batch of rows; 0 when none is left or another relay
+        """Publish and delete up to one batch of rows; 0 when none is left or another relay
         holds the lock."""
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_KEY):
                 return 0
             rows = await conn.fetch(
-                "SELECT id, topic, key, value, headers FROM outbox"
-                " WHERE published_at IS NULL ORDER BY id LIMIT $1",
+                "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1",
                 RELAY_BATCH_ROWS,
             )
             if rows:
                 # Hand all rows to the producer first (it keeps their order per partition),
-                # then wait for every ack (acks=all) before marking any row.
+                # then wait for every ack (acks=all) before deleting any row.
                 acks = [await self._send(_outgoing(row)) for row in rows]
                 async with asyncio.timeout(self._ack_timeout):
                     await asyncio.gather(*acks)
                 await conn.execute(
-                    "UPDATE outbox SET published_at = now() WHERE id = ANY($1::bigint[])",
-                    [row["id"] for row in rows],
+                    "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
                 )
-            backlog = await conn.fetchval("SELECT count(*) FROM outbox WHERE published_at IS NULL")
-            OUTBOX_BACKLOG.labels(self._worker).set(backlog)
+                OUTBOX_PUBLISHED.labels(self._worker).inc(len(rows))
+            OUTBOX_BACKLOG.labels(self._worker).set(
+                await conn.fetchval("SELECT count(*) FROM outbox")
+            )
             return len(rows)
 
 
