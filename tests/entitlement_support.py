@@ -18,6 +18,8 @@ from contracts import (
     CustomerEvent,
     EventSource,
     PauseCollection,
+    Payment,
+    PaymentEvent,
     Subscription,
     SubscriptionEvent,
     SubscriptionItem,
@@ -57,6 +59,17 @@ products:
   lifetime_deal:
     lookup_keys: [lifetime_deal]
     features: {export: true, projects: 10}
+  projects_pack:
+    lookup_keys: [projects_pack]
+    addon_for: [lifetime_deal, pro]
+    one_off: true
+    features: {projects: 5}
+  calls_pass:
+    lookup_keys: [calls_pass]
+    addon_for: [pro]
+    one_off: true
+    duration_days: 10
+    features: {api_calls: 300}
   pass_30d:
     products: [prod_pass]
     duration_days: 30
@@ -176,6 +189,43 @@ def customer_event(
             user_id=user_id,
             metadata={"user_id": user_id} if user_id else {},
             deleted=event_type == "customer.deleted",
+        ),
+    )
+
+
+def payment_event(
+    event_type: contracts.events.PaymentEventType,
+    customer_id: str,
+    intent: str,
+    *,
+    occurred_at: datetime,
+    amount: int = 1000,
+    refunded: int = 0,
+    metadata: dict[str, str] | None = None,
+    event_id: str | None = None,
+) -> PaymentEvent:
+    """A payment of ``intent`` without an invoice (a one-off when ``metadata`` names one)."""
+    stripe_id = event_id or f"evt_{uuid.uuid4().hex}"
+    return PaymentEvent(
+        id=contracts.event_id_for(stripe_id),
+        type=event_type,
+        occurred_at=occurred_at,
+        source=source(stripe_id),
+        customer_id=customer_id,
+        payment=Payment(
+            id=intent,
+            payment_intent_id=intent,
+            charge_id=f"ch_{intent}",
+            invoice_id=None,
+            amount=amount,
+            amount_refunded=refunded,
+            currency="usd",
+            status="succeeded",
+            failure_code=None,
+            failure_message=None,
+            receipt_url=None,
+            description=None,
+            metadata=metadata or {},
         ),
     )
 

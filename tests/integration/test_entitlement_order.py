@@ -1,6 +1,7 @@
 """Order tolerance, as a property: any interleaving, with duplicates and replays, of one
 customer's realistic history ends in the same entitlements and the same per-source
-state as applying the history once, in order (DESIGN.md, guarantees 3 and 4)."""
+state as applying the history once, in order (DESIGN.md, guarantees 3 and 4). The history
+holds add-ons in another subscription and bought one-off, and full and partial refunds."""
 
 from __future__ import annotations
 
@@ -22,6 +23,7 @@ from tests.entitlement_support import (
     customer_event,
     item,
     make_catalog,
+    payment_event,
     source,
     subscription,
     subscription_event,
@@ -34,6 +36,7 @@ NOW = at("2025-06-10T12:00:00")
 T0 = NOW - timedelta(days=1)
 PERIOD_END = NOW + timedelta(days=30)
 SUB = "sub_history"
+ADDON_SUB = "sub_history_addon"
 
 
 def history(customer: str, run: str) -> list[contracts.BillingEvent]:
@@ -47,7 +50,8 @@ def history(customer: str, run: str) -> list[contracts.BillingEvent]:
     def sub(seconds: int, event_type: Any = "subscription.updated", **kwargs: Any) -> None:
         kwargs.setdefault("items", [item(lookup_key="pro_monthly", product_id="prod_pro")])
         kwargs.setdefault("period_end", PERIOD_END)
-        snapshot = subscription(id=SUB, **kwargs)
+        kwargs.setdefault("id", SUB)
+        snapshot = subscription(**kwargs)
         events.append(
             subscription_event(
                 event_type,
@@ -56,6 +60,12 @@ def history(customer: str, run: str) -> list[contracts.BillingEvent]:
                 occurred_at=T0 + timedelta(seconds=seconds),
                 event_id=eid(),
             )
+        )
+
+    def pay(seconds: int, event_type: Any, intent: str, **kwargs: Any) -> None:
+        at = T0 + timedelta(seconds=seconds)
+        events.append(
+            payment_event(event_type, customer, intent, occurred_at=at, event_id=eid(), **kwargs)
         )
 
     pro = item(lookup_key="pro_monthly", product_id="prod_pro", quantity=3)
@@ -71,15 +81,22 @@ def history(customer: str, run: str) -> list[contracts.BillingEvent]:
     events.append(checkout(customer, T0 + timedelta(seconds=5), eid()))
     sub(10, status="active")
     sub(10, items=[pro])  # quantity change in the same second: the higher id wins
+    # An add-on in its own subscription: it extends the pro of the other one.
+    sub(12, "subscription.activated", id=ADDON_SUB, items=[item(lookup_key="addon_calls")])
     events.append(summary(customer, T0 + timedelta(seconds=15), eid(), ["beta", "journeys"]))
-    sub(20, items=[pro, addon])  # add-on
+    sub(20, items=[pro, addon])  # add-on in the same subscription
+    pay(22, "payment.succeeded", "pi_pack", metadata={"lookup_key": "projects_pack"})  # one-off
     events.append(
         customer_event(customer, "user_2", occurred_at=T0 + timedelta(seconds=25), event_id=eid())
     )
+    pay(27, "payment.refunded", "pi_history", refunded=400)  # partial: the deal stays
     sub(30, status="past_due", items=[pro, addon])
+    pay(33, "payment.succeeded", "pi_pass", metadata={"product_id": "prod_pass"})
+    pay(33, "payment.refunded", "pi_pass", refunded=1000)  # same second: the refund wins
     sub(40, status="past_due", items=[pro, addon])  # still past_due: grace runs from 30
     events.append(summary(customer, T0 + timedelta(seconds=45), eid(), ["journeys"]))
     sub(50, status="active", items=[item("price_team")])  # paid again, plan change
+    sub(55, id=ADDON_SUB, items=[item(lookup_key="addon_calls", quantity=2)])  # no pro now
     sub(60, status="active", items=[item("price_team")], cancel_at_period_end=True)
     sub(60, "subscription.canceled", status="canceled", items=[item("price_team")])
     return events
@@ -144,8 +161,8 @@ async def final_state(conn: asyncpg.Connection, customer: str, run: str) -> dict
     )
     sources = await conn.fetch(
         "SELECT source_id, kind, status, grants::text, snapshot::text, event_at, event_rank, "
-        "event_id, past_due_since, past_due_track::text FROM entitlement_sources "
-        "WHERE customer_id = $1 ORDER BY source_id",
+        "event_id, past_due_since, past_due_track::text, bases::text, addons::text "
+        "FROM entitlement_sources WHERE customer_id = $1 ORDER BY source_id",
         customer,
     )
     customers = await conn.fetch(
@@ -220,11 +237,27 @@ def test_full_history_ends_in_the_expected_state(database_url: str) -> None:
     """Anchor for the property: what the whole history, in order, leaves behind."""
     in_order, _ = asyncio.run(run_history(database_url, [], set(), HISTORY_LENGTH))
     features = {row[0]: row[1:] for row in in_order["entitlements"]}
+    # The one-off add-on extends the deal; the add-on subscription has no pro left.
     assert features == {
         "export": [None, None, ["pi_history"]],
-        "projects": [10, None, ["pi_history"]],
+        "projects": [15, None, ["pi_history", "pi_pack"]],
         "journeys": [None, None, ["stripe:CUSTOMER"]],
     }
     assert in_order["customers"][0][:3] == ["user_2", "metadata", "user_2"]
-    sub_row = next(r for r in in_order["sources"] if r[0] == SUB)
-    assert sub_row[2] == "canceled" and sub_row[3] == "{}" and sub_row[8] is None
+    rows = {r[0]: r for r in in_order["sources"]}
+    assert rows[SUB][2] == "canceled" and rows[SUB][3] == "{}" and rows[SUB][8] is None
+    assert rows["pi_pass"][1:4] == ["payment", "refunded", "{}"]
+    assert rows["pi_history"][2] == "paid"
+    assert rows[ADDON_SUB][2] == "active" and rows[ADDON_SUB][3] == "{}"
+
+
+def test_history_midway_counts_the_addons_of_every_source(database_url: str) -> None:
+    """Before the refunds and the plan change (the first 9 events): the add-on
+    subscription extends the other one's pro, the one-off add-on extends the deal."""
+    in_order, _ = asyncio.run(run_history(database_url, [], set(), 9))
+    features = {row[0]: row[1:] for row in in_order["entitlements"]}
+    # pro, its add-on in the same subscription, the add-on subscription (not per seat)
+    assert features["api_calls"] == [1000 + 250 + 250, None, [SUB, ADDON_SUB]]
+    assert features["priority_support"] == [None, None, [SUB, ADDON_SUB]]
+    assert features["projects"] == [10 + 5, None, ["pi_history", "pi_pack"]]
+    assert features["storage_gb"] == [30, None, [SUB]]

@@ -267,6 +267,67 @@ async def test_unmapped_price_is_dead_lettered_then_replayed_once(
     assert beta.sources == [poison.subscription.id]
 
 
+def stripe_event(name: str, customer_id: str, created: int, **changes: Any) -> BillingEvent:
+    """The fixture for ``customer_id`` at ``created``, its object updated with ``changes``."""
+    raw: dict[str, Any] = load_event(name)
+    raw["created"] = created
+    obj = raw["data"]["object"]
+    obj.update(changes)
+    if obj["object"] == "customer":
+        obj["id"] = customer_id
+    else:
+        obj["customer"] = customer_id
+    return normalize(raw)
+
+
+async def test_refund_and_user_change_are_published_through_the_outbox(
+    settings: Settings, tmp_path: Path
+) -> None:
+    settings = worker_settings(
+        settings, entitlement_catalog_path=write_catalog(tmp_path / "catalog.yaml")
+    )
+    assert settings.kafka_bootstrap_servers and settings.database_url
+    bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url
+    topic = unique("entitlement.refunds")
+    await create_topics(settings, topic)
+    customer, intent = new_customer(), f"pi_{uuid.uuid4().hex[:16]}"
+    first, second = unique("user"), unique("user")
+    t = 1_750_000_000
+    events = [
+        stripe_event(CUSTOMER_CREATED, customer, t, metadata={"user_id": first}),
+        stripe_event(
+            "payment_intent.succeeded__rubymock__1",
+            customer,
+            t + 1,
+            id=intent,
+            metadata={"lookup_key": "lifetime_deal"},
+        ),
+        stripe_event(
+            "customer.updated__rubymock__1", customer, t + 2, metadata={"user_id": second}
+        ),
+        stripe_event("charge.refunded__rubymock__1", customer, t + 3, payment_intent=intent),
+    ]
+    await publish_events(bootstrap, topic, events)
+
+    async with running(entitlement_spec(settings, topic), settings):
+        await changes_for(bootstrap, customer, count=8)
+    records = await changes_for(bootstrap, customer, count=8)
+
+    assert len(records) == 8, "a change was published twice"
+    purchase, moved, refund = events[1], events[2], events[3]
+    assert [(c.type, c.user_id, c.caused_by) for _, c in records] == [
+        ("entitlement.granted", first, purchase.source.stripe_event_id),
+    ] * 2 + [
+        ("entitlement.revoked", first, moved.source.stripe_event_id),
+    ] * 2 + [
+        ("entitlement.granted", second, moved.source.stripe_event_id),
+    ] * 2 + [
+        ("entitlement.revoked", second, refund.source.stripe_event_id),
+    ] * 2
+    assert all(record.header("ce_type") == change.type for record, change in records)
+    assert await features_of(url, customer) == {}
+
+
 async def _letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter]:
     found: list[DeadLetter] = []
 

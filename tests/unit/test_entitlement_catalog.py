@@ -114,6 +114,10 @@ def test_per_seat_amount() -> None:
             },
             "'a1' is itself an add-on",
         ),
+        (
+            {"products": {"a": {"prices": ["p"], "features": {"x": 1}, "one_off": True}}},
+            "one_off is for add-ons",
+        ),
         ({"products": {"a": {"prices": ["p"], "features": {"bad name": True}}}}, "invalid feature"),
         ({"products": {"a": {"prices": ["p"], "features": {"x": 1}, "duration_days": 0}}}, "0"),
         ({"products": ["not", "a", "mapping"]}, "products"),

@@ -1,5 +1,6 @@
-"""Pure entitlement rules: each subscription lifecycle case, add-ons, seats, fallback,
-one-off purchases, Stripe's summary, the effective set and the order of events."""
+"""Pure entitlement rules: each subscription lifecycle case, add-ons (in the same
+subscription and across sources), seats, fallback, one-off purchases and refunds, Stripe's
+summary, the effective set and the order of events."""
 
 from __future__ import annotations
 
@@ -7,10 +8,10 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from contracts import Subscription
+from contracts import Payment, Subscription
 from tests.entitlement_support import at, item, make_catalog, subscription
 from workers.entitlement import rules
-from workers.entitlement.rules import Effective, Grant, Mark, PastDueTrack
+from workers.entitlement.rules import Addon, Effective, Grant, Mark, PastDueTrack, SourceGrants
 from workers.runtime.spec import Poison
 
 CATALOG = make_catalog()
@@ -18,10 +19,16 @@ GRACE = timedelta(days=3)
 NOW = at("2025-06-01T12:00:00")
 PERIOD_END = at("2025-07-01T00:00:00")
 PRO = item(lookup_key="pro_monthly")
+ADDON = item(lookup_key="addon_calls")
+ADDON_FOR = ("pro", "syncengine_base", "drf_pro")
+
+
+def source_grants(sub: Subscription, past_due_since: datetime | None = None) -> SourceGrants:
+    return rules.subscription_grants(sub, CATALOG, past_due_since=past_due_since, grace=GRACE)
 
 
 def grants(sub: Subscription, past_due_since: datetime | None = None) -> rules.Grants:
-    return rules.subscription_grants(sub, CATALOG, past_due_since=past_due_since, grace=GRACE)
+    return source_grants(sub, past_due_since).features
 
 
 def test_active_grants_without_expiry() -> None:
@@ -42,13 +49,13 @@ def test_past_due_keeps_access_for_the_grace_period_from_its_start() -> None:
     since = NOW - timedelta(days=1)
     result = grants(subscription([PRO], status="past_due"), past_due_since=since)
     assert result["sso"] == Grant(None, since + GRACE)
-    assert "sso" in rules.effective({"sub": result}, NOW)
+    assert "sso" in rules.effective({"sub": SourceGrants(result)}, NOW)
 
 
 def test_past_due_after_the_grace_period_has_no_access() -> None:
     since = NOW - GRACE - timedelta(seconds=1)
     result = grants(subscription([PRO], status="past_due"), past_due_since=since)
-    assert rules.effective({"sub": result}, NOW) == {}
+    assert rules.effective({"sub": SourceGrants(result)}, NOW) == {}
 
 
 def test_cancel_at_period_end_expires_at_period_end() -> None:
@@ -70,7 +77,7 @@ def test_trial_canceled_at_period_end_expires_at_the_earlier_end() -> None:
 
 @pytest.mark.parametrize("status", ["canceled", "unpaid", "incomplete", "incomplete_expired"])
 def test_ended_or_unpaid_subscriptions_grant_nothing(status: str) -> None:
-    assert grants(subscription([PRO], status=status)) == {}
+    assert source_grants(subscription([PRO, ADDON], status=status)) == SourceGrants()
 
 
 def test_immediate_cancellation_grants_nothing() -> None:
@@ -101,12 +108,31 @@ def test_addon_adds_to_its_base() -> None:
     assert result["priority_support"] == Grant(None, None)
 
 
-def test_addon_without_its_base_grants_nothing() -> None:
-    assert grants(subscription([item(lookup_key="addon_calls")])) == {}
-    # `team` is not one of the add-on's bases: the add-on adds nothing to it.
-    result = grants(subscription([item("price_team"), item(lookup_key="addon_calls")]))
-    assert result["api_calls"] == Grant(5000, None)
-    assert "priority_support" not in result
+def test_addon_with_its_base_is_folded_into_the_subscription() -> None:
+    result = source_grants(subscription([PRO, ADDON]))
+    assert result.bases == {"pro": None} and result.addons == ()
+
+
+def test_addon_without_its_base_is_kept_apart_for_a_base_held_elsewhere() -> None:
+    alone = source_grants(subscription([item(lookup_key="addon_calls", quantity=2)]))
+    assert alone.features == {} and alone.bases == {}
+    assert alone.addons == (
+        Addon(
+            "addon_calls",
+            ADDON_FOR,
+            {"api_calls": Grant(250, None), "priority_support": Grant(None, None)},
+        ),
+    )
+    # `team` is not one of the add-on's bases: the add-on adds nothing to it here.
+    trial_end = NOW + timedelta(days=5)
+    sub = subscription([item("price_team"), ADDON], status="trialing", trial_end=trial_end)
+    result = source_grants(sub)
+    assert result.features["api_calls"] == Grant(5000, trial_end)
+    assert "priority_support" not in result.features
+    assert result.bases == {"team": trial_end}
+    assert [(a.entry, a.grants["api_calls"]) for a in result.addons] == [
+        ("addon_calls", Grant(250, trial_end))  # the add-on's own window: its subscription's
+    ]
 
 
 def test_plan_change_replaces_the_features() -> None:
@@ -142,16 +168,45 @@ def test_canceled_subscription_needs_no_catalog_entry() -> None:
 
 
 def test_one_off_purchase_with_and_without_duration() -> None:
-    pass_30d = CATALOG.products["pass_30d"]
-    lifetime = CATALOG.products["lifetime_deal"]
-    assert rules.one_off_grants(pass_30d, quantity=1, purchased_at=NOW)["export"] == Grant(
-        None, NOW + timedelta(days=30)
-    )
-    assert rules.one_off_grants(lifetime, quantity=1, purchased_at=NOW)["projects"] == Grant(
-        10, None
-    )
-    with pytest.raises(Poison, match="add-on"):
+    pass_30d = rules.one_off_grants(CATALOG.products["pass_30d"], quantity=1, purchased_at=NOW)
+    assert pass_30d.features["export"] == Grant(None, NOW + timedelta(days=30))
+    assert pass_30d.bases == {"pass_30d": NOW + timedelta(days=30)}
+    lifetime = rules.one_off_grants(CATALOG.products["lifetime_deal"], quantity=1, purchased_at=NOW)
+    assert lifetime.features["projects"] == Grant(10, None)
+    assert lifetime.bases == {"lifetime_deal": None}
+
+
+def test_one_off_addon_only_when_the_catalog_sells_it_one_off() -> None:
+    with pytest.raises(Poison, match="'addon_calls' is an add-on not sold one-off"):
         rules.one_off_grants(CATALOG.products["addon_calls"], quantity=1, purchased_at=NOW)
+    calls = rules.one_off_grants(CATALOG.products["calls_pass"], quantity=2, purchased_at=NOW)
+    assert calls == SourceGrants(
+        addons=(Addon("calls_pass", ("pro",), {"api_calls": Grant(300, NOW + timedelta(days=10))}),)
+    )
+
+
+def payment(amount: int, refunded: int) -> Payment:
+    return Payment(
+        id="pi_1",
+        payment_intent_id="pi_1",
+        charge_id="ch_1",
+        invoice_id=None,
+        amount=amount,
+        amount_refunded=refunded,
+        currency="usd",
+        status="succeeded",
+        failure_code=None,
+        failure_message=None,
+        receipt_url=None,
+        description=None,
+        metadata={},
+    )
+
+
+def test_only_a_full_refund_ends_a_purchase() -> None:
+    assert rules.fully_refunded(payment(1000, 1000))
+    assert not rules.fully_refunded(payment(1000, 999))
+    assert not rules.fully_refunded(payment(1000, 0))
 
 
 def test_summary_replaces_or_with_truncation_only_adds() -> None:
@@ -166,15 +221,68 @@ def test_summary_replaces_or_with_truncation_only_adds() -> None:
 def test_effective_takes_max_limit_and_latest_expiry_over_unexpired_sources() -> None:
     soon, later = NOW + timedelta(days=1), NOW + timedelta(days=9)
     sources = {
-        "sub_a": {"api_calls": Grant(100, soon), "sso": Grant(None, later)},
-        "pi_b": {"api_calls": Grant(50, later), "sso": Grant(None, None)},
-        "pi_old": {"api_calls": Grant(10_000, NOW), "gone": Grant(None, NOW)},
+        "sub_a": SourceGrants({"api_calls": Grant(100, soon), "sso": Grant(None, later)}),
+        "pi_b": SourceGrants({"api_calls": Grant(50, later), "sso": Grant(None, None)}),
+        "pi_old": SourceGrants({"api_calls": Grant(10_000, NOW), "gone": Grant(None, NOW)}),
     }
     assert rules.effective(sources, NOW) == {
         "api_calls": Effective(100, later, ("pi_b", "sub_a")),
         "sso": Effective(None, None, ("pi_b", "sub_a")),
     }
     assert rules.next_expiry(sources, NOW) == soon
+
+
+def calls_addon(limit: int, until: datetime | None = None) -> SourceGrants:
+    return SourceGrants(
+        addons=(Addon("addon_calls", ADDON_FOR, {"api_calls": Grant(limit, until)}),)
+    )
+
+
+def test_addons_add_to_the_highest_base_held_from_any_source() -> None:
+    sources = {
+        "sub_team": SourceGrants({"api_calls": Grant(5000, None)}, {"team": None}),
+        "sub_pro": SourceGrants({"api_calls": Grant(1000, None)}, {"pro": None}),
+        "sub_addon": calls_addon(250),
+        "pi_addon": calls_addon(100),
+    }
+    # As within one subscription: the highest base grant plus every add-on of a held base.
+    assert rules.effective(sources, NOW) == {
+        "api_calls": Effective(5350, None, ("pi_addon", "sub_addon", "sub_pro", "sub_team"))
+    }
+
+
+def test_addon_waits_for_its_base_and_ends_with_it() -> None:
+    base_end, addon_end = NOW + timedelta(days=3), NOW + timedelta(days=7)
+    addon = SourceGrants(
+        addons=(
+            Addon(
+                "addon_calls",
+                ADDON_FOR,
+                {"api_calls": Grant(250, addon_end), "priority_support": Grant(None, addon_end)},
+            ),
+        )
+    )
+    assert rules.effective({"sub_addon": addon}, NOW) == {}
+    # `team` is not one of its bases; an expired `pro` is not held.
+    team = SourceGrants({"audit_log": Grant(None, None)}, {"team": None})
+    expired = SourceGrants({"api_calls": Grant(1000, NOW)}, {"pro": NOW})
+    assert rules.effective({"a": addon, "b": team, "c": expired}, NOW) == {
+        "audit_log": Effective(None, None, ("b",))
+    }
+    trial = SourceGrants({"api_calls": Grant(1000, base_end)}, {"pro": base_end})
+    both = {"sub_addon": addon, "sub_pro": trial}
+    assert rules.effective(both, NOW) == {
+        "api_calls": Effective(1250, base_end, ("sub_addon", "sub_pro")),
+        "priority_support": Effective(None, base_end, ("sub_addon",)),
+    }
+    assert rules.next_expiry(both, NOW) == base_end
+    assert rules.effective(both, base_end) == {}
+    # A base without end held too: the add-on's own window applies.
+    forever = {**both, "pi_pro": SourceGrants({"sso": Grant(None, None)}, {"pro": None})}
+    assert rules.effective(forever, base_end)["priority_support"] == Effective(
+        None, addon_end, ("sub_addon",)
+    )
+    assert rules.next_expiry(forever, base_end) == addon_end
 
 
 def test_diff_names_each_change() -> None:
@@ -195,6 +303,9 @@ def test_mark_order_time_then_rank_then_event_id() -> None:
     canceled = Mark.of("subscription.canceled", t, "evt_0")
     later_created = Mark.of("subscription.activated", t + timedelta(seconds=1), "evt_0")
     assert created < updated < updated_b < paused < canceled < later_created
+    # A refund in the same second as its purchase wins.
+    assert Mark.of("payment.succeeded", t, "evt_z") < Mark.of("payment.refunded", t, "evt_a")
+    assert Mark.of("checkout.completed", t, "evt_z") < Mark.of("payment.refunded", t, "evt_a")
 
 
 def test_past_due_start_does_not_depend_on_event_order() -> None:

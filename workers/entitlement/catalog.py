@@ -14,8 +14,14 @@ The catalog is a YAML file (``BILLING_ENTITLEMENT_CATALOG_PATH``; see
           storage_gb: {limit: 5, per_seat: true}   # limit x subscription item quantity
       extra_calls:
         products: [prod_ExtraCalls]
-        addon_for: [pro]                     # grants only next to a `pro` item
+        addon_for: [pro]                     # grants only while the customer holds `pro`
         features: {api_calls: 5000}          # added to the base's limit
+      calls_pack:
+        lookup_keys: [calls_pack]
+        addon_for: [pro]
+        one_off: true                        # this add-on may also be bought one-off
+        duration_days: 30
+        features: {api_calls: 2000}
       lifetime_pack:
         lookup_keys: [lifetime_pack]
         duration_days: null                  # one-off purchase: null = lifetime
@@ -101,6 +107,11 @@ class CatalogEntry(_Model):
     duration_days: float | None = Field(
         default=None, gt=0, description="One-off purchases: days of access; null = lifetime."
     )
+    one_off: bool = Field(
+        default=False,
+        description="Add-ons only: may also be bought as a one-off purchase (any other entry "
+        "may anyway).",
+    )
 
     @field_validator("features")
     @classmethod
@@ -109,6 +120,12 @@ class CatalogEntry(_Model):
             if not _FEATURE_NAME.match(name):
                 raise ValueError(f"invalid feature name {name!r}")
         return value
+
+    @model_validator(mode="after")
+    def _one_off_is_for_addons(self) -> CatalogEntry:
+        if self.one_off and not self.addon_for:
+            raise ValueError("one_off is for add-ons: any other entry may be bought one-off anyway")
+        return self
 
     @property
     def is_addon(self) -> bool:

@@ -12,10 +12,16 @@ Per event type (everything else is acknowledged without effect):
   an entitlement purchase (ignored); naming something the catalog lacks is ``Poison``.
   Source = the payment intent id (so the checkout and the payment of one purchase are
   one source), else the charge or session id.
+- ``payment.refunded`` without an invoice, refunded in full: the purchase's source grants
+  nothing from then on (kept, status ``refunded``, even before the purchase is seen, so a
+  late older purchase event cannot grant). A partial refund changes nothing.
 - ``checkout.completed`` with a ``client_reference_id``: the customer's user, unless
   ``customer.metadata.user_id`` names one (metadata wins).
 - ``customer.*``: ``metadata.user_id``, newest customer event wins; a ``customer.deleted``
   stub without metadata changes nothing.
+- A change of the customer's user moves its current entitlements: ``entitlement.revoked``
+  naming the previous user (when there was one), then ``entitlement.granted`` naming the
+  new one (also when it is None, so a consumer keyed by customer ends where it was).
 - ``entitlement_summary.updated``: source ``stripe:<customer>`` grants the listed lookup
   keys as boolean features (the set replaces the previous one; a truncated list only adds).
 
@@ -25,13 +31,14 @@ Each change of a customer's effective entitlements is returned as an
 ``handle_batch`` is the one code path (``handle`` is a batch of one): it locks the batch's
 customers, loads their rows (``store.load``), applies each event in order to that
 in-memory copy (``state``) exactly as one event at a time would, then writes back what
-changed (``store.save``).
+changed (``store.save``). Subscription rows stored before sources recorded their bases
+and add-ons are derived again from their snapshot when loaded.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
@@ -48,9 +55,10 @@ from contracts import (
     SubscriptionEvent,
     change_id_for,
 )
+from contracts.entitlements import EntitlementChangeType
 from workers.entitlement import rules, store
 from workers.entitlement.catalog import Catalog
-from workers.entitlement.rules import Mark, PastDueTrack
+from workers.entitlement.rules import Effective, Mark, PastDueTrack, SourceGrants
 from workers.entitlement.state import CustomerRow, CustomerState, SourceRow
 from workers.runtime.spec import Outgoing, Poison
 
@@ -95,7 +103,7 @@ class EntitlementHandler:
         customers: dict[str, CustomerState] = {}
         if ids:
             await store.lock_customers(conn, ids)
-            customers = await store.load(conn, ids)
+            customers = await self._load(conn, ids)
         out: list[Outgoing] = []
         for event in events:
             out += self._apply(customers, event)
@@ -113,12 +121,30 @@ class EntitlementHandler:
             due = await store.due_at(conn, customer_id)
             if due is None or due > now:
                 continue
-            customers = await store.load(conn, [customer_id])
+            customers = await self._load(conn, [customer_id])
             out += self._recompute(
                 customers[customer_id], now=now, cause=f"expiry:{due.isoformat()}", at=due, by=None
             )
             await store.save(conn, customers.values())
         return out
+
+    async def _load(self, conn: asyncpg.Connection, ids: Sequence[str]) -> dict[str, CustomerState]:
+        customers = await store.load(conn, ids)
+        self._derive_legacy(customers.values())
+        return customers
+
+    def _derive_legacy(self, customers: Iterable[CustomerState]) -> None:
+        """Subscription rows stored before bases and add-ons were get them from their
+        snapshot, as their next event would; one the catalog no longer maps waits for it."""
+        for customer in customers:
+            for row in list(customer.sources.values()):
+                if not row.legacy or row.snapshot is None:
+                    continue
+                sub = Subscription.model_validate_json(row.snapshot)
+                try:
+                    customer.put_source(self._subscription_row(sub, row.mark, row.past_due))
+                except Poison as exc:
+                    log.warning("subscription %s kept as stored: %s", sub.id, exc)
 
     def _apply(self, customers: Customers, event: BillingEvent) -> list[Outgoing]:
         match event:
@@ -129,8 +155,7 @@ class EntitlementHandler:
             case CheckoutEvent():
                 return self._checkout(customers, event)
             case CustomerEvent():
-                self._customer(customers, event)
-                return []
+                return self._customer(customers, event)
             case EntitlementSummaryEvent():
                 return self._summary(customers, event)
             case _:
@@ -151,10 +176,14 @@ class EntitlementHandler:
                 return []
             # An older past_due event moved the streak's start: same snapshot, new grants.
             sub, mark = Subscription.model_validate_json(row.snapshot), row.mark
+        customer.put_source(self._subscription_row(sub, mark, track))
+        return self._recompute_for(customer, event)
+
+    def _subscription_row(self, sub: Subscription, mark: Mark, track: PastDueTrack) -> SourceRow:
         grants = rules.subscription_grants(
             sub, self.catalog, past_due_since=track.since, grace=self.grace
         )
-        source = SourceRow(
+        return SourceRow(
             source_id=sub.id,
             kind="subscription",
             status="paused" if sub.pause_collection is not None else sub.status,
@@ -163,26 +192,30 @@ class EntitlementHandler:
             snapshot=sub.model_dump_json(),
             past_due=track,
         )
-        customer.put_source(source)
-        return self._recompute_for(customer, event)
 
     # -- one-off purchases ---------------------------------------------------------------
 
     def _payment(self, customers: Customers, event: PaymentEvent) -> list[Outgoing]:
         payment = event.payment
-        if event.type != "payment.succeeded" or payment.invoice_id is not None:
-            return []  # failures, refunds and subscription invoices grant nothing here
+        if payment.invoice_id is not None:
+            return []  # subscription invoices: the subscription's own events decide
         source_id = payment.payment_intent_id or payment.id
-        return self._one_off(customers, event, source_id, payment.metadata)
+        if event.type == "payment.succeeded":
+            return self._one_off(customers, event, source_id, payment.metadata)
+        if event.type == "payment.refunded" and event.customer_id and rules.fully_refunded(payment):
+            return self._refund(customers[event.customer_id], event, source_id)
+        return []  # failures and partial refunds change no grant
 
     def _checkout(self, customers: Customers, event: CheckoutEvent) -> list[Outgoing]:
         checkout = event.checkout
+        moved: list[Outgoing] = []
         if checkout.client_reference_id and event.customer_id:
-            self._checkout_user(customers[event.customer_id], event, checkout.client_reference_id)
+            customer = customers[event.customer_id]
+            moved = self._checkout_user(customer, event, checkout.client_reference_id)
         if checkout.mode != "payment" or checkout.payment_status != "paid":
-            return []
+            return moved
         source_id = checkout.payment_intent_id or checkout.id
-        return self._one_off(customers, event, source_id, checkout.metadata)
+        return moved + self._one_off(customers, event, source_id, checkout.metadata)
 
     def _one_off(
         self,
@@ -216,6 +249,17 @@ class EntitlementHandler:
         customer.put_source(SourceRow(source_id, "payment", "paid", grants, mark))
         return self._recompute_for(customer, event)
 
+    def _refund(
+        self, customer: CustomerState, event: PaymentEvent, source_id: str
+    ) -> list[Outgoing]:
+        mark = Mark.of(event.type, event.occurred_at, event.source.stripe_event_id)
+        row = customer.sources.get(source_id)
+        if row is not None and mark <= row.mark:
+            return []
+        # Kept even for a purchase not seen yet: its older events then lose to this one.
+        customer.put_source(SourceRow(source_id, "payment", "refunded", SourceGrants(), mark))
+        return self._recompute_for(customer, event)
+
     # -- Stripe's entitlement summary ----------------------------------------------------
 
     def _summary(self, customers: Customers, event: EntitlementSummaryEvent) -> list[Outgoing]:
@@ -227,41 +271,84 @@ class EntitlementHandler:
             return []
         grants = rules.summary_grants(
             (entitlement.lookup_key for entitlement in event.summary.entitlements),
-            previous=row.grants if row is not None else {},
+            previous=row.grants.features if row is not None else {},
             truncated=event.summary.truncated,
         )
-        customer.put_source(SourceRow(source_id, "stripe", "active", grants, mark))
+        customer.put_source(SourceRow(source_id, "stripe", "active", SourceGrants(grants), mark))
         return self._recompute_for(customer, event)
 
     # -- users ---------------------------------------------------------------------------
 
-    def _customer(self, customers: Customers, event: CustomerEvent) -> None:
+    def _customer(self, customers: Customers, event: CustomerEvent) -> list[Outgoing]:
         stripe_customer = event.customer
         if stripe_customer.deleted and not stripe_customer.metadata:
-            return  # the {id, deleted} stub says nothing about the user
+            return []  # the {id, deleted} stub says nothing about the user
         mark = Mark.of(event.type, event.occurred_at, event.source.stripe_event_id)
         customer = customers[stripe_customer.id]
         row = customer.row or CustomerRow(customer.customer_id)
         if row.mark is not None and mark <= row.mark:
-            return
-        customer.put_customer(
-            CustomerRow(
-                customer.customer_id,
-                stripe_customer.user_id,
-                mark,
-                row.checkout_user_id,
-                row.checkout_mark,
-            )
+            return []
+        new = CustomerRow(
+            customer.customer_id,
+            stripe_customer.user_id,
+            mark,
+            row.checkout_user_id,
+            row.checkout_mark,
         )
+        return self._put_user(customer, new, event)
 
-    def _checkout_user(self, customer: CustomerState, event: CheckoutEvent, user: str) -> None:
+    def _checkout_user(
+        self, customer: CustomerState, event: CheckoutEvent, user: str
+    ) -> list[Outgoing]:
         mark = Mark(event.occurred_at, 0, event.source.stripe_event_id)
         row = customer.row or CustomerRow(customer.customer_id)
         if row.checkout_mark is not None and mark <= row.checkout_mark:
-            return
-        customer.put_customer(
-            CustomerRow(customer.customer_id, row.metadata_user_id, row.mark, user, mark)
-        )
+            return []
+        new = CustomerRow(customer.customer_id, row.metadata_user_id, row.mark, user, mark)
+        return self._put_user(customer, new, event)
+
+    def _put_user(
+        self, customer: CustomerState, row: CustomerRow, event: BillingEvent
+    ) -> list[Outgoing]:
+        """Store the mapping. When it names another user, the current entitlements move:
+        consumers keyed by user learn that the old one lost them and the new one got them."""
+        old = customer.user_id
+        customer.put_customer(row)
+        if customer.user_id == old:
+            return []
+        stripe_id, at = event.source.stripe_event_id, event.occurred_at
+        held = sorted(customer.entitlements.items())
+        out: list[Outgoing] = []
+        if old is not None:
+            cause = f"{stripe_id}:previous-user"
+            out += [
+                _change(
+                    customer.customer_id,
+                    old,
+                    "entitlement.revoked",
+                    name,
+                    None,
+                    cause,
+                    at,
+                    by=stripe_id,
+                )
+                for name, _ in held
+            ]
+        cause, new = f"{stripe_id}:new-user", customer.user_id
+        out += [
+            _change(
+                customer.customer_id,
+                new,
+                "entitlement.granted",
+                name,
+                value,
+                cause,
+                at,
+                by=stripe_id,
+            )
+            for name, value in held
+        ]
+        return out
 
     # -- effective entitlements ----------------------------------------------------------
 
@@ -287,21 +374,47 @@ class EntitlementHandler:
         out: list[Outgoing] = []
         for change_type, feature, value in changes:
             customer.put_entitlement(feature, value, now)
-            change = EntitlementChange(
-                id=change_id_for(cause, customer.customer_id, feature),
-                type=change_type,
-                occurred_at=at,
-                customer_id=customer.customer_id,
-                user_id=customer.user_id,
-                feature=feature,
-                entitled=value is not None,
-                limit=value.limit if value is not None else None,
-                expires_at=value.expires_at if value is not None else None,
-                sources=list(value.sources) if value is not None else [],
-                caused_by=by,
+            out.append(
+                _change(
+                    customer.customer_id,
+                    customer.user_id,
+                    change_type,
+                    feature,
+                    value,
+                    cause,
+                    at,
+                    by=by,
+                )
             )
-            out.append(_outgoing(change))
         return out
+
+
+def _change(
+    customer_id: str,
+    user_id: str | None,
+    change_type: EntitlementChangeType,
+    feature: str,
+    value: Effective | None,
+    cause: str,
+    at: datetime,
+    *,
+    by: str | None,
+) -> Outgoing:
+    return _outgoing(
+        EntitlementChange(
+            id=change_id_for(cause, customer_id, feature),
+            type=change_type,
+            occurred_at=at,
+            customer_id=customer_id,
+            user_id=user_id,
+            feature=feature,
+            entitled=value is not None,
+            limit=value.limit if value is not None else None,
+            expires_at=value.expires_at if value is not None else None,
+            sources=list(value.sources) if value is not None else [],
+            caused_by=by,
+        )
+    )
 
 
 def _customer_touched(event: BillingEvent) -> str | None:

@@ -13,7 +13,8 @@ Marks compare by
        subscription.activated (0) < subscription.updated = subscription.trial_will_end (1)
          < subscription.paused = subscription.resumed (2) < subscription.canceled (3)
        customer.created (0) < customer.updated (1) < customer.deleted (2)
-       payment.succeeded = checkout.completed (0); entitlement_summary.updated (0)
+       payment.succeeded = checkout.completed (0) < payment.refunded (1)
+       entitlement_summary.updated (0)
 
 3. the Stripe event id (plain string order) as the last, deterministic tie-break.
 
@@ -25,9 +26,10 @@ Grants
 ------
 A subscription grants the features of its items' catalog entries (or of the product's
 metadata ``features``), limits times quantity for ``per_seat`` features. Within one
-subscription the base items combine by maximum and add-on items *add* their limits,
-provided an item of one of their ``addon_for`` entries is in the same subscription (an
-add-on without its base grants nothing). Access by status:
+subscription the base items combine by maximum and add-on items *add* their limits when
+an item of one of their ``addon_for`` entries is in the same subscription. An add-on
+without its base there (or bought one-off, when its entry says ``one_off``) is kept as an
+``Addon`` of its source and extends the customer's base: see below. Access by status:
 
 - ``active``: no expiry; ``trialing``: until ``trial_end``;
 - ``past_due``: until the grace period after it *first* became past_due;
@@ -39,18 +41,26 @@ Expiries are stored as times, never decided against the clock, so the state a se
 events produces does not depend on when or in which order it was applied; only
 ``effective`` (what is usable now) takes ``now``.
 
-Across a customer's sources the effective limit per feature is the maximum (None, i.e.
-boolean/unlimited, wins) and the expiry the latest (None, no expiry, wins).
+Across a customer's sources the effective limit per feature is the maximum of the
+sources' own grants (None, i.e. boolean/unlimited, wins), plus the limits of every
+``Addon`` whose base the customer holds from any source at ``now``; the expiry is the
+latest (None, no expiry, wins). Such an add-on counts until the earlier of its own window
+and the latest end of its held bases: it stops when the base goes and counts again when
+the base comes back.
+
+A full refund (``amount_refunded`` reaches ``amount``) ends a one-off purchase; a partial
+refund keeps it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+import functools
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, Final
 
-from contracts import Subscription, SubscriptionItem
+from contracts import Payment, Subscription, SubscriptionItem
 from contracts.entitlements import EntitlementChangeType
 from workers.entitlement.catalog import Catalog, CatalogEntry, FeatureSpec, parse_metadata_features
 from workers.runtime.spec import Poison
@@ -67,6 +77,7 @@ EVENT_RANK: Final[Mapping[str, int]] = {
     "customer.deleted": 2,
     "payment.succeeded": 0,
     "checkout.completed": 0,
+    "payment.refunded": 1,
     "entitlement_summary.updated": 0,
 }
 
@@ -116,6 +127,42 @@ class Grant:
 
 
 Grants = dict[str, Grant]
+
+Bases = dict[str, datetime | None]
+"""Base catalog entries a source holds -> until when (None: no end)."""
+
+
+@dataclass(frozen=True)
+class Addon:
+    """An add-on held without its base in the same source: its grants add to the
+    customer's while the customer holds one of ``addon_for`` from any source."""
+
+    entry: str
+    addon_for: tuple[str, ...]
+    grants: Grants
+    """Each with the add-on's own window (its source's access)."""
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "entry": self.entry,
+            "addon_for": list(self.addon_for),
+            "grants": {name: grant.to_json() for name, grant in sorted(self.grants.items())},
+        }
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> Addon:
+        grants = {name: Grant.from_json(value) for name, value in data["grants"].items()}
+        return cls(str(data["entry"]), tuple(data["addon_for"]), grants)
+
+
+@dataclass(frozen=True)
+class SourceGrants:
+    """What one source gives the customer: its own feature grants, the base entries it
+    holds (for add-ons in other sources) and its add-ons without their base."""
+
+    features: Grants = field(default_factory=dict)
+    bases: Bases = field(default_factory=dict)
+    addons: tuple[Addon, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -224,22 +271,23 @@ def _amounts(features: Mapping[str, FeatureSpec], quantity: int) -> dict[str, in
     return {name: spec.amount(quantity) for name, spec in features.items()}
 
 
-def subscription_limits(sub: Subscription, catalog: Catalog) -> dict[str, int | None]:
-    """Feature -> limit the subscription's items grant while it has access."""
-    items = [(entry_for_item(item, catalog), item.quantity) for item in sub.items]
-    limits: dict[str, int | None] = {}
-    for entry, quantity in items:
-        if entry.is_addon:
-            continue
-        for name, amount in _amounts(entry.features, quantity).items():
-            limits[name] = max_limit(limits[name], amount) if name in limits else amount
-    bases = {entry.name for entry, _ in items if not entry.is_addon}
-    for entry, quantity in items:
-        if not entry.is_addon or not bases.intersection(entry.addon_for):
-            continue
-        for name, amount in _amounts(entry.features, quantity).items():
-            limits[name] = add_limit(limits[name], amount) if name in limits else amount
-    return limits
+def _fold(
+    limits: dict[str, int | None],
+    amounts: Mapping[str, int | None],
+    combine: Callable[[int | None, int | None], int | None],
+) -> None:
+    for name, amount in amounts.items():
+        limits[name] = combine(limits[name], amount) if name in limits else amount
+
+
+def _grants(entry: CatalogEntry, quantity: int, until: datetime | None) -> Grants:
+    return {
+        name: Grant(amount, until) for name, amount in _amounts(entry.features, quantity).items()
+    }
+
+
+def _addon(entry: CatalogEntry, quantity: int, until: datetime | None) -> Addon:
+    return Addon(entry.name, tuple(entry.addon_for), _grants(entry, quantity, until))
 
 
 def subscription_access_until(
@@ -266,27 +314,48 @@ def subscription_access_until(
 
 def subscription_grants(
     sub: Subscription, catalog: Catalog, *, past_due_since: datetime | None, grace: timedelta
-) -> Grants:
+) -> SourceGrants:
     """What ``sub`` grants; a subscription without access needs no catalog entry."""
     access, until = subscription_access_until(sub, past_due_since=past_due_since, grace=grace)
     if not access:
-        return {}
-    return {name: Grant(limit, until) for name, limit in subscription_limits(sub, catalog).items()}
+        return SourceGrants()
+    items = [(entry_for_item(item, catalog), item.quantity) for item in sub.items]
+    bases = {entry.name for entry, _ in items if not entry.is_addon}
+    limits: dict[str, int | None] = {}
+    for entry, quantity in items:
+        if not entry.is_addon:
+            _fold(limits, _amounts(entry.features, quantity), max_limit)
+    detached: list[Addon] = []
+    for entry, quantity in items:
+        if entry.is_addon and bases.intersection(entry.addon_for):
+            _fold(limits, _amounts(entry.features, quantity), add_limit)
+        elif entry.is_addon:  # no base next to it: it extends one held elsewhere
+            detached.append(_addon(entry, quantity, until))
+    return SourceGrants(
+        {name: Grant(limit, until) for name, limit in limits.items()},
+        dict.fromkeys(bases, until),
+        tuple(detached),
+    )
 
 
 # -- one-off purchases and Stripe's summary -------------------------------------------------
 
 
-def one_off_grants(entry: CatalogEntry, *, quantity: int, purchased_at: datetime) -> Grants:
-    if entry.is_addon:
-        raise Poison(
-            f"catalog entry {entry.name!r} is an add-on: add-ons extend a subscription's base "
-            "item and cannot be bought alone"
-        )
+def one_off_grants(entry: CatalogEntry, *, quantity: int, purchased_at: datetime) -> SourceGrants:
     until = purchased_at + timedelta(days=entry.duration_days) if entry.duration_days else None
-    return {
-        name: Grant(amount, until) for name, amount in _amounts(entry.features, quantity).items()
-    }
+    if entry.is_addon:
+        if not entry.one_off:
+            raise Poison(
+                f"catalog entry {entry.name!r} is an add-on not sold one-off: set "
+                "`one_off: true` on it to allow one-off purchases"
+            )
+        return SourceGrants(addons=(_addon(entry, quantity, until),))
+    return SourceGrants(_grants(entry, quantity, until), {entry.name: until})
+
+
+def fully_refunded(payment: Payment) -> bool:
+    """Refunded in full (ends a one-off purchase); a partial refund keeps it."""
+    return payment.amount_refunded >= payment.amount
 
 
 def summary_grants(lookup_keys: Iterable[str], *, previous: Grants, truncated: bool) -> Grants:
@@ -299,34 +368,86 @@ def summary_grants(lookup_keys: Iterable[str], *, previous: Grants, truncated: b
 # -- the effective entitlements ---------------------------------------------------------------
 
 
-def effective(sources: Mapping[str, Grants], now: datetime) -> dict[str, Effective]:
-    """Per feature, what the customer may use at ``now`` across all its sources."""
-    result: dict[str, Effective] = {}
+def effective(sources: Mapping[str, SourceGrants], now: datetime) -> dict[str, Effective]:
+    """Per feature, what the customer may use at ``now`` across all its sources: the
+    highest own grant plus the add-ons whose base it holds (see the module docstring)."""
+    held = _held_bases(sources, now)
+    own: dict[str, Effective] = {}
+    added: dict[str, Effective] = {}
     for source_id in sorted(sources):
-        for name, grant in sources[source_id].items():
-            if grant.expires_at is not None and grant.expires_at <= now:
-                continue
-            known = result.get(name)
-            if known is None:
-                result[name] = Effective(grant.limit, grant.expires_at, (source_id,))
-            else:
-                result[name] = Effective(
-                    max_limit(known.limit, grant.limit),
-                    latest(known.expires_at, grant.expires_at),
-                    (*known.sources, source_id),
-                )
+        source = sources[source_id]
+        for name, grant in source.features.items():
+            _merge(own, name, grant, source_id, max_limit, now)
+        for addon in source.addons:
+            ends = [held[base] for base in addon.addon_for if base in held]
+            if not ends:
+                continue  # no base held: the add-on waits for one
+            base_until = functools.reduce(latest, ends)
+            for name, grant in addon.grants.items():
+                window = Grant(grant.limit, earliest(grant.expires_at, base_until))
+                _merge(added, name, window, source_id, add_limit, now)
+    result = dict(own)
+    for name, extra in added.items():
+        base = result.get(name)
+        result[name] = (
+            extra
+            if base is None
+            else Effective(
+                add_limit(base.limit, extra.limit),
+                latest(base.expires_at, extra.expires_at),
+                tuple(sorted({*base.sources, *extra.sources})),
+            )
+        )
     return result
 
 
-def next_expiry(sources: Mapping[str, Grants], now: datetime) -> datetime | None:
-    """The earliest grant expiry after ``now``: when the effective set must be recomputed."""
+def _held_bases(sources: Mapping[str, SourceGrants], now: datetime) -> Bases:
+    """Base entry -> until when the customer holds it at ``now``, from any source."""
+    held: Bases = {}
+    for source in sources.values():
+        for name, until in source.bases.items():
+            if until is not None and until <= now:
+                continue
+            held[name] = latest(held[name], until) if name in held else until
+    return held
+
+
+def _merge(
+    into: dict[str, Effective],
+    name: str,
+    grant: Grant,
+    source_id: str,
+    combine: Callable[[int | None, int | None], int | None],
+    now: datetime,
+) -> None:
+    """Combine a grant of ``source_id`` into ``into`` unless it expired (callers go through
+    sources in sorted order, so each feature's ``sources`` stays sorted)."""
+    if grant.expires_at is not None and grant.expires_at <= now:
+        return
+    known = into.get(name)
+    if known is None:
+        into[name] = Effective(grant.limit, grant.expires_at, (source_id,))
+        return
+    sources = known.sources if source_id in known.sources else (*known.sources, source_id)
+    into[name] = Effective(
+        combine(known.limit, grant.limit), latest(known.expires_at, grant.expires_at), sources
+    )
+
+
+def next_expiry(sources: Mapping[str, SourceGrants], now: datetime) -> datetime | None:
+    """The earliest end after ``now`` of a grant, a base or an add-on: when the effective
+    set must be recomputed."""
     future = [
-        grant.expires_at
-        for grants in sources.values()
-        for grant in grants.values()
-        if grant.expires_at is not None and grant.expires_at > now
+        end for source in sources.values() for end in _ends(source) if end is not None and end > now
     ]
     return min(future, default=None)
+
+
+def _ends(source: SourceGrants) -> Iterator[datetime | None]:
+    yield from (grant.expires_at for grant in source.features.values())
+    yield from source.bases.values()
+    for addon in source.addons:
+        yield from (grant.expires_at for grant in addon.grants.values())
 
 
 def diff(

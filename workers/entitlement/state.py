@@ -10,7 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from workers.entitlement.rules import Effective, Grants, Mark, PastDueTrack
+from workers.entitlement.rules import Effective, Mark, PastDueTrack, SourceGrants
 
 
 @dataclass(frozen=True)
@@ -18,11 +18,13 @@ class SourceRow:
     source_id: str
     kind: str
     status: str
-    grants: Grants
+    grants: SourceGrants
     mark: Mark
     snapshot: str | None = None
     """JSON of the newest subscription object applied (subscriptions only)."""
     past_due: PastDueTrack = field(default_factory=PastDueTrack)
+    legacy: bool = False
+    """Stored before bases and add-ons were (their columns are NULL): none are known."""
 
 
 @dataclass(frozen=True)
@@ -67,7 +69,7 @@ class CustomerState:
         self.sources[source.source_id] = source
         self.changed_sources.add(source.source_id)
 
-    def grants(self) -> dict[str, Grants]:
+    def grants(self) -> dict[str, SourceGrants]:
         """Source id -> what it grants, for every source of the customer."""
         return {source_id: row.grants for source_id, row in self.sources.items()}
 

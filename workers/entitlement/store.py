@@ -1,4 +1,4 @@
-"""SQL of the entitlement worker (tables in ``migrations/0001_entitlements.sql``).
+"""SQL of the entitlement worker (tables in ``migrations/``).
 
 A batch locks its customers, ``load``s their rows in one query per table, and ``save``s
 what the handler changed in one ``unnest`` statement per table and kind of write.
@@ -16,7 +16,16 @@ from typing import Any, Final
 
 import asyncpg
 
-from workers.entitlement.rules import Effective, Grant, Grants, Mark, PastDueTrack
+from workers.entitlement.rules import (
+    Addon,
+    Bases,
+    Effective,
+    Grant,
+    Grants,
+    Mark,
+    PastDueTrack,
+    SourceGrants,
+)
 from workers.entitlement.state import CustomerRow, CustomerState, SourceRow
 
 # First key of the two-key advisory locks that serialize work on one customer ("ent").
@@ -30,6 +39,25 @@ def _grants_json(grants: Grants) -> str:
 def _grants_from(text: str) -> Grants:
     data: dict[str, Any] = json.loads(text)
     return {name: Grant.from_json(value) for name, value in data.items()}
+
+
+def _bases_json(bases: Bases) -> str:
+    return json.dumps(
+        {name: until.isoformat() if until else None for name, until in sorted(bases.items())}
+    )
+
+
+def _bases_from(text: str) -> Bases:
+    data: dict[str, str | None] = json.loads(text)
+    return {name: datetime.fromisoformat(until) if until else None for name, until in data.items()}
+
+
+def _addons_json(addons: Iterable[Addon]) -> str:
+    return json.dumps([addon.to_json() for addon in addons])
+
+
+def _addons_from(text: str) -> tuple[Addon, ...]:
+    return tuple(Addon.from_json(addon) for addon in json.loads(text))
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
@@ -85,7 +113,8 @@ async def load(conn: asyncpg.Connection, customer_ids: Collection[str]) -> dict[
         """
         SELECT customer_id, source_id, kind, status, grants::text AS grants,
                snapshot::text AS snapshot, event_at, event_rank, event_id,
-               past_due_track::text AS past_due_track
+               past_due_track::text AS past_due_track, bases::text AS bases,
+               addons::text AS addons
         FROM entitlement_sources WHERE customer_id = ANY($1::text[])
         """,
         ids,
@@ -121,14 +150,21 @@ def _customer_row(row: asyncpg.Record) -> CustomerRow:
 
 
 def _source_row(row: asyncpg.Record) -> SourceRow:
+    legacy = row["bases"] is None
+    grants = SourceGrants(
+        _grants_from(row["grants"]),
+        {} if legacy else _bases_from(row["bases"]),
+        () if legacy else _addons_from(row["addons"]),
+    )
     return SourceRow(
         source_id=row["source_id"],
         kind=row["kind"],
         status=row["status"],
-        grants=_grants_from(row["grants"]),
+        grants=grants,
         mark=Mark(row["event_at"], row["event_rank"], row["event_id"]),
         snapshot=row["snapshot"],
         past_due=PastDueTrack.from_json(json.loads(row["past_due_track"])),
+        legacy=legacy,
     )
 
 
@@ -149,16 +185,17 @@ ON CONFLICT (customer_id) DO UPDATE SET
 """
 _PUT_SOURCES = """
 INSERT INTO entitlement_sources (customer_id, source_id, kind, status, grants, snapshot,
-    event_at, event_rank, event_id, past_due_since, past_due_track)
-SELECT c, s, k, st, g::jsonb, snap::jsonb, at, r, e, pds, pdt::jsonb
+    event_at, event_rank, event_id, past_due_since, past_due_track, bases, addons)
+SELECT c, s, k, st, g::jsonb, snap::jsonb, at, r, e, pds, pdt::jsonb, b::jsonb, a::jsonb
 FROM unnest($1::text[], $2::text[], $3::text[], $4::text[], $5::text[], $6::text[],
-    $7::timestamptz[], $8::int[], $9::text[], $10::timestamptz[], $11::text[])
-    AS t(c, s, k, st, g, snap, at, r, e, pds, pdt)
+    $7::timestamptz[], $8::int[], $9::text[], $10::timestamptz[], $11::text[], $12::text[],
+    $13::text[]) AS t(c, s, k, st, g, snap, at, r, e, pds, pdt, b, a)
 ON CONFLICT (customer_id, source_id) DO UPDATE SET
     kind = EXCLUDED.kind, status = EXCLUDED.status, grants = EXCLUDED.grants,
     snapshot = EXCLUDED.snapshot, event_at = EXCLUDED.event_at,
     event_rank = EXCLUDED.event_rank, event_id = EXCLUDED.event_id,
-    past_due_since = EXCLUDED.past_due_since, past_due_track = EXCLUDED.past_due_track
+    past_due_since = EXCLUDED.past_due_since, past_due_track = EXCLUDED.past_due_track,
+    bases = EXCLUDED.bases, addons = EXCLUDED.addons
 """
 # Each row's sources (a text[] of its own length) travel as an array literal: unnest
 # would flatten a two-dimensional array.
@@ -261,13 +298,15 @@ def _source_values(customer_id: str, source: SourceRow) -> tuple[Any, ...]:
         source.source_id,
         source.kind,
         source.status,
-        _grants_json(source.grants),
+        _grants_json(source.grants.features),
         source.snapshot,
         source.mark.at,
         source.mark.rank,
         source.mark.event_id,
         source.past_due.since,
         json.dumps(source.past_due.to_json()),
+        _bases_json(source.grants.bases),
+        _addons_json(source.grants.addons),
     )
 
 
