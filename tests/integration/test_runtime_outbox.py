@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import asyncpg
 import pytest
+from aiokafka.partitioner import DefaultPartitioner
 
 from billing_fleet.db import create_pool
 from billing_fleet.settings import Settings
@@ -25,6 +27,7 @@ from workers.runtime.outbox import OutboxRelay
 from workers.runtime.spec import Outgoing
 
 pytestmark = pytest.mark.integration
+PARTITIONS = 3
 
 
 async def test_outbox_rows_are_published_in_order_then_deleted(
@@ -35,15 +38,19 @@ async def test_outbox_rows_are_published_in_order_then_deleted(
     bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url
     name, topic, out = unique("toy"), unique("runtime.in"), unique("runtime.out")
     await prepare_tables(url)
-    await create_topics(settings, topic, out)
-    events = make_events(9, customers=2)
+    await create_topics(settings, topic, out, partitions=PARTITIONS)
+    events = make_events(16, customers=4)
     await publish_events(bootstrap, topic, events)
 
     async with running(toy_spec(name, topic, out_topic=out), settings):
         records = await kafka_messages(out, expect=len(events), timeout=20)
 
     assert len(records) == len(events)
-    for customer in ("cus_toy0", "cus_toy1"):
+    # Each key on the partition Kafka's default partitioner (any producer) picks for it.
+    choose = DefaultPartitioner()
+    assert all(r.partition == choose(r.key, list(range(PARTITIONS)), []) for r in records)
+    assert len({r.partition for r in records}) > 1
+    for customer in ("cus_toy0", "cus_toy1", "cus_toy2", "cus_toy3"):
         sent = [e.source.stripe_event_id for e in events if e.customer_id == customer]
         got = [r for r in records if r.key == customer.encode()]
         assert [dict(r.headers)["ce_id"].decode() for r in got] == [f"toy-{s}" for s in sent]
@@ -59,13 +66,13 @@ async def test_outbox_rows_are_published_in_order_then_deleted(
     # A relay started afresh (a restart) finds nothing to send: relayed rows are gone.
     sent_again: list[Outgoing] = []
 
-    async def send(outgoing: Outgoing) -> Any:
-        sent_again.append(outgoing)
+    async def send_all(rows: Sequence[Outgoing]) -> None:
+        sent_again.extend(rows)
         raise AssertionError("a published row was sent again")
 
     pool = await create_pool(url)
     try:
-        assert await OutboxRelay(pool, send, worker=name, ack_timeout=5).flush() == 0
+        assert await OutboxRelay(pool, send_all, worker=name, ack_timeout=5).flush() == 0
     finally:
         await pool.close()
     assert sent_again == []

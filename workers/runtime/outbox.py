@@ -12,7 +12,7 @@ import contextlib
 import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, Final
+from typing import Final
 
 import asyncpg
 
@@ -27,8 +27,8 @@ log = logging.getLogger(__name__)
 RELAY_LOCK_KEY: Final = 0x6F7574626F78
 RELAY_BATCH_ROWS: Final = 500
 
-Send = Callable[[Outgoing], Awaitable[Awaitable[Any]]]
-"""Hand one row to the producer; the returned awaitable completes on the broker's ack."""
+SendAll = Callable[[Sequence[Outgoing]], Awaitable[None]]
+"""Publish rows, keeping their order per partition; returns once the broker acked all."""
 
 
 async def write_outbox(conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -> None:
@@ -51,14 +51,14 @@ class OutboxRelay:
     def __init__(
         self,
         pool: asyncpg.Pool,
-        send: Send,
+        send_all: SendAll,
         *,
         worker: str,
         ack_timeout: float,
         poll_interval: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
-        self._pool, self._send, self._worker = pool, send, worker
+        self._pool, self._send_all, self._worker = pool, send_all, worker
         self._ack_timeout, self._poll, self._backoff_max = ack_timeout, poll_interval, backoff_max
         self._wake = asyncio.Event()
 
@@ -107,11 +107,9 @@ class OutboxRelay:
                 RELAY_BATCH_ROWS,
             )
             if rows:
-                # Hand all rows to the producer first (it keeps their order per partition),
-                # then wait for every ack (acks=all) before deleting any row.
-                acks = [await self._send(_outgoing(row)) for row in rows]
+                # Every ack (acks=all) before deleting any row.
                 async with asyncio.timeout(self._ack_timeout):
-                    await asyncio.gather(*acks)
+                    await self._send_all([_outgoing(row) for row in rows])
                 await conn.execute(
                     "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
                 )

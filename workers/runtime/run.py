@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import asyncpg
 from aiokafka import AIOKafkaProducer
@@ -20,7 +20,8 @@ from workers.runtime.failures import dependency_delay, is_dependency_failure, ji
 from workers.runtime.http import HttpServer, create_app
 from workers.runtime.outbox import OutboxRelay, write_outbox
 from workers.runtime.processing import transaction
-from workers.runtime.spec import Outgoing, WorkerSpec
+from workers.runtime.relay_sender import BatchSender
+from workers.runtime.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -57,16 +58,9 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         broker.publisher(topic, title=topic, description=f"Emitted by {worker}.")
     producer = relay_producer(settings, worker)
 
-    async def send(outgoing: Outgoing) -> Awaitable[Any]:
-        headers = [(name, value.encode()) for name, value in outgoing.headers.items()]
-        acked: asyncio.Future[Any] = await producer.send(
-            outgoing.topic, outgoing.value, key=outgoing.key.encode(), headers=headers
-        )
-        return acked
-
     relay = OutboxRelay(
         pool,
-        send,
+        BatchSender(producer).send_all,
         worker=worker,
         ack_timeout=settings.kafka_publish_timeout_seconds * 2,
         backoff_max=settings.worker_dependency_backoff_max_seconds,
