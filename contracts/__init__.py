@@ -9,6 +9,7 @@ from contracts.entitlements import (
     EntitlementChange,
     change_id_for,
     entitlement_change_adapter,
+    entitlement_change_json,
     parse_entitlement_change,
 )
 from contracts.events import (
@@ -71,6 +72,7 @@ __all__ = [
     "cloudevent_headers",
     "dead_letter_topic",
     "entitlement_change_adapter",
+    "entitlement_change_json",
     "event_id_for",
     "parse_billing_event",
     "parse_entitlement_change",

@@ -13,6 +13,7 @@ from datetime import datetime
 from typing import Final, Literal
 
 from pydantic import Field, TypeAdapter
+from pydantic_core import to_json
 
 from contracts.events import EVENT_ID_NAMESPACE, Model
 
@@ -51,3 +52,37 @@ entitlement_change_adapter: TypeAdapter[EntitlementChange] = TypeAdapter(Entitle
 
 def parse_entitlement_change(data: bytes | str) -> EntitlementChange:
     return entitlement_change_adapter.validate_json(data)
+
+
+def entitlement_change_json(
+    *,
+    id: uuid.UUID,
+    type: EntitlementChangeType,
+    occurred_at: datetime,
+    customer_id: str,
+    user_id: str | None,
+    feature: str,
+    entitled: bool,
+    limit: int | None,
+    expires_at: datetime | None,
+    sources: list[str],
+    caused_by: str | None,
+) -> bytes:
+    """``EntitlementChange(...).model_dump_json()`` for values the caller already typed,
+    without validating them again: the worker emits thousands per batch, and validation
+    was half of each one's cost. Same bytes (a test compares both)."""
+    return to_json(
+        {
+            "id": id,
+            "type": type,
+            "occurred_at": occurred_at,
+            "customer_id": customer_id,
+            "user_id": user_id,
+            "feature": feature,
+            "entitled": entitled,
+            "limit": limit,
+            "expires_at": expires_at,
+            "sources": sources,
+            "caused_by": caused_by,
+        }
+    )

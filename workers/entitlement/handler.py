@@ -48,12 +48,12 @@ from contracts import (
     BillingEvent,
     CheckoutEvent,
     CustomerEvent,
-    EntitlementChange,
     EntitlementSummaryEvent,
     PaymentEvent,
     Subscription,
     SubscriptionEvent,
     change_id_for,
+    entitlement_change_json,
 )
 from contracts.entitlements import EntitlementChangeType
 from workers.entitlement import rules, store
@@ -400,21 +400,30 @@ def _change(
     *,
     by: str | None,
 ) -> Outgoing:
-    return _outgoing(
-        EntitlementChange(
-            id=change_id_for(cause, customer_id, feature),
-            type=change_type,
-            occurred_at=at,
-            customer_id=customer_id,
-            user_id=user_id,
-            feature=feature,
-            entitled=value is not None,
-            limit=value.limit if value is not None else None,
-            expires_at=value.expires_at if value is not None else None,
-            sources=list(value.sources) if value is not None else [],
-            caused_by=by,
-        )
+    change_id = change_id_for(cause, customer_id, feature)
+    body = entitlement_change_json(
+        id=change_id,
+        type=change_type,
+        occurred_at=at,
+        customer_id=customer_id,
+        user_id=user_id,
+        feature=feature,
+        entitled=value is not None,
+        limit=value.limit if value is not None else None,
+        expires_at=value.expires_at if value is not None else None,
+        sources=list(value.sources) if value is not None else [],
+        caused_by=by,
     )
+    headers = {
+        "ce_specversion": "1.0",
+        "ce_id": str(change_id),
+        "ce_type": change_type,
+        "ce_source": CE_SOURCE,
+        "ce_time": at.isoformat().replace("+00:00", "Z"),
+        "ce_subject": customer_id,
+        "content-type": "application/json",
+    }
+    return Outgoing(topic=ENTITLEMENT_CHANGES, key=customer_id, value=body, headers=headers)
 
 
 def _customer_touched(event: BillingEvent) -> str | None:
@@ -432,21 +441,3 @@ def _customer_of(event: BillingEvent) -> str:
     if not event.customer_id:
         raise Poison(f"{event.type} {event.source.stripe_event_id} has no customer to entitle")
     return event.customer_id
-
-
-def _outgoing(change: EntitlementChange) -> Outgoing:
-    headers = {
-        "ce_specversion": "1.0",
-        "ce_id": str(change.id),
-        "ce_type": change.type,
-        "ce_source": CE_SOURCE,
-        "ce_time": change.occurred_at.isoformat().replace("+00:00", "Z"),
-        "ce_subject": change.customer_id,
-        "content-type": "application/json",
-    }
-    return Outgoing(
-        topic=ENTITLEMENT_CHANGES,
-        key=change.customer_id,
-        value=change.model_dump_json().encode(),
-        headers=headers,
-    )
