@@ -8,6 +8,7 @@ Downstream services may depend on this package alone::
 from contracts.entitlements import (
     EntitlementChange,
     change_id_for,
+    change_id_text,
     entitlement_change_adapter,
     entitlement_change_json,
     parse_entitlement_change,
@@ -69,6 +70,7 @@ __all__ = [
     "SubscriptionItem",
     "billing_event_adapter",
     "change_id_for",
+    "change_id_text",
     "cloudevent_headers",
     "dead_letter_topic",
     "entitlement_change_adapter",

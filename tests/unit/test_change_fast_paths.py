@@ -12,7 +12,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts import EntitlementChange, change_id_for, entitlement_change_json
+from contracts import (
+    EntitlementChange,
+    change_id_for,
+    change_id_text,
+    entitlement_change_json,
+)
 from contracts.events import EVENT_ID_NAMESPACE
 
 
@@ -26,7 +31,9 @@ from contracts.events import EVENT_ID_NAMESPACE
 )
 def test_change_id_is_uuid5_of_the_name(cause: str, customer_id: str, feature: str) -> None:
     name = f"entitlement:{cause}:{customer_id}:{feature}"
-    assert change_id_for(cause, customer_id, feature) == uuid.uuid5(EVENT_ID_NAMESPACE, name)
+    expected = uuid.uuid5(EVENT_ID_NAMESPACE, name)
+    assert change_id_for(cause, customer_id, feature) == expected
+    assert change_id_text(cause, customer_id, feature) == str(expected)
 
 
 def test_change_json_names_every_field_of_the_model() -> None:
@@ -64,4 +71,5 @@ text = st.text(max_size=12)
 def test_change_json_is_the_models_json(fields: dict[str, Any]) -> None:
     fast = entitlement_change_json(**fields)
     assert fast == EntitlementChange(**fields).model_dump_json().encode()
+    assert entitlement_change_json(**{**fields, "id": str(fields["id"])}) == fast
     assert EntitlementChange.model_validate_json(fast) == EntitlementChange(**fields)

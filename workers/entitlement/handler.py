@@ -52,7 +52,7 @@ from contracts import (
     PaymentEvent,
     Subscription,
     SubscriptionEvent,
-    change_id_for,
+    change_id_text,
     entitlement_change_json,
 )
 from contracts.entitlements import EntitlementChangeType
@@ -400,7 +400,7 @@ def _change(
     *,
     by: str | None,
 ) -> Outgoing:
-    change_id = change_id_for(cause, customer_id, feature)
+    change_id = change_id_text(cause, customer_id, feature)
     body = entitlement_change_json(
         id=change_id,
         type=change_type,
@@ -416,7 +416,7 @@ def _change(
     )
     headers = {
         "ce_specversion": "1.0",
-        "ce_id": str(change_id),
+        "ce_id": change_id,
         "ce_type": change_type,
         "ce_source": CE_SOURCE,
         "ce_time": at.isoformat().replace("+00:00", "Z"),

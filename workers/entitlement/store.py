@@ -9,13 +9,14 @@ the code works whatever JSON codecs the runtime's pool registers.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Iterable
 from datetime import datetime
 from typing import Any, Final
 
 import asyncpg
+from pydantic_core import from_json
 
+from billing_fleet.db import json_text
 from workers.entitlement.rules import (
     Addon,
     Bases,
@@ -33,31 +34,31 @@ _LOCK_CLASS: Final = 0x656E74
 
 
 def _grants_json(grants: Grants) -> str:
-    return json.dumps({name: grant.to_json() for name, grant in sorted(grants.items())})
+    return json_text({name: grant.to_json() for name, grant in sorted(grants.items())})
 
 
 def _grants_from(text: str) -> Grants:
-    data: dict[str, Any] = json.loads(text)
+    data: dict[str, Any] = from_json(text)
     return {name: Grant.from_json(value) for name, value in data.items()}
 
 
 def _bases_json(bases: Bases) -> str:
-    return json.dumps(
+    return json_text(
         {name: until.isoformat() if until else None for name, until in sorted(bases.items())}
     )
 
 
 def _bases_from(text: str) -> Bases:
-    data: dict[str, str | None] = json.loads(text)
+    data: dict[str, str | None] = from_json(text)
     return {name: datetime.fromisoformat(until) if until else None for name, until in data.items()}
 
 
 def _addons_json(addons: Iterable[Addon]) -> str:
-    return json.dumps([addon.to_json() for addon in addons])
+    return json_text([addon.to_json() for addon in addons])
 
 
 def _addons_from(text: str) -> tuple[Addon, ...]:
-    return tuple(Addon.from_json(addon) for addon in json.loads(text))
+    return tuple(Addon.from_json(addon) for addon in from_json(text))
 
 
 def _columns(rows: list[tuple[Any, ...]]) -> list[list[Any]]:
@@ -163,7 +164,7 @@ def _source_row(row: asyncpg.Record) -> SourceRow:
         grants=grants,
         mark=Mark(row["event_at"], row["event_rank"], row["event_id"]),
         snapshot=row["snapshot"],
-        past_due=PastDueTrack.from_json(json.loads(row["past_due_track"])),
+        past_due=PastDueTrack.from_json(from_json(row["past_due_track"])),
         legacy=legacy,
     )
 
@@ -304,7 +305,7 @@ def _source_values(customer_id: str, source: SourceRow) -> tuple[Any, ...]:
         source.mark.rank,
         source.mark.event_id,
         source.past_due.since,
-        json.dumps(source.past_due.to_json()),
+        json_text(source.past_due.to_json()),
         _bases_json(source.grants.bases),
         _addons_json(source.grants.addons),
     )

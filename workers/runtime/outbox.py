@@ -9,13 +9,14 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Final
 
 import asyncpg
+from pydantic_core import from_json
 
+from billing_fleet.db import json_text
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 from workers.runtime.spec import Outgoing
@@ -41,7 +42,7 @@ async def write_outbox(conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -
             [o.topic for o in outgoing],
             [o.key.encode() for o in outgoing],
             [o.value for o in outgoing],
-            [json.dumps(o.headers) for o in outgoing],
+            [json_text(o.headers) for o in outgoing],
         )
 
 
@@ -126,5 +127,5 @@ def _outgoing(row: asyncpg.Record) -> Outgoing:
         topic=row["topic"],
         key=key.decode() if key is not None else "",
         value=row["value"],
-        headers=json.loads(row["headers"]),
+        headers=from_json(row["headers"]),
     )
