@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--batch", type=int, help="records per batch (default: worker_batch_max_records)"
     )
     worker.add_argument("--timeout", type=float, default=300.0, help="seconds per consumer")
-    worker.add_argument("--rounds", type=int, default=3, help="alternating (a)/(b) rounds")
+    worker.add_argument("--rounds", type=int, default=5, help="alternating (a)/(b) rounds")
 
     e2e = commands.add_parser(
         "e2e", help="webhook -> entitlement readable latency; read API under wrk"
