@@ -76,8 +76,7 @@ class OutboxRelay:
                     await self._wake.wait()
             self._wake.clear()
             try:
-                while await self.flush_once():
-                    pass
+                await self.flush()
                 failures = 0
             except Exception as exc:
                 if not is_dependency_failure(exc):
@@ -93,9 +92,11 @@ class OutboxRelay:
     async def flush(self) -> int:
         """Publish everything unpublished now; returns how many rows this call published."""
         total = 0
-        while count := await self.flush_once():
+        while True:
+            count = await self.flush_once()
             total += count
-        return total
+            if count < RELAY_BATCH_ROWS:  # a short batch was all there was
+                return total
 
     async def flush_once(self) -> int:
         """Publish and delete up to one batch of rows; 0 when none is left or another relay
@@ -115,9 +116,13 @@ class OutboxRelay:
                     "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
                 )
                 OUTBOX_PUBLISHED.labels(self._worker).inc(len(rows))
-            OUTBOX_BACKLOG.labels(self._worker).set(
+            # A short batch took every row there was; only a full one needs counting.
+            backlog = (
                 await conn.fetchval("SELECT count(*) FROM outbox")
+                if len(rows) == RELAY_BATCH_ROWS
+                else 0
             )
+            OUTBOX_BACKLOG.labels(self._worker).set(backlog)
             return len(rows)
 
 
