@@ -6,8 +6,11 @@ an embedded broker and a fresh migrated database. ``bench.e2e_client send`` POST
 ``customer.subscription.created`` webhooks (a fresh customer each, on a plan granting
 ``sso``) at a fixed rate by schedule; ``bench.e2e_client poll`` polls
 ``GET /v1/customers/{customer}/entitlements/sso`` (service token) for each accepted one
-until it answers ``entitled: true``. Then wrk GETs one customer's entitlement at a fixed
-rate (paced by wrk's ``delay()``) and closed loop for throughput.
+until it answers ``entitled: true``; both run at a raised priority when allowed (they
+stand for clients on other machines). The worker's ``entitlements.updated_at`` splits the
+latency into the pipeline's share and the rest (commit, and the poller noticing). Then wrk
+GETs one customer's entitlement at a fixed rate (paced by wrk's ``delay()``) and closed
+loop for throughput.
 """
 
 from __future__ import annotations
@@ -27,6 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import jwt
 import stripe
 
@@ -169,6 +173,7 @@ def load(
             procs.running(poll, log_path=workdir / "poll.log", env=env, stdin=s.stdout)
         )
         s.stdout.close()  # the poller holds the read end now
+        prioritized = all(_prioritize(process.pid) for process in (s, p))
         for name, process, log, limit in (
             ("sender", s, workdir / "send.log", duration_s + 60),
             ("poller", p, workdir / "poll.log", duration_s + 200),
@@ -181,7 +186,38 @@ def load(
                 raise RuntimeError(f"{name} exited with {code}:\n{procs.log_tail(log)}")
     sent: dict[str, Any] = json.loads(sent_path.read_text())
     polled: dict[str, Any] = json.loads(polled_path.read_text())
+    sent["prioritized"] = prioritized
     return sent, polled
+
+
+def _prioritize(pid: int) -> bool:
+    """Nice -10 for the load generator and the poller: they stand for Stripe and the apps,
+    which do not share the fleet's two cores in production; starved, they delay the sends
+    and the detection they measure. Needs root (else they keep the default priority)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, pid, -10)
+    except PermissionError:
+        return False
+    return True
+
+
+async def applied_ms(database_url: str, accepted_wall_ns: dict[str, int]) -> list[float]:
+    """Accepted -> applied by the worker (``entitlements.updated_at``, taken just before the
+    batch's commit) per customer: the pipeline's share of the readable latency."""
+    conn = await asyncpg.connect(database_url)
+    try:
+        rows = await conn.fetch(
+            "SELECT customer_id, updated_at FROM entitlements"
+            " WHERE feature = $1 AND customer_id = ANY($2::text[])",
+            events.FEATURE,
+            list(accepted_wall_ns),
+        )
+    finally:
+        await conn.close()
+    return [
+        (row["updated_at"].timestamp() * 1e9 - accepted_wall_ns[row["customer_id"]]) / 1e6
+        for row in rows
+    ]
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -228,6 +264,7 @@ def _verdict(ok: bool) -> str:
 def report(
     sent: dict[str, Any],
     polled: dict[str, Any],
+    applied: list[float],
     fixed: wrk.WrkResult,
     throughput: wrk.WrkResult,
     *,
@@ -250,8 +287,11 @@ def report(
         f"(max {sent['max_late_ms']:.1f} ms)",
         f"polling: every {interval_ms:g} ms per pending event, <= {POLL_IN_FLIGHT} in flight: "
         f"{polled['polls']:,} GETs ({polled['polls'] / polled['poll_s']:,.0f}/s), "
-        f"{polled['errors']} non-200",
+        f"{polled['errors']} non-200; sender and poller "
+        + ("at nice -10" if sent["prioritized"] else "at default priority (not root)"),
         "",
+        f"accepted -> applied by the worker (updated_at, before commit): "
+        f"p50 {_ms(percentile(applied, 50))}, p99 {_ms(percentile(applied, 99))}",
         f"accepted -> readable through the API: p50 {_ms(p50)}, p99 {_ms(p99)}, "
         f"max {_ms(max(latencies))} ({len(polled['latency_ms']):,} readable, "
         f"{polled['missing']} never)"
@@ -320,6 +360,7 @@ def run(
         customer = warm_up(gateway, worker, worker_log, token)
         print(f"webhooks at {rate}/s for {duration_s} s ...", file=sys.stderr, flush=True)
         sent, polled = load(workdir, gateway, token, rate, duration_s, poll_interval_ms)
+        applied = asyncio.run(applied_ms(database_url, sent["accepted_wall_ns"]))
         print("read API under wrk ...", file=sys.stderr, flush=True)
         fixed, throughput = read_runs(
             workdir,
@@ -334,6 +375,7 @@ def run(
         report(
             sent,
             polled,
+            applied,
             fixed,
             throughput,
             rate=rate,

@@ -3,7 +3,8 @@
 ``send``: POSTs signed ``customer.subscription.created`` webhooks, each for a fresh
 customer, at a fixed rate by schedule (open loop: a slow answer never delays the next
 send), and writes ``CUSTOMER ACCEPTED_NS`` to stdout for each 200 (``time.monotonic_ns``,
-one clock for every process of the machine).
+one clock for every process of the machine); its summary also keeps each acceptance's
+wall-clock time, to compare with the worker's ``entitlements.updated_at``.
 
 ``poll``: reads those lines from stdin and polls
 ``GET /v1/customers/{customer}/entitlements/{feature}`` for each, every interval, oldest
@@ -69,6 +70,7 @@ class SendStats:
     accepted: int = 0
     failed: list[str] = field(default_factory=list)
     answer_ms: list[float] = field(default_factory=list)
+    accepted_wall_ns: dict[str, int] = field(default_factory=dict)
     late_ms: list[float] = field(default_factory=list)  # sender behind its schedule
 
 
@@ -91,6 +93,7 @@ async def send(url: str, secret: str, rate: int, duration_s: float) -> dict[str,
             stats.failed.append(repr(exc))
             return
         stats.accepted += 1
+        stats.accepted_wall_ns[customer] = time.time_ns()
         stats.answer_ms.append((accepted - started) / 1e6)
         # A line per acceptance, at once (the poller starts its clock from it); the poller
         # drains the pipe continuously, so the write never blocks.
@@ -117,6 +120,7 @@ async def send(url: str, secret: str, rate: int, duration_s: float) -> dict[str,
         "failed": stats.failed[:10],
         "failures": len(stats.failed),
         "answer_ms": stats.answer_ms,
+        "accepted_wall_ns": stats.accepted_wall_ns,
         "late": len(stats.late_ms),
         "max_late_ms": max(stats.late_ms, default=0.0),
     }
