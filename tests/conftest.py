@@ -138,6 +138,16 @@ async def database_url(create_database: CreateDatabase) -> str:
     return await create_database(migrated=True)
 
 
+@pytest_asyncio.fixture
+async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
+    """A connection to the session's migrated database, closed after the test."""
+    connection = await asyncpg.connect(database_url)
+    try:
+        yield connection
+    finally:
+        await connection.close()
+
+
 @pytest.fixture
 def settings(kafka: KafkaServer, database_url: str) -> Settings:
     return Settings(

@@ -193,6 +193,27 @@ def customer_event(
     )
 
 
+def payment(
+    intent: str, *, amount: int = 1000, refunded: int = 0, metadata: dict[str, str] | None = None
+) -> Payment:
+    """A succeeded payment of ``intent`` without an invoice."""
+    return Payment(
+        id=intent,
+        payment_intent_id=intent,
+        charge_id=f"ch_{intent}",
+        invoice_id=None,
+        amount=amount,
+        amount_refunded=refunded,
+        currency="usd",
+        status="succeeded",
+        failure_code=None,
+        failure_message=None,
+        receipt_url=None,
+        description=None,
+        metadata=metadata or {},
+    )
+
+
 def payment_event(
     event_type: contracts.events.PaymentEventType,
     customer_id: str,
@@ -212,21 +233,7 @@ def payment_event(
         occurred_at=occurred_at,
         source=source(stripe_id),
         customer_id=customer_id,
-        payment=Payment(
-            id=intent,
-            payment_intent_id=intent,
-            charge_id=f"ch_{intent}",
-            invoice_id=None,
-            amount=amount,
-            amount_refunded=refunded,
-            currency="usd",
-            status="succeeded",
-            failure_code=None,
-            failure_message=None,
-            receipt_url=None,
-            description=None,
-            metadata=metadata or {},
-        ),
+        payment=payment(intent, amount=amount, refunded=refunded, metadata=metadata),
     )
 
 

@@ -6,13 +6,11 @@ when the base goes and counts again when it comes back."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 import contracts
 from contracts import PaymentEvent
@@ -36,15 +34,6 @@ pytestmark = pytest.mark.integration
 T0 = at("2025-06-01T12:00:00")
 PRO = item(lookup_key="pro_monthly")
 ADDON = item(lookup_key="addon_calls")
-
-
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def sub_event(customer: str, seconds: int, sub_id: str, **kwargs: Any) -> contracts.BillingEvent:

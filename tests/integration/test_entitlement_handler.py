@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import json
 import uuid
-from collections.abc import AsyncIterator
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 import contracts
 from api_gateway.normalize import HANDLED_TYPES, normalize
@@ -36,15 +34,6 @@ from workers.runtime.spec import Poison
 pytestmark = pytest.mark.integration
 
 GRACE = timedelta(days=3)
-
-
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def new_customer() -> str:

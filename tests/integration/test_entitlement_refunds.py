@@ -6,12 +6,10 @@ grants again."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 from api_gateway.normalize import normalize
 from contracts import PaymentEvent
@@ -30,15 +28,6 @@ pytestmark = pytest.mark.integration
 
 T0 = at("2025-06-01T12:00:00")
 DEAL = {"lookup_key": "lifetime_deal"}
-
-
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 def charge_refunded(customer: str, intent: str, *, refunded: int, seconds: int) -> PaymentEvent:

@@ -5,12 +5,10 @@ then ``entitlement.granted`` naming the new one."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator
 from datetime import timedelta
 
 import asyncpg
 import pytest
-import pytest_asyncio
 
 import contracts
 from tests.entitlement_support import (
@@ -31,15 +29,6 @@ pytestmark = pytest.mark.integration
 T0 = at("2025-06-01T12:00:00")
 
 Moves = list[tuple[str, str | None, str, bool, int | None]]
-
-
-@pytest_asyncio.fixture
-async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
-    connection = await asyncpg.connect(database_url)
-    try:
-        yield connection
-    finally:
-        await connection.close()
 
 
 async def subscribed(conn: asyncpg.Connection, handler: EntitlementHandler, customer: str) -> None:

@@ -19,7 +19,6 @@ from typing import Any
 
 import asyncpg
 import pytest
-from prometheus_client import REGISTRY
 
 from api_gateway.normalize import normalize
 from billing_fleet.settings import Settings
@@ -34,6 +33,7 @@ from contracts import (
 from tests.entitlement_support import TEST_CATALOG_YAML, entitlement_rows
 from tests.runtime_toy import (
     create_topics,
+    metric,
     publish_events,
     running,
     unique,
@@ -139,10 +139,6 @@ async def processed(url: str, stripe_event_ids: Sequence[str]) -> list[str]:
     finally:
         await conn.close()
     return [row["event_id"] for row in rows]
-
-
-def metric(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels) or 0.0
 
 
 async def test_subscription_events_grant_and_publish_changes(

@@ -8,8 +8,8 @@ from datetime import datetime, timedelta
 
 import pytest
 
-from contracts import Payment, Subscription
-from tests.entitlement_support import at, item, make_catalog, subscription
+from contracts import Subscription
+from tests.entitlement_support import at, item, make_catalog, payment, subscription
 from workers.entitlement import rules
 from workers.entitlement.rules import Addon, Effective, Grant, Mark, PastDueTrack, SourceGrants
 from workers.runtime.spec import Poison
@@ -185,28 +185,10 @@ def test_one_off_addon_only_when_the_catalog_sells_it_one_off() -> None:
     )
 
 
-def payment(amount: int, refunded: int) -> Payment:
-    return Payment(
-        id="pi_1",
-        payment_intent_id="pi_1",
-        charge_id="ch_1",
-        invoice_id=None,
-        amount=amount,
-        amount_refunded=refunded,
-        currency="usd",
-        status="succeeded",
-        failure_code=None,
-        failure_message=None,
-        receipt_url=None,
-        description=None,
-        metadata={},
-    )
-
-
 def test_only_a_full_refund_ends_a_purchase() -> None:
-    assert rules.fully_refunded(payment(1000, 1000))
-    assert not rules.fully_refunded(payment(1000, 999))
-    assert not rules.fully_refunded(payment(1000, 0))
+    assert rules.fully_refunded(payment("pi_1", amount=1000, refunded=1000))
+    assert not rules.fully_refunded(payment("pi_1", amount=1000, refunded=999))
+    assert not rules.fully_refunded(payment("pi_1", amount=1000, refunded=0))
 
 
 def test_summary_replaces_or_with_truncation_only_adds() -> None:
