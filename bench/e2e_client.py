@@ -26,11 +26,12 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
-import aiohttp
 import stripe
 
 from bench import events
+from bench.http_client import Client
 from billing_fleet.dev import run_event_loop
 
 SEND_CONNECTIONS = 64
@@ -75,22 +76,24 @@ class SendStats:
 
 
 async def send(url: str, secret: str, rate: int, duration_s: float) -> dict[str, Any]:
-    batch = webhooks(int(rate * duration_s), secret)
+    client = Client(url, SEND_CONNECTIONS)
+    path = urlsplit(url).path
+    batch = [
+        (customer, client.request("POST", path, _webhook_headers(sig), body))
+        for customer, body, sig in webhooks(int(rate * duration_s), secret)
+    ]
     stats = SendStats()
-    connector = aiohttp.TCPConnector(limit=SEND_CONNECTIONS)
 
-    async def post(session: aiohttp.ClientSession, customer: str, body: bytes, sig: str) -> None:
+    async def post(customer: str, request: bytes) -> None:
         started = time.monotonic_ns()
-        headers = {"Content-Type": "application/json", "Stripe-Signature": sig}
         try:
-            async with session.post(url, data=body, headers=headers) as response:
-                text = await response.read()
-                accepted = time.monotonic_ns()
-                if response.status != 200:
-                    stats.failed.append(f"{response.status} {text[:200]!r}")
-                    return
-        except (aiohttp.ClientError, TimeoutError) as exc:
+            status, text = await client.send(request)
+        except OSError as exc:  # ConnectionError included
             stats.failed.append(repr(exc))
+            return
+        accepted = time.monotonic_ns()
+        if status != 200:
+            stats.failed.append(f"{status} {text[:200]!r}")
             return
         stats.accepted += 1
         stats.accepted_wall_ns[customer] = time.time_ns()
@@ -100,19 +103,19 @@ async def send(url: str, secret: str, rate: int, duration_s: float) -> dict[str,
         sys.stdout.write(f"{customer} {accepted}\n")
         sys.stdout.flush()
 
-    async with aiohttp.ClientSession(connector=connector) as session:
-        tasks = []
-        start = time.monotonic() + 0.05
-        for i, (customer, body, sig) in enumerate(batch):
-            due = start + i / rate
-            delay = due - time.monotonic()
-            if delay > 0:
-                await asyncio.sleep(delay)
-            else:
-                stats.late_ms.append(-delay * 1e3)
-            tasks.append(asyncio.create_task(post(session, customer, body, sig)))
-        sent_s = time.monotonic() - start
-        await asyncio.gather(*tasks)
+    tasks = []
+    start = time.monotonic() + 0.05
+    for i, (customer, request) in enumerate(batch):
+        due = start + i / rate
+        delay = due - time.monotonic()
+        if delay > 0:
+            await asyncio.sleep(delay)
+        else:
+            stats.late_ms.append(-delay * 1e3)
+        tasks.append(asyncio.create_task(post(customer, request)))
+    sent_s = time.monotonic() - start
+    await asyncio.gather(*tasks)
+    await client.close()
     return {
         "sent": len(batch),
         "sent_s": sent_s,
@@ -124,6 +127,10 @@ async def send(url: str, secret: str, rate: int, duration_s: float) -> dict[str,
         "late": len(stats.late_ms),
         "max_late_ms": max(stats.late_ms, default=0.0),
     }
+
+
+def _webhook_headers(signature: str) -> dict[str, str]:
+    return {"Content-Type": "application/json", "Stripe-Signature": signature}
 
 
 # -- poll --------------------------------------------------------------------------------------
@@ -149,14 +156,13 @@ async def poll(url_template: str, token: str, interval_ms: float, in_flight: int
             pending[customer] = (int(accepted), 0)
         done_reading.set()
 
-    async def check(session: aiohttp.ClientSession, customer: str) -> None:
+    async def check(customer: str) -> None:
         nonlocal polls, errors
         accepted, _ = pending[customer]
+        request = client.request("GET", path_template.format(customer=customer), headers)
         try:
-            async with session.get(url_template.format(customer=customer)) as response:
-                body = await response.read()
-                status = response.status
-        except (aiohttp.ClientError, TimeoutError):
+            status, body = await client.send(request)
+        except OSError:
             status, body = 0, b""
         answered = time.monotonic_ns()
         polls += 1
@@ -172,8 +178,9 @@ async def poll(url_template: str, token: str, interval_ms: float, in_flight: int
             limit.release()
 
     headers = {"Authorization": f"Bearer {token}"}
-    connector = aiohttp.TCPConnector(limit=in_flight)
-    async with aiohttp.ClientSession(connector=connector, headers=headers) as session:
+    client = Client(url_template, in_flight)
+    path_template = urlsplit(url_template).path
+    try:
         reading = asyncio.create_task(read_lines())
         deadline: float | None = None
         while pending or not done_reading.is_set():
@@ -186,12 +193,14 @@ async def poll(url_template: str, token: str, interval_ms: float, in_flight: int
             for customer in due:  # insertion order: oldest acceptance first
                 await limit.acquire()
                 busy.add(customer)
-                task = asyncio.create_task(check(session, customer))
+                task = asyncio.create_task(check(customer))
                 checks.add(task)
                 task.add_done_callback(checks.discard)
             await asyncio.sleep(min(interval_ms, 2.0) / 1e3)
         await reading
         await asyncio.gather(*checks)
+    finally:
+        await client.close()
     return {
         "latency_ms": latencies,
         "missing": len(pending),
