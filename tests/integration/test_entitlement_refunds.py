@@ -12,7 +12,7 @@ import asyncpg
 import pytest
 
 from api_gateway.normalize import normalize
-from contracts import PaymentEvent
+from contracts import BillingEvent, PaymentEvent
 from tests.entitlement_support import (
     apply,
     at,
@@ -106,6 +106,25 @@ async def test_purchase_delivered_after_its_refund_grants_nothing(
     checkout = paid_checkout(customer, metadata=DEAL, payment_intent_id=intent)
     checkout = checkout.model_copy(update={"occurred_at": T0})
     assert await apply(conn, handler.handle, checkout) == []
+    assert await entitlement_rows(conn, customer) == {}
+
+
+@pytest.mark.parametrize("refund_first", [False, True], ids=["purchase_first", "refund_first"])
+async def test_full_refund_is_final_over_later_stamped_purchase_events(
+    conn: asyncpg.Connection, refund_first: bool
+) -> None:
+    """A checkout of the same purchase stamped after the refund (Stripe creates them
+    independently) grants nothing, in either delivery order."""
+    customer, handler = new_customer(), handler_at(T0 + timedelta(minutes=1))
+    intent = f"pi_{uuid.uuid4().hex[:12]}"
+    checkout = paid_checkout(customer, metadata=DEAL, payment_intent_id=intent)
+    late_checkout = checkout.model_copy(update={"occurred_at": T0 + timedelta(seconds=20)})
+    refund = charge_refunded(customer, intent, refunded=100, seconds=10)
+    history: list[BillingEvent] = [purchase(customer, intent), late_checkout, refund]
+    if refund_first:
+        history = [refund, late_checkout, purchase(customer, intent)]
+    for event in history:
+        await apply(conn, handler.handle, event)
     assert await entitlement_rows(conn, customer) == {}
 
 

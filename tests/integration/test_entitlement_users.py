@@ -18,6 +18,7 @@ from tests.entitlement_support import (
     customer_event,
     entitlement_rows,
     item,
+    payment_event,
     subscription,
     subscription_event,
 )
@@ -75,6 +76,29 @@ async def test_new_user_gets_the_entitlements_the_old_one_loses(conn: asyncpg.Co
     # An older customer event, or one naming the same user, moves nothing.
     assert await moves(conn, handler, user_at(customer, "user_stale", 1)) == []
     assert await moves(conn, handler, user_at(customer, "user_new", 3)) == []
+
+
+async def test_access_that_ended_is_revoked_not_moved(conn: asyncpg.Connection) -> None:
+    """A 30-day pass that ended, not swept yet, is revoked for the previous user and never
+    granted to the new one."""
+    customer = new_customer()
+    await apply(conn, handler_at(T0).handle, user_at(customer, "user_a", 0))
+    pass_purchase = payment_event(
+        "payment.succeeded",
+        customer,
+        f"pi_pass_{customer}",
+        occurred_at=T0 + timedelta(seconds=1),
+        metadata={"product_id": "prod_pass"},
+    )
+    await apply(conn, handler_at(T0).handle, pass_purchase)
+    assert await entitlement_rows(conn, customer)
+    later = handler_at(T0 + timedelta(days=31))
+
+    changes = await moves(conn, later, user_at(customer, "user_b", 2))
+
+    assert changes
+    assert all(c[:2] == ("entitlement.revoked", "user_a") for c in changes), changes
+    assert await entitlement_rows(conn, customer) == {}
 
 
 async def test_checkout_user_then_metadata_user(conn: asyncpg.Connection) -> None:

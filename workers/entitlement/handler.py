@@ -65,6 +65,7 @@ from workers.runtime.spec import Outgoing, Poison
 log = logging.getLogger(__name__)
 
 CE_SOURCE = "/billing-fleet/entitlement"
+REFUNDED = "refunded"  # a payment source's status once refunded in full
 EXPIRE_BATCH = 500
 """Most customers one periodic run recomputes (the rest wait for the next run)."""
 
@@ -244,8 +245,8 @@ class EntitlementHandler:
         )
         mark = Mark.of(event.type, event.occurred_at, event.source.stripe_event_id)
         row = customer.sources.get(source_id)
-        if row is not None and mark <= row.mark:
-            return []
+        if row is not None and (row.status == REFUNDED or mark <= row.mark):
+            return []  # a full refund is final, whatever the purchase events' times
         customer.put_source(SourceRow(source_id, "payment", "paid", grants, mark))
         return self._recompute_for(customer, event)
 
@@ -254,10 +255,11 @@ class EntitlementHandler:
     ) -> list[Outgoing]:
         mark = Mark.of(event.type, event.occurred_at, event.source.stripe_event_id)
         row = customer.sources.get(source_id)
-        if row is not None and mark <= row.mark:
+        if row is not None and row.status == REFUNDED and mark <= row.mark:
             return []
-        # Kept even for a purchase not seen yet: its older events then lose to this one.
-        customer.put_source(SourceRow(source_id, "payment", "refunded", SourceGrants(), mark))
+        # Final: it wins over the purchase's events of any time, seen before or after (so
+        # every delivery order ends refunded), and is kept for a purchase not seen yet.
+        customer.put_source(SourceRow(source_id, "payment", REFUNDED, SourceGrants(), mark))
         return self._recompute_for(customer, event)
 
     # -- Stripe's entitlement summary ----------------------------------------------------
@@ -313,12 +315,17 @@ class EntitlementHandler:
         """Store the mapping. When it names another user, the current entitlements move:
         consumers keyed by user learn that the old one lost them and the new one got them."""
         old = customer.user_id
-        customer.put_customer(row)
-        if customer.user_id == old:
+        if row.user[0] == old:
+            customer.put_customer(row)
             return []
         stripe_id, at = event.source.stripe_event_id, event.occurred_at
+        # Access that ended but was not swept yet is revoked first, under the previous
+        # user: only what the customer holds now moves.
+        out = self._recompute(
+            customer, now=self.clock(), cause=f"{stripe_id}:before-move", at=at, by=stripe_id
+        )
+        customer.put_customer(row)
         held = sorted(customer.entitlements.items())
-        out: list[Outgoing] = []
         if old is not None:
             cause = f"{stripe_id}:previous-user"
             out += [

@@ -47,7 +47,6 @@ Key = tuple[int, int]  # (partition, offset) within the subscribed topic
 # bounce between replicas that all wait for the same database. Liveness is covered by
 # heartbeats (session timeout), which continue in the background during the wait.
 MAX_POLL_INTERVAL_MS: Final = 6 * 60 * 60 * 1000
-LAG_REPORT_INTERVAL_SECONDS: Final = 1.0
 
 
 class _Stopping(Exception):
@@ -78,7 +77,6 @@ class BatchConsumer:
         self.spec, self._settings, self._pool = spec, settings, pool
         self._on_outbox_written = on_outbox_written
         self.stopping = asyncio.Event()
-        self._lag_reported_at = float("-inf")
         self._backoff_max = settings.worker_dependency_backoff_max_seconds
         session = settings.worker_session_timeout_ms
         self.subscriber = broker.subscriber(
@@ -274,11 +272,8 @@ class BatchConsumer:
                 await self._pause(jitter(delay))
 
     async def _report_lag(self) -> None:
-        # At most once a second: at low rates batches are small and frequent.
-        now = time.monotonic()
-        if now - self._lag_reported_at < LAG_REPORT_INTERVAL_SECONDS:
-            return
-        self._lag_reported_at = now
+        # After every batch (positions are local, a few µs a partition): the last batch
+        # before the consumer idles must leave the gauge at the lag it left.
         consumer = self._kafka
         for tp in consumer.assignment():
             highwater = consumer.highwater(tp)
