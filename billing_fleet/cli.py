@@ -65,6 +65,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
     from billing_fleet.dev import ShutdownSignals
+    from billing_fleet.migrate import SchemaBehind
     from workers.registry import WORKERS, build_worker
     from workers.runtime.run import run_worker
 
@@ -82,8 +83,12 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
     # Start-up objects (modules, the catalog) live as long as the process: exempting them
     # from the cyclic GC keeps its full collections short under a batch's allocations.
     gc.freeze()
-    with ShutdownSignals() as signals:
-        signals.run(run_worker(spec, settings))
+    try:
+        with ShutdownSignals() as signals:
+            signals.run(run_worker(spec, settings))
+    except SchemaBehind as exc:
+        print(f"billing-fleet worker: {exc}", file=sys.stderr)
+        return 1
     return 0
 
 

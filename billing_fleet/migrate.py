@@ -39,6 +39,10 @@ class MigrationError(RuntimeError):
     pass
 
 
+class SchemaBehind(RuntimeError):
+    """The database lacks migrations this release ships: run ``billing-fleet migrate``."""
+
+
 @dataclass(frozen=True)
 class Migration:
     package: str
@@ -94,6 +98,24 @@ async def migrate(url: str, packages: tuple[str, ...] = MIGRATION_PACKAGES) -> l
             await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     finally:
         await conn.close()
+
+
+async def require_migrated(
+    db: asyncpg.Pool | asyncpg.Connection, packages: tuple[str, ...] = MIGRATION_PACKAGES
+) -> None:
+    """Raise SchemaBehind unless every migration of this release is applied: a worker of
+    a newer release must not write to a schema without the columns it maintains."""
+    try:
+        rows = await db.fetch("SELECT package, name FROM schema_migrations")
+    except asyncpg.UndefinedTableError:
+        rows = []
+    applied = {(row["package"], row["name"]) for row in rows}
+    missing = [m.label for m in discover(packages) if (m.package, m.name) not in applied]
+    if missing:
+        raise SchemaBehind(
+            f"the database lacks {len(missing)} migration(s) of this release "
+            f"({', '.join(missing)}); run `billing-fleet migrate` first"
+        )
 
 
 async def _apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:

@@ -12,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 
@@ -86,6 +87,26 @@ async def test_migrate_applies_then_finds_nothing_to_do(create_database: Any) ->
     assert "applied workers.runtime/0001_runtime.sql" in first.stdout
     assert second.returncode == 0, second.stderr
     assert "nothing to apply" in second.stdout
+
+
+async def test_worker_refuses_a_database_behind_its_release(
+    create_database: Any, kafka: Any
+) -> None:
+    """A new release's worker must not write to a schema without its columns (an upgrade
+    that started workers before `migrate`): it exits and says what to run."""
+    url = await create_database()
+    env = clean_env(DATABASE_URL=url, KAFKA_BOOTSTRAP_SERVERS=kafka.bootstrap_servers)
+
+    result = run("worker", "entitlement", env=env)
+
+    assert result.returncode == 1, result.stderr
+    assert "run `billing-fleet migrate` first" in result.stderr
+    assert "workers.entitlement/0002_source_bases_addons.sql" in result.stderr
+    conn = await asyncpg.connect(url)
+    try:  # it wrote nothing: not even the migrations table
+        assert await conn.fetchval("SELECT to_regclass('schema_migrations')") is None
+    finally:
+        await conn.close()
 
 
 def test_migrate_without_a_database_url_says_so() -> None:

@@ -14,6 +14,7 @@ from faststream.specification import AsyncAPI
 
 from billing_fleet.db import create_pool
 from billing_fleet.kafka_admin import KafkaAdminError, ensure_topics
+from billing_fleet.migrate import require_migrated
 from billing_fleet.settings import Settings
 from workers.runtime.consumer import BatchConsumer
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
@@ -43,6 +44,11 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
     database_url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
     worker = spec.name
     pool = await _until_up(worker, "database", settings, lambda: create_pool(database_url))
+    try:
+        await require_migrated(pool)
+    except BaseException:
+        await pool.close()
+        raise
     broker = KafkaBroker(
         bootstrap,
         acks="all",
