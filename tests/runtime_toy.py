@@ -26,6 +26,7 @@ from billing_fleet.kafka_admin import ensure_topics
 from billing_fleet.settings import Settings
 from contracts import BillingEvent, cloudevent_headers
 from tests.stripe_fixtures import load_event
+from workers.runtime.dlt_admin import DeadLetter, read_records
 from workers.runtime.run import run_worker
 from workers.runtime.spec import Outgoing, Poison, WorkerSpec
 
@@ -170,6 +171,18 @@ async def wait_for(
         if loop.time() > deadline:
             raise AssertionError(f"timed out waiting: {message or predicate}")
         await asyncio.sleep(interval)
+
+
+async def wait_for_dead_letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter]:
+    """The dead letters on ``topic`` once there are at least ``count``."""
+    found: list[DeadLetter] = []
+
+    async def arrived() -> bool:
+        found[:] = await read_records(bootstrap, topic)
+        return len(found) >= count
+
+    await wait_for(arrived, message=f"{count} dead letters in {topic}")
+    return found
 
 
 async def applied(database_url: str, consumer: str) -> list[str]:

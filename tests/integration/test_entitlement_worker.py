@@ -38,6 +38,7 @@ from tests.runtime_toy import (
     running,
     unique,
     wait_for,
+    wait_for_dead_letters,
     worker_settings,
 )
 from tests.stripe_fixtures import load_event
@@ -94,6 +95,14 @@ def write_catalog(path: Path, extra: str = "") -> Path:
     return path
 
 
+def catalog_settings(settings: Settings, catalog: Path) -> tuple[Settings, str, str]:
+    """Worker settings on the test catalog written to ``catalog``; with the bootstrap
+    servers and database URL they carry."""
+    settings = worker_settings(settings, entitlement_catalog_path=write_catalog(catalog))
+    assert settings.kafka_bootstrap_servers and settings.database_url
+    return settings, settings.kafka_bootstrap_servers, settings.database_url
+
+
 def entitlement_spec(settings: Settings, topic: str) -> WorkerSpec:
     """The real worker, as ``billing-fleet worker entitlement`` builds it, on ``topic``."""
     spec = build(settings)
@@ -144,11 +153,7 @@ async def processed(url: str, stripe_event_ids: Sequence[str]) -> list[str]:
 async def test_subscription_events_grant_and_publish_changes(
     settings: Settings, tmp_path: Path
 ) -> None:
-    settings = worker_settings(
-        settings, entitlement_catalog_path=write_catalog(tmp_path / "catalog.yaml")
-    )
-    assert settings.kafka_bootstrap_servers and settings.database_url
-    bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url
+    settings, bootstrap, url = catalog_settings(settings, tmp_path / "catalog.yaml")
     topic = unique("entitlement.events")
     await create_topics(settings, topic)
     alice, bob = new_customer(), new_customer()
@@ -196,10 +201,8 @@ async def test_subscription_events_grant_and_publish_changes(
 async def test_unmapped_price_is_dead_lettered_then_replayed_once(
     settings: Settings, tmp_path: Path
 ) -> None:
-    catalog = write_catalog(tmp_path / "catalog.yaml")
-    settings = worker_settings(settings, entitlement_catalog_path=catalog)
-    assert settings.kafka_bootstrap_servers and settings.database_url
-    bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url
+    catalog = tmp_path / "catalog.yaml"
+    settings, bootstrap, url = catalog_settings(settings, catalog)
     topic = unique("entitlement.poison")
     dlt = dead_letter_topic(topic, NAME)
     await create_topics(settings, topic, partitions=1)
@@ -215,7 +218,7 @@ async def test_unmapped_price_is_dead_lettered_then_replayed_once(
     dead_before = metric("billing_dead_letters_total", worker=NAME)
 
     async with running(entitlement_spec(settings, topic), settings):
-        letters = await _letters(bootstrap, dlt, 1)
+        letters = await wait_for_dead_letters(bootstrap, dlt, 1)
 
         async def behind_applied() -> bool:
             return await features_of(url, customer) == {"sso": None, "api_calls": 1000}
@@ -279,11 +282,7 @@ def stripe_event(name: str, customer_id: str, created: int, **changes: Any) -> B
 async def test_refund_and_user_change_are_published_through_the_outbox(
     settings: Settings, tmp_path: Path
 ) -> None:
-    settings = worker_settings(
-        settings, entitlement_catalog_path=write_catalog(tmp_path / "catalog.yaml")
-    )
-    assert settings.kafka_bootstrap_servers and settings.database_url
-    bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url
+    settings, bootstrap, url = catalog_settings(settings, tmp_path / "catalog.yaml")
     topic = unique("entitlement.refunds")
     await create_topics(settings, topic)
     customer, intent = new_customer(), f"pi_{uuid.uuid4().hex[:16]}"
@@ -322,14 +321,3 @@ async def test_refund_and_user_change_are_published_through_the_outbox(
     ] * 2
     assert all(record.header("ce_type") == change.type for record, change in records)
     assert await features_of(url, customer) == {}
-
-
-async def _letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter]:
-    found: list[DeadLetter] = []
-
-    async def arrived() -> bool:
-        found[:] = await read_records(bootstrap, topic)
-        return len(found) >= count
-
-    await wait_for(arrived, message=f"{count} dead letters in {topic}")
-    return found

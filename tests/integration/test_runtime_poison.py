@@ -20,12 +20,11 @@ from tests.runtime_toy import (
     toy_spec,
     unique,
     wait_for,
+    wait_for_dead_letters,
     worker_settings,
 )
 from workers.runtime.dlt_admin import (
-    DeadLetter,
     list_dead_letters,
-    read_records,
     replay_dead_letters,
 )
 
@@ -63,7 +62,7 @@ async def test_poison_is_dead_lettered_then_replayed_once(settings: Settings) ->
     async with running(toy_spec(name, topic), settings):
         good = {e.source.stripe_event_id for e in events if e is not poison}
         await wait_for(lambda: _applied_is(url, name, good), message="good events applied")
-        letters = await _wait_for_letters(bootstrap, dlt, 2)
+        letters = await wait_for_dead_letters(bootstrap, dlt, 2)
 
         by_origin = {letter.header("dlt_origin_offset"): letter for letter in letters}
         first, second = by_origin["1"], by_origin["3"]
@@ -131,17 +130,6 @@ async def _applied_is(url: str, name: str, expected: set[str]) -> bool:
     rows = await applied(url, name)
     assert len(rows) == len(set(rows)), "an event was applied twice"
     return set(rows) == expected
-
-
-async def _wait_for_letters(bootstrap: str, topic: str, count: int) -> list[DeadLetter]:
-    found: list[DeadLetter] = []
-
-    async def arrived() -> bool:
-        found[:] = await read_records(bootstrap, topic)
-        return len(found) >= count
-
-    await wait_for(arrived, message=f"{count} dead letters in {topic}")
-    return found
 
 
 async def _reject(url: str, stripe_event_id: str) -> None:
