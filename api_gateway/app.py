@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import asyncpg
 import uvicorn
 from fastapi import FastAPI, Request, Response
 from faststream.specification import AsyncAPI
@@ -15,16 +14,11 @@ from api_gateway import access, health, webhooks
 from api_gateway.auth import TokenVerifier
 from api_gateway.problems import install_problem_handlers
 from api_gateway.publisher import EventPublisher
+from billing_fleet.db import create_pool
 from billing_fleet.settings import Settings
 
 # Read API queries are short; more connections than cores keeps them from queueing.
 DB_POOL_SIZE = 16
-
-
-async def _keep_session(_: asyncpg.Connection) -> None:
-    """Pool reset: nothing to undo. The gateway runs single SELECTs that leave no session
-    state (no SET, LISTEN, advisory lock or open transaction), and asyncpg's default
-    reset would spend a round trip per request on ``RESET ALL; UNLISTEN *; ...``."""
 
 
 def create_app(settings: Settings) -> FastAPI:
@@ -35,9 +29,7 @@ def create_app(settings: Settings) -> FastAPI:
         await publisher.start()
         # min_size=0: the gateway starts, and reports not ready, while PostgreSQL is down.
         pool = (
-            await asyncpg.create_pool(
-                settings.database_url, min_size=0, max_size=DB_POOL_SIZE, reset=_keep_session
-            )
+            await create_pool(settings.database_url, min_size=0, max_size=DB_POOL_SIZE)
             if settings.database_url
             else None
         )

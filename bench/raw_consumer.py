@@ -1,19 +1,22 @@
 """The worker benchmark's ceiling: the same effects with no framework, batched SQL.
 
-aiokafka reads the topic in batches (the worker's batch size and fetch wait); each batch
-is one asyncpg transaction: the dedupe insert into ``processed_events``, the subscription
-source rows (kept only when newer, as the worker does), the effective ``entitlements``
-rows per (customer, feature) (upserted where changed, dropped features deleted) and one
-``outbox`` row per changed entitlement; offsets are committed after the transaction.
-Each statement is a single ``unnest`` over the batch: one round trip per table, not per
-event.
+aiokafka reads the topic in batches (the worker's batch size and fetch wait). A batch is
+split by key into the worker's number of lanes, each lane one asyncpg transaction on its
+own connection, run concurrently as the worker's are: the dedupe insert into
+``processed_events``, the subscription source rows (kept only when newer, as the worker
+does), the effective ``entitlements`` rows per (customer, feature) (upserted where
+changed, dropped features deleted) and one ``outbox`` row per changed entitlement;
+offsets are committed after the transactions. Each statement is a single ``unnest`` over
+the lane: one round trip per table, not per event.
 
-Usage: ``python -m bench.raw_consumer BOOTSTRAP DATABASE_URL GROUP BATCH EXPECT``; exits
+Usage: ``python -m bench.raw_consumer BOOTSTRAP DATABASE_URL GROUP BATCH EXPECT FETCH_WAIT_MS
+LANES``; exits
 once EXPECT records were applied (or on SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 from collections.abc import Sequence
@@ -26,6 +29,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bench.events import plan_features
 from billing_fleet.dev import ShutdownSignals
+from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
 from workers.entitlement.rules import EVENT_RANK
 
@@ -142,9 +146,15 @@ async def apply(conn: asyncpg.Connection, consumer: str, records: Sequence[Recor
 
 
 async def consume(
-    bootstrap: str, database_url: str, group: str, batch: int, expect: int, fetch_wait_ms: int
+    bootstrap: str,
+    database_url: str,
+    group: str,
+    batch: int,
+    expect: int,
+    fetch_wait_ms: int,
+    lanes: int,
 ) -> None:
-    conn = await asyncpg.connect(database_url)
+    conns = [await asyncpg.connect(database_url) for _ in range(lanes)]
     consumer = AIOKafkaConsumer(
         BILLING_EVENTS,
         bootstrap_servers=bootstrap,
@@ -162,7 +172,17 @@ async def consume(
             records = [r for part in fetched.values() for r in part]
             if not records:
                 continue
-            await apply(conn, group, records)
+            # As the worker's lanes: one transaction per group of keys, run concurrently.
+            by_key: list[list[Record]] = [[] for _ in conns]
+            for record in records:
+                by_key[hash(record.key) % lanes].append(record)
+            await asyncio.gather(
+                *(
+                    apply(conn, group, part)
+                    for conn, part in zip(conns, by_key, strict=True)
+                    if part
+                )
+            )
             await consumer.commit(
                 {
                     TopicPartition(BILLING_EVENTS, tp.partition): part[-1].offset + 1
@@ -172,14 +192,24 @@ async def consume(
             seen += len(records)
     finally:
         await consumer.stop()
-        await conn.close()
+        for conn in conns:
+            await conn.close()
 
 
 def main() -> int:
-    bootstrap, database_url, group, batch, expect, fetch_wait_ms = sys.argv[1:7]
+    bootstrap, database_url, group, batch, expect, fetch_wait_ms, lanes = sys.argv[1:8]
+    freeze_startup(BATCH_YOUNG_THRESHOLD)  # the worker's GC settings: a process, not a framework
     with ShutdownSignals() as signals:
         signals.run(
-            consume(bootstrap, database_url, group, int(batch), int(expect), int(fetch_wait_ms))
+            consume(
+                bootstrap,
+                database_url,
+                group,
+                int(batch),
+                int(expect),
+                int(fetch_wait_ms),
+                int(lanes),
+            )
         )
     return 0
 

@@ -127,6 +127,7 @@ def measure_raw(
     expect: int,
     timeout: float,
     fetch_wait_ms: int,
+    lanes: int,
 ) -> Applied:
     log = workdir / "raw_consumer.log"
     command = [
@@ -139,6 +140,7 @@ def measure_raw(
         str(batch),
         str(expect),
         str(fetch_wait_ms),
+        str(lanes),
     ]
     with procs.running(command, log_path=log, env=infra.child_env()) as process:
         return asyncio.run(wait_applied(database_url, RAW_GROUP, expect, process, log, timeout))
@@ -152,6 +154,7 @@ def measure_worker(
     batch: int,
     expect: int,
     timeout: float,
+    lanes: int,
 ) -> Applied:
     log = workdir / "worker.log"
     port = free_port()
@@ -160,7 +163,11 @@ def measure_worker(
         database_url,
         catalog,
         port,
-        {"BILLING_WORKER_BATCH_MAX_RECORDS": str(batch), "BILLING_LOG_LEVEL": "WARNING"},
+        {
+            "BILLING_WORKER_BATCH_MAX_RECORDS": str(batch),
+            "BILLING_WORKER_LANES": str(lanes),
+            "BILLING_LOG_LEVEL": "WARNING",
+        },
     )
     with procs.running(infra.billing_fleet("worker", WORKER_NAME), log_path=log, env=env) as p:
         applied = asyncio.run(wait_applied(database_url, WORKER_NAME, expect, p, log, timeout))
@@ -205,6 +212,7 @@ def report(
     customers: int,
     batch: int,
     fetch_wait_ms: int,
+    lanes: int,
     publish_s: float,
 ) -> str:
     raws, workers = [r for r, _ in rounds], [w for _, w in rounds]
@@ -228,7 +236,8 @@ def report(
         f"x{PARTITIONS} partitions on Tansu (a fresh broker per round, published in "
         f"{publish_s:.1f} s)",
         f"batch size: worker_batch_max_records = {batch} (both consumers), "
-        f"fetch wait {fetch_wait_ms} ms; (a) and (b) alternate, {len(rounds)} rounds",
+        f"fetch wait {fetch_wait_ms} ms, {lanes} concurrent transactions per batch "
+        f"(worker_lanes, both); (a) and (b) alternate, {len(rounds)} rounds",
         "",
         row.format("events/s", "per round", "best"),
         row.format(
@@ -260,7 +269,7 @@ def run(
     settings = Settings()
     batch = batch or settings.worker_batch_max_records
     customers = customers or max(1, count // 4)
-    fetch_wait_ms = settings.worker_fetch_wait_ms
+    fetch_wait_ms, lanes = settings.worker_fetch_wait_ms, settings.worker_lanes
     results: list[tuple[Applied, Applied]] = []
     with procs.stopped_by_sigterm(), ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-worker-")))
@@ -278,10 +287,14 @@ def run(
                 publish_s = time.perf_counter() - started
                 print(f"round {n}: (a) raw ceiling ...", file=sys.stderr, flush=True)
                 with infra.fresh_database(server, f"raw{n}") as url:
-                    raw = measure_raw(workdir, bootstrap, url, batch, count, timeout, fetch_wait_ms)
+                    raw = measure_raw(
+                        workdir, bootstrap, url, batch, count, timeout, fetch_wait_ms, lanes
+                    )
                 print(f"round {n}: (b) entitlement worker ...", file=sys.stderr, flush=True)
                 with infra.fresh_database(server, f"worker{n}") as url:
-                    worker = measure_worker(workdir, bootstrap, url, catalog, batch, count, timeout)
+                    worker = measure_worker(
+                        workdir, bootstrap, url, catalog, batch, count, timeout, lanes
+                    )
             results.append((raw, worker))
     print(
         report(
@@ -290,6 +303,7 @@ def run(
             customers=customers,
             batch=batch,
             fetch_wait_ms=fetch_wait_ms,
+            lanes=lanes,
             publish_s=publish_s,
         )
     )

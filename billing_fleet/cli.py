@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import sys
 from collections.abc import Callable, Sequence
 
+from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
 from billing_fleet.logs import configure_logging
 from billing_fleet.send_test_event import DEFAULT_URL
 from billing_fleet.settings import Settings
@@ -37,7 +37,7 @@ def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"billing-fleet gateway: set {' and '.join(missing)}", file=sys.stderr)
         return 2
-    gc.freeze()  # as for workers: full collections skip the imported modules (tail latency)
+    freeze_startup()  # full collections skip the imported modules (tail latency)
     with ShutdownSignals() as signals:
         signals.run(serve(settings))
     return 0
@@ -80,9 +80,7 @@ def _worker(args: argparse.Namespace, settings: Settings) -> int:
             file=sys.stderr,
         )
         return 2
-    # Start-up objects (modules, the catalog) live as long as the process: exempting them
-    # from the cyclic GC keeps its full collections short under a batch's allocations.
-    gc.freeze()
+    freeze_startup(BATCH_YOUNG_THRESHOLD)
     try:
         with ShutdownSignals() as signals:
             signals.run(run_worker(spec, settings))

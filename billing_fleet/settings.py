@@ -95,6 +95,13 @@ class Settings(BaseSettings):
     worker_shutdown_timeout_seconds: float = Field(
         default=20.0, gt=0, description="How long SIGTERM waits for in-flight work."
     )
+    worker_lanes: int = Field(
+        default=2,
+        ge=1,
+        le=8,
+        description="Transactions a worker runs at once on a batch, each over its own keys "
+        "(customers): one computes while another waits for PostgreSQL.",
+    )
     worker_fetch_wait_ms: int = Field(
         default=10,
         ge=1,

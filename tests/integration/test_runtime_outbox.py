@@ -23,7 +23,9 @@ from tests.runtime_toy import (
     worker_settings,
 )
 from workers.runtime.dlt_admin import read_records
-from workers.runtime.outbox import OutboxRelay
+from workers.runtime.outbox import OutboxRelay, write_outbox
+from workers.runtime.processing import transaction
+from workers.runtime.relay_sender import KafkaRecord
 from workers.runtime.spec import Outgoing
 
 pytestmark = pytest.mark.integration
@@ -64,9 +66,9 @@ async def test_outbox_rows_are_published_in_order_then_deleted(
     assert metric("billing_outbox_published_total", worker=name) == len(events)
 
     # A relay started afresh (a restart) finds nothing to send: relayed rows are gone.
-    sent_again: list[Outgoing] = []
+    sent_again: list[KafkaRecord] = []
 
-    async def send_all(rows: Sequence[Outgoing]) -> None:
+    async def send_all(rows: Sequence[KafkaRecord]) -> None:
         sent_again.extend(rows)
         raise AssertionError("a published row was sent again")
 
@@ -77,3 +79,38 @@ async def test_outbox_rows_are_published_in_order_then_deleted(
         await pool.close()
     assert sent_again == []
     assert len(await read_records(bootstrap, out)) == len(events)
+
+
+async def test_a_failed_send_deletes_nothing_and_the_next_flush_sends_all_in_order(
+    create_database: Any,
+) -> None:
+    rows = [
+        Outgoing("relay.out", f"cus_{i % 2}", f"v{i}".encode(), {"ce_id": f"id{i}"})
+        for i in range(5)
+    ]
+    sent: list[KafkaRecord] = []
+
+    async def broker_down(records: Sequence[KafkaRecord]) -> None:
+        raise ConnectionError("broker down")
+
+    async def broker_up(records: Sequence[KafkaRecord]) -> None:
+        sent.extend(records)
+
+    pool = await create_pool(await create_database(migrated=True))
+    try:
+        async with transaction(pool) as conn:
+            await write_outbox(conn, rows)
+        with pytest.raises(ConnectionError):
+            await OutboxRelay(pool, broker_down, worker="relay", ack_timeout=5).flush()
+        assert await pool.fetchval("SELECT count(*) FROM outbox") == len(rows)
+
+        assert await OutboxRelay(pool, broker_up, worker="relay", ack_timeout=5).flush() == 5
+        assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
+    finally:
+        await pool.close()
+    assert sent == [
+        KafkaRecord(
+            "relay.out", f"cus_{i % 2}".encode(), f"v{i}".encode(), [("ce_id", f"id{i}".encode())]
+        )
+        for i in range(5)
+    ]

@@ -19,6 +19,7 @@ from pydantic_core import from_json
 from billing_fleet.db import json_text
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
+from workers.runtime.relay_sender import KafkaRecord
 from workers.runtime.spec import Outgoing
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 RELAY_LOCK_KEY: Final = 0x6F7574626F78
 RELAY_BATCH_ROWS: Final = 500
 
-SendAll = Callable[[Sequence[Outgoing]], Awaitable[None]]
+SendAll = Callable[[Sequence[KafkaRecord]], Awaitable[None]]
 """Publish rows, keeping their order per partition; returns once the broker acked all."""
 
 
@@ -104,17 +105,12 @@ class OutboxRelay:
         async with self._pool.acquire() as conn, conn.transaction():
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_KEY):
                 return 0
-            rows = await conn.fetch(
-                "SELECT id, topic, key, value, headers FROM outbox ORDER BY id LIMIT $1",
-                RELAY_BATCH_ROWS,
-            )
+            # Deleted in the same transaction: the delete commits only after every ack
+            # (acks=all); a failed send rolls it back and the rows stay.
+            rows = [_record(row) for row in await conn.fetch(_TAKE, RELAY_BATCH_ROWS)]
             if rows:
-                # Every ack (acks=all) before deleting any row.
                 async with asyncio.timeout(self._ack_timeout):
-                    await self._send_all([_outgoing(row) for row in rows])
-                await conn.execute(
-                    "DELETE FROM outbox WHERE id = ANY($1::bigint[])", [row["id"] for row in rows]
-                )
+                    await self._send_all(rows)
                 OUTBOX_PUBLISHED.labels(self._worker).inc(len(rows))
             # A short batch took every row there was; only a full one needs counting.
             backlog = (
@@ -126,11 +122,16 @@ class OutboxRelay:
             return len(rows)
 
 
-def _outgoing(row: asyncpg.Record) -> Outgoing:
-    key: bytes | None = row["key"]
-    return Outgoing(
-        topic=row["topic"],
-        key=key.decode() if key is not None else "",
-        value=row["value"],
-        headers=from_json(row["headers"]),
-    )
+_TAKE = """
+WITH taken AS (
+    DELETE FROM outbox WHERE id IN (SELECT id FROM outbox ORDER BY id LIMIT $1)
+    RETURNING id, topic, key, value, headers::text
+)
+SELECT topic, key, value, headers FROM taken ORDER BY id
+"""
+
+
+def _record(row: asyncpg.Record) -> KafkaRecord:
+    topic, key, value, headers = row
+    text: dict[str, str] = from_json(headers)
+    return KafkaRecord(topic, key or b"", value, [(n, v.encode()) for n, v in text.items()])

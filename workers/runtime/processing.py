@@ -10,8 +10,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
-from typing import Literal, cast
+from typing import Literal, NamedTuple, cast
 
 import asyncpg
 from aiokafka import ConsumerRecord
@@ -28,8 +27,7 @@ _CLAIM = (
 )
 
 
-@dataclass(frozen=True)
-class Handled:
+class Handled(NamedTuple):
     record: ConsumerRecord[bytes, bytes]
     stripe_event_id: str
     type: str

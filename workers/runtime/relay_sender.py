@@ -12,12 +12,20 @@ from __future__ import annotations
 import asyncio
 import functools
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, NamedTuple
 
 from aiokafka import AIOKafkaProducer
 from aiokafka.partitioner import murmur2
 
-from workers.runtime.spec import Outgoing
+
+class KafkaRecord(NamedTuple):
+    """An outbox row as the producer takes it (no str round trip per key or header)."""
+
+    topic: str
+    key: bytes
+    value: bytes
+    headers: list[tuple[str, bytes]]
+
 
 _Record = tuple[bytes, bytes, list[tuple[str, bytes]]]  # key, value, headers
 
@@ -31,18 +39,16 @@ class BatchSender:
     def __init__(self, producer: AIOKafkaProducer) -> None:
         self._producer = producer
 
-    async def send_all(self, rows: Sequence[Outgoing]) -> None:
+    async def send_all(self, rows: Sequence[KafkaRecord]) -> None:
         """Send ``rows`` (each partition's in the given order) and wait for every ack."""
         by_partition: dict[tuple[str, int], list[_Record]] = {}
         partitions: dict[str, list[int]] = {}
-        for row in rows:
-            if row.topic not in partitions:
-                partitions[row.topic] = sorted(await self._producer.partitions_for(row.topic))
-            of_topic = partitions[row.topic]
-            key = row.key.encode()
+        for topic, key, value, headers in rows:
+            if topic not in partitions:
+                partitions[topic] = sorted(await self._producer.partitions_for(topic))
+            of_topic = partitions[topic]
             partition = of_topic[_key_hash(key) % len(of_topic)]
-            headers = [(name, value.encode()) for name, value in row.headers.items()]
-            by_partition.setdefault((row.topic, partition), []).append((key, row.value, headers))
+            by_partition.setdefault((topic, partition), []).append((key, value, headers))
         acks = [
             ack
             for (topic, partition), records in by_partition.items()

@@ -10,21 +10,22 @@ letters, the outbox, metrics and shutdown.
 from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 import asyncpg
 
 from contracts import BILLING_EVENTS, BillingEvent
 
 
-@dataclass(frozen=True)
-class Outgoing:
-    """An event to publish; written to the outbox in the handler's transaction."""
+class Outgoing(NamedTuple):
+    """An event to publish; written to the outbox in the handler's transaction.
+    (A NamedTuple: workers make several per event, and the relay one per row.)"""
 
     topic: str
     key: str
     value: bytes
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str]
 
 
 class Poison(Exception):
