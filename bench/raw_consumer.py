@@ -5,13 +5,13 @@ split by key into the worker's number of lanes, each lane one asyncpg transactio
 own connection, run concurrently as the worker's are: the dedupe insert into
 ``processed_events``, the subscription source rows (kept only when newer, as the worker
 does), the effective ``entitlements`` rows per (customer, feature) (upserted where
-changed, dropped features deleted) and one ``outbox`` row per changed entitlement;
-offsets are committed after the transactions. Each statement is a single ``unnest`` over
-the lane: one round trip per table, not per event.
+changed, dropped features deleted) and one ``outbox`` row per changed entitlement (the
+worker's change event: the same JSON body and CloudEvents headers); offsets are committed
+after the transactions. Each statement is a single ``unnest`` over the lane: one round
+trip per table, not per event. The process has the worker's GC settings.
 
-Usage: ``python -m bench.raw_consumer BOOTSTRAP DATABASE_URL GROUP BATCH EXPECT FETCH_WAIT_MS
-LANES``; exits
-once EXPECT records were applied (or on SIGINT/SIGTERM).
+Usage: ``python -m bench.raw_consumer BOOTSTRAP DATABASE_URL GROUP BATCH EXPECT
+FETCH_WAIT_MS LANES``; exits once EXPECT records were applied (or on SIGINT/SIGTERM).
 """
 
 from __future__ import annotations
@@ -31,6 +31,12 @@ from bench.events import plan_features
 from billing_fleet.dev import ShutdownSignals
 from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
+from contracts.entitlements import (
+    EntitlementChangeType,
+    change_id_text,
+    entitlement_change_json,
+)
+from workers.entitlement.handler import CE_SOURCE
 from workers.entitlement.rules import EVENT_RANK
 
 CLAIM = """
@@ -60,7 +66,7 @@ ON CONFLICT (customer_id, feature) DO UPDATE SET
     sources = EXCLUDED.sources, updated_at = EXCLUDED.updated_at
 WHERE (entitlements."limit", entitlements.expires_at, entitlements.sources)
     IS DISTINCT FROM (EXCLUDED."limit", EXCLUDED.expires_at, EXCLUDED.sources)
-RETURNING customer_id, feature, "limit", sources
+RETURNING customer_id, feature, "limit", sources, xmax = 0 AS inserted
 """
 DROP = """
 DELETE FROM entitlements e WHERE e.customer_id = ANY($1::text[])
@@ -129,20 +135,49 @@ async def apply(conn: asyncpg.Connection, consumer: str, records: Sequence[Recor
             return
         columns = [list(column) for column in zip(*written, strict=True)]
         # Rows inserted or changed (unchanged ones are left alone, as the worker's diff does).
-        changes = [tuple(row) for row in await conn.fetch(UPSERT, *columns)]
-        dropped = await conn.fetch(DROP, list(changed), columns[0], columns[1])
-        changes += [(row[0], row[1], None, []) for row in dropped]
-        outbox = [
-            (
-                customer.encode(),
-                json.dumps(
-                    {"customer_id": customer, "feature": f, "limit": limit, "sources": sources}
-                ).encode(),
-                json.dumps({"ce_type": "entitlement.changed", "ce_subject": customer}),
-            )
-            for customer, f, limit, sources in changes
+        changes = [
+            (c, f, "entitlement.granted" if inserted else "entitlement.updated", limit, sources)
+            for c, f, limit, sources, inserted in await conn.fetch(UPSERT, *columns)
         ]
+        dropped = await conn.fetch(DROP, list(changed), columns[0], columns[1])
+        changes += [(c, f, "entitlement.revoked", None, []) for c, f in dropped]
+        # The change events the worker emits: the same body and CloudEvents headers.
+        outbox = [_change(latest[customer], *change) for customer, *change in changes]
         await conn.execute(OUTBOX, ENTITLEMENT_CHANGES, *map(list, zip(*outbox, strict=True)))
+
+
+def _change(
+    event: dict[str, Any],
+    feature: str,
+    change_type: EntitlementChangeType,
+    limit: int | None,
+    sources: list[str],
+) -> tuple[bytes, bytes, str]:
+    customer, stripe_id = event["customer_id"], event["source"]["stripe_event_id"]
+    change_id = change_id_text(stripe_id, customer, feature)
+    value = entitlement_change_json(
+        id=change_id,
+        type=change_type,
+        occurred_at=datetime.fromisoformat(event["occurred_at"]),
+        customer_id=customer,
+        user_id=None,
+        feature=feature,
+        entitled=change_type != "entitlement.revoked",
+        limit=limit,
+        expires_at=None,
+        sources=sources,
+        caused_by=stripe_id,
+    )
+    headers = {
+        "ce_specversion": "1.0",
+        "ce_id": change_id,
+        "ce_type": change_type,
+        "ce_source": CE_SOURCE,
+        "ce_time": event["occurred_at"],
+        "ce_subject": customer,
+        "content-type": "application/json",
+    }
+    return customer.encode(), value, json.dumps(headers)
 
 
 async def consume(

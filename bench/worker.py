@@ -3,7 +3,8 @@
 N normalized subscription events (real fixtures, fresh ids, N/4 customers, bench catalog
 prices) are published to ``billing.events.v1`` on an embedded broker (6 partitions).
 Then, each on its own fresh migrated database and consumer group: (a) the raw ceiling,
-``bench.raw_consumer`` (aiokafka + one batched asyncpg transaction per batch, no
+``bench.raw_consumer`` (aiokafka + one batched asyncpg transaction per lane of a batch,
+writing the same rows and change events, with the worker's lanes and GC settings, no
 framework); (b) ``billing-fleet worker entitlement``. Both are subprocesses; the rate of
 each is read from ``processed_events.processed_at`` (the start of each batch's
 transaction), so process start-up and group join are not counted. (a) and (b) alternate
@@ -241,7 +242,7 @@ def report(
         "",
         row.format("events/s", "per round", "best"),
         row.format(
-            "(a) raw ceiling: aiokafka + 1 batched asyncpg txn/batch",
+            "(a) raw ceiling: aiokafka + 1 batched asyncpg txn per lane",
             rates(raws),
             f"{raw.events_per_s:,.0f}",
         ),
