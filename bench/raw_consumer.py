@@ -211,13 +211,10 @@ async def consume(
             by_key: list[list[Record]] = [[] for _ in conns]
             for record in records:
                 by_key[hash(record.key) % lanes].append(record)
-            await asyncio.gather(
-                *(
-                    apply(conn, group, part)
-                    for conn, part in zip(conns, by_key, strict=True)
-                    if part
-                )
-            )
+            async with asyncio.TaskGroup() as running:
+                for conn, part in zip(conns, by_key, strict=True):
+                    if part:
+                        running.create_task(apply(conn, group, part))
             await consumer.commit(
                 {
                     TopicPartition(BILLING_EVENTS, tp.partition): part[-1].offset + 1

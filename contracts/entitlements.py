@@ -12,7 +12,7 @@ import uuid
 from datetime import datetime
 from typing import Final, Literal
 
-from pydantic import Field, TypeAdapter
+from pydantic import AwareDatetime, Field, TypeAdapter
 from pydantic_core import to_json
 
 from contracts.events import EVENT_ID_NAMESPACE, Model
@@ -42,13 +42,13 @@ def change_id_text(cause: str, customer_id: str, feature: str) -> str:
 class EntitlementChange(Model):
     id: uuid.UUID
     type: EntitlementChangeType
-    occurred_at: datetime = Field(description="When the cause happened (Stripe event time).")
+    occurred_at: AwareDatetime = Field(description="When the cause happened (Stripe event time).")
     customer_id: str
     user_id: str | None = Field(description="The application's user, when known.")
     feature: str
     entitled: bool
     limit: int | None = Field(description="Numeric limit; None for a boolean feature.")
-    expires_at: datetime | None = Field(description="When access ends unless renewed.")
+    expires_at: AwareDatetime | None = Field(description="When access ends unless renewed.")
     sources: list[str] = Field(description="What grants it: subscription/payment ids, 'stripe'.")
     caused_by: str | None = Field(
         description="Stripe event id of the cause; None when access expired with time."

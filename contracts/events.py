@@ -10,10 +10,9 @@ added without a new topic version; removing or changing a field is a new version
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c4b1e-6b5f-4d38-9d0a-3c1f2f8f9b10")
 
@@ -46,8 +45,8 @@ class SubscriptionItem(Model):
     product_id: str | None
     lookup_key: str | None
     quantity: int
-    current_period_start: datetime | None
-    current_period_end: datetime | None
+    current_period_start: AwareDatetime | None
+    current_period_end: AwareDatetime | None
     product_metadata: dict[str, str] = Field(
         default_factory=dict,
         description="The product's metadata when Stripe expanded price.product (or "
@@ -57,14 +56,14 @@ class SubscriptionItem(Model):
 
 class PauseCollection(Model):
     behavior: str
-    resumes_at: datetime | None
+    resumes_at: AwareDatetime | None
 
 
 class Cancellation(Model):
     """How a subscription ends: at the end of the paid period, or right now."""
 
     mode: Literal["at_period_end", "immediately"]
-    effective_at: datetime | None
+    effective_at: AwareDatetime | None
     reason: str | None
 
 
@@ -72,12 +71,12 @@ class Subscription(Model):
     id: str
     status: str = Field(description="Stripe subscription status, e.g. active, trialing.")
     items: list[SubscriptionItem]
-    current_period_start: datetime | None
-    current_period_end: datetime | None
+    current_period_start: AwareDatetime | None
+    current_period_end: AwareDatetime | None
     cancel_at_period_end: bool
     cancellation: Cancellation | None
-    trial_start: datetime | None
-    trial_end: datetime | None
+    trial_start: AwareDatetime | None
+    trial_end: AwareDatetime | None
     pause_collection: PauseCollection | None
     metadata: dict[str, str]
     changed_fields: list[str] = Field(
@@ -107,10 +106,10 @@ class Invoice(Model):
     payment_intent_id: str | None
     charge_id: str | None
     attempt_count: int
-    next_payment_attempt: datetime | None
-    due_date: datetime | None
-    period_start: datetime | None
-    period_end: datetime | None
+    next_payment_attempt: AwareDatetime | None
+    due_date: AwareDatetime | None
+    period_start: AwareDatetime | None
+    period_end: AwareDatetime | None
     hosted_invoice_url: str | None
     invoice_pdf: str | None
     customer_email: str | None
@@ -189,7 +188,9 @@ class EntitlementSummary(Model):
 
 class Envelope(Model):
     id: uuid.UUID = Field(description="Our id: uuid5 of the Stripe event id, stable on redelivery.")
-    occurred_at: datetime = Field(description="When Stripe created the event (1 s resolution).")
+    occurred_at: AwareDatetime = Field(
+        description="When Stripe created the event (1 s resolution)."
+    )
     source: EventSource
     customer_id: str | None = Field(description="Stripe customer id; also the Kafka key.")
 

@@ -7,10 +7,13 @@ import json
 from typing import Any
 
 import pytest
+from pydantic import ValidationError
 
-from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, dead_letter_topic
+from api_gateway.normalize import normalize
+from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, dead_letter_topic, parse_billing_event
 from contracts.compat import breaking_changes
 from contracts.schema_export import PUBLISHED, render, schema_for, schema_path
+from tests.stripe_fixtures import load_event
 
 
 @pytest.mark.parametrize("topic", sorted(PUBLISHED))
@@ -77,3 +80,13 @@ def test_dead_letter_topic_name() -> None:
     assert dead_letter_topic(ENTITLEMENT_CHANGES, "notification") == (
         "entitlements.changes.v1.notification.dlt"
     )
+
+
+def test_a_timestamp_without_offset_is_rejected() -> None:
+    stripe = load_event("customer.subscription.created__syncengine__1")
+    event = normalize(stripe).model_dump_json()
+    aware = f'"occurred_at":"{normalize(stripe).occurred_at:%Y-%m-%dT%H:%M:%S}Z"'
+    assert aware in event
+    with pytest.raises(ValidationError, match="occurred_at"):
+        parse_billing_event(event.replace(aware, aware.replace('Z"', '"')))
+    assert parse_billing_event(event).occurred_at.utcoffset() is not None

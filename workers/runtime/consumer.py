@@ -181,9 +181,10 @@ class BatchConsumer:
             *(self._process_lane(lane, failures, done) for lane in lanes),
             return_exceptions=True,
         )
-        for result in results:
-            if isinstance(result, BaseException):
-                raise result
+        errors = [result for result in results if isinstance(result, BaseException)]
+        if errors:
+            # Shutdown first: an outage another lane met is not worth a retry now.
+            raise next((e for e in errors if isinstance(e, _Stopping)), errors[0])
 
     async def _process_lane(
         self, records: Sequence[Record], failures: dict[Key, FailureLog], done: set[Key]

@@ -1,7 +1,8 @@
 """Transactional outbox: rows written with the state change, relayed to Kafka afterwards.
 
-Delivery is at least once: a relay that crashes after the broker acknowledged a row but
-before it deleted the row publishes that row again after the restart.
+The relay deletes a batch of rows and publishes them in one transaction, committed only
+after the broker acknowledged every row. Delivery is at least once: a relay that crashes
+after the acks but before the commit publishes those rows again after the restart.
 Consumers key by event id (``ce_id``), so the repeat changes nothing for them.
 """
 
@@ -28,7 +29,7 @@ log = logging.getLogger(__name__)
 # One relay at a time across all replicas and workers (they share the table): the holder
 # publishes in id order, which keeps per-key order. Fixed key ("outbox").
 RELAY_LOCK_KEY: Final = 0x6F7574626F78
-RELAY_BATCH_ROWS: Final = 2000
+RELAY_BATCH_ROWS: Final = 500
 BACKLOG_COUNT_SECONDS: Final = 1.0
 """Least time between two counts of a backlog: ``count(*)`` visits every row (and the dead
 ones the relay's deletes leave until vacuum), which cost more than the relaying itself."""
@@ -52,7 +53,8 @@ async def write_outbox(conn: asyncpg.Connection, outgoing: Sequence[Outgoing]) -
 
 
 class OutboxRelay:
-    """Publishes the rows in id order, then deletes them; woken by ``wake()``."""
+    """Publishes the rows in id order and deletes them once acknowledged; woken by
+    ``wake()``."""
 
     def __init__(
         self,

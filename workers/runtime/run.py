@@ -43,7 +43,11 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         raise ValueError("the worker needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
     database_url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
     worker = spec.name
-    pool = await _until_up(worker, "database", settings, lambda: create_pool(database_url))
+    # A connection per lane, plus the relay, the periodic job and the readiness probe.
+    pool_size = max(10, settings.worker_lanes + 3)
+    pool = await _until_up(
+        worker, "database", settings, lambda: create_pool(database_url, max_size=pool_size)
+    )
     try:
         await require_migrated(pool)
     except BaseException:

@@ -19,8 +19,8 @@ from contracts import BILLING_EVENTS, BillingEvent
 
 
 class Outgoing(NamedTuple):
-    """An event to publish; written to the outbox in the handler's transaction.
-    (A NamedTuple: workers make several per event, and the relay one per row.)"""
+    """An event to publish; written to the outbox in the handler's transaction. A
+    NamedTuple (workers make several per event): every field is required."""
 
     topic: str
     key: str
@@ -37,7 +37,12 @@ class Poison(Exception):
 
 
 Handler = Callable[[asyncpg.Connection, BillingEvent], Awaitable[Sequence[Outgoing]]]
-"""Apply one event inside the open transaction; return what to emit. Never commits."""
+"""Apply one event inside the open transaction; return what to emit. Never commits.
+
+Transactions on other Kafka keys run at the same time (``worker_lanes``): lock rows that
+another key's events may also write (a deadlock is retried as an outage). Pooled
+connections are not reset: leave no session state (``SET LOCAL``, transaction-level
+advisory locks, no ``LISTEN``)."""
 
 BatchHandler = Callable[[asyncpg.Connection, Sequence[BillingEvent]], Awaitable[Sequence[Outgoing]]]
 """Apply several events, in order, inside the open transaction: the same effects and the
