@@ -31,13 +31,9 @@ from bench.events import plan_features
 from billing_fleet.dev import ShutdownSignals
 from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
-from contracts.entitlements import (
-    EntitlementChangeType,
-    change_id_text,
-    entitlement_change_json,
-)
-from workers.entitlement.handler import CE_SOURCE
-from workers.entitlement.rules import EVENT_RANK
+from contracts.entitlements import EntitlementChangeType
+from workers.entitlement.handler import change_event
+from workers.entitlement.rules import EVENT_RANK, Effective
 
 CLAIM = """
 INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])
@@ -153,31 +149,15 @@ def _change(
     limit: int | None,
     sources: list[str],
 ) -> tuple[bytes, bytes, str]:
-    customer, stripe_id = event["customer_id"], event["source"]["stripe_event_id"]
-    change_id = change_id_text(stripe_id, customer, feature)
-    value = entitlement_change_json(
-        id=change_id,
-        type=change_type,
-        occurred_at=datetime.fromisoformat(event["occurred_at"]),
-        customer_id=customer,
-        user_id=None,
-        feature=feature,
-        entitled=change_type != "entitlement.revoked",
-        limit=limit,
-        expires_at=None,
-        sources=sources,
-        caused_by=stripe_id,
+    """The worker's change event for this row (its own builder: the same bytes), as the
+    outbox statement's key, value and headers."""
+    stripe_id = event["source"]["stripe_event_id"]
+    value = None if change_type == "entitlement.revoked" else Effective(limit, None, (*sources,))
+    at = datetime.fromisoformat(event["occurred_at"])
+    change = change_event(
+        event["customer_id"], None, change_type, feature, value, stripe_id, at, by=stripe_id
     )
-    headers = {
-        "ce_specversion": "1.0",
-        "ce_id": change_id,
-        "ce_type": change_type,
-        "ce_source": CE_SOURCE,
-        "ce_time": event["occurred_at"],
-        "ce_subject": customer,
-        "content-type": "application/json",
-    }
-    return customer.encode(), value, json.dumps(headers)
+    return change.key.encode(), change.value, json.dumps(change.headers)
 
 
 async def consume(

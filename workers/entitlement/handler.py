@@ -329,7 +329,7 @@ class EntitlementHandler:
         if old is not None:
             cause = f"{stripe_id}:previous-user"
             out += [
-                _change(
+                change_event(
                     customer.customer_id,
                     old,
                     "entitlement.revoked",
@@ -343,7 +343,7 @@ class EntitlementHandler:
             ]
         cause, new = f"{stripe_id}:new-user", customer.user_id
         out += [
-            _change(
+            change_event(
                 customer.customer_id,
                 new,
                 "entitlement.granted",
@@ -382,7 +382,7 @@ class EntitlementHandler:
         for change_type, feature, value in changes:
             customer.put_entitlement(feature, value, now)
             out.append(
-                _change(
+                change_event(
                     customer.customer_id,
                     customer.user_id,
                     change_type,
@@ -396,7 +396,7 @@ class EntitlementHandler:
         return out
 
 
-def _change(
+def change_event(
     customer_id: str,
     user_id: str | None,
     change_type: EntitlementChangeType,
@@ -407,6 +407,8 @@ def _change(
     *,
     by: str | None,
 ) -> Outgoing:
+    """The ``entitlements.changes.v1`` event, body and CloudEvents headers, for one feature's
+    change (``value`` None: revoked); its id is stable for ``cause``."""
     change_id = change_id_text(cause, customer_id, feature)
     body = entitlement_change_json(
         id=change_id,
