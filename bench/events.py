@@ -23,7 +23,7 @@ from api_gateway.webhooks import CE_SOURCE
 from contracts import cloudevent_headers
 from workers.entitlement.catalog import Catalog, parse_catalog
 
-FIXTURES: Final = Path(__file__).resolve().parents[2] / "shared/fixtures/stripe"
+FIXTURES: Final = Path(__file__).resolve().parents[1] / "tests/fixtures/stripe"
 CREATED_FIXTURE: Final = FIXTURES / "customer.subscription.created__syncengine__1.json"
 UPDATED_FIXTURE: Final = FIXTURES / "customer.subscription.updated__syncengine__1.json"
 

@@ -36,8 +36,8 @@ from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, cloudevent_headers
 
 FIXTURE = (
-    Path(__file__).resolve().parents[2]
-    / "shared/fixtures/stripe/customer.subscription.updated__syncengine__1.json"
+    Path(__file__).resolve().parents[1]
+    / "tests/fixtures/stripe/customer.subscription.updated__syncengine__1.json"
 )
 SECRET = "whsec_bench"
 WEBHOOK_PATH = "/webhooks/stripe"

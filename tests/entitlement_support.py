@@ -31,7 +31,7 @@ from workers.runtime.spec import Handler, Outgoing, WorkerSpec
 
 EventT = TypeVar("EventT", bound=contracts.events.Envelope)
 
-# Names the price/plan/product ids of ../shared/fixtures/stripe, plus made-up ones.
+# Names the price/plan/product ids of tests/fixtures/stripe, plus made-up ones.
 TEST_CATALOG_YAML = """
 products:
   drf_pro:

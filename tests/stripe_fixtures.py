@@ -1,4 +1,4 @@
-"""Real Stripe event payloads from ../shared/fixtures/stripe, and a signing helper."""
+"""Real Stripe event payloads (tests/fixtures/stripe, provenance in its README), and a signing helper."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from typing import Any
 
 import stripe
 
-FIXTURES = Path(__file__).resolve().parents[2] / "shared" / "fixtures" / "stripe"
+FIXTURES = Path(__file__).resolve().parent / "fixtures" / "stripe"
 PRIMARY_SECRET = "whsec_test_primary"
 SECONDARY_SECRET = "whsec_test_secondary"
 

@@ -1,4 +1,4 @@
-"""Stripe event → contract event, over the real fixtures in ../shared/fixtures/stripe.
+"""Stripe event → contract event, over the real fixtures in tests/fixtures/stripe.
 
 Where no fixture has a value we need to see carried through (a Connect ``account`` on a
 handled type, ``client_reference_id``, ``metadata.user_id``, a basil+ invoice ``parent``),
@@ -25,8 +25,7 @@ from api_gateway.normalize import (
     normalize,
     partition_key,
 )
-
-FIXTURES = Path(__file__).resolve().parents[2].parent / "shared" / "fixtures" / "stripe"
+from tests.stripe_fixtures import FIXTURES
 
 
 def _fixture_files() -> list[Path]:
