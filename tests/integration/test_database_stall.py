@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import secrets
 import signal
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -19,12 +20,17 @@ import psutil
 import pytest
 
 from billing_fleet.db import BoundedPool, bounded_transaction, create_pool
-from billing_fleet.embedded import EmbeddedPostgres
+from billing_fleet.embedded import EmbeddedPostgres, free_port
 from billing_fleet.migrate import migrate
+from billing_fleet.settings import Settings
+from tests.gateway import serve_gateway
+from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER, claims, hs256
 from tests.runtime_toy import (
     prepare_tables,
     unique,
+    wait_for,
 )
+from tests.stripe_fixtures import PRIMARY_SECRET
 
 pytestmark = pytest.mark.integration
 
@@ -175,3 +181,85 @@ async def test_bounded_transaction_rolls_back_on_error_and_on_the_deadline(
         assert kept == 0
     finally:
         pool.terminate()
+
+
+# -- the gateway ---------------------------------------------------------------------------
+
+
+def assert_database_unavailable(response: httpx.Response) -> None:
+    assert response.status_code == 503, response.text
+    assert response.headers["content-type"].startswith("application/problem+json")
+    assert int(response.headers["retry-after"]) > 0
+    assert response.json()["detail"] == "database unavailable"
+
+
+async def test_read_api_and_readyz_answer_503_within_the_bound_then_recover(
+    kafka: Any, stallable: StallablePostgres
+) -> None:
+    user, customer = f"user_{secrets.token_hex(6)}", f"cus_{secrets.token_hex(6)}"
+    conn = await asyncpg.connect(stallable.url)
+    try:
+        await conn.execute(
+            "INSERT INTO entitlement_customers (customer_id, user_id) VALUES ($1, $2)",
+            customer,
+            user,
+        )
+        await conn.execute(
+            "INSERT INTO entitlements (customer_id, feature, sources) VALUES ($1, 'pro', $2)",
+            customer,
+            ["sub_stall"],
+        )
+    finally:
+        await conn.close()
+    settings = Settings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        database_url=stallable.url,
+        stripe_webhook_secrets=[PRIMARY_SECRET],
+        gateway_port=free_port(),
+        jwt_hs256_secret=HS256_SECRET,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        gateway_database_timeout_seconds=GATEWAY_BOUND,
+    )
+    auth = {"Authorization": f"Bearer {hs256(claims(sub=user))}"}
+    base = f"http://127.0.0.1:{settings.gateway_port}"
+    async with (
+        serve_gateway(settings) as app,
+        httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT) as client,
+    ):
+        assert await app.state.publisher.wait_connected(10), "gateway never reached Kafka"
+        warm = await client.get("/v1/entitlements", headers=auth)  # a pooled connection
+        assert [e["feature"] for e in warm.json()["entitlements"]] == ["pro"]
+        assert (await client.get("/readyz")).status_code == 200
+
+        loop = asyncio.get_running_loop()
+        with stallable.frozen():
+            frozen_at = loop.time()
+            # At once: one query runs on the pooled connection, the others connect to the
+            # frozen postmaster; each kind must end by the deadline.
+            reads = await asyncio.gather(
+                *(timed(client.get("/v1/entitlements", headers=auth)) for _ in range(4)),
+                timed(client.get("/v1/entitlements/pro", headers=auth)),
+            )
+            ready, ready_took = await timed(client.get("/readyz"))
+            # The abandoned connections are not reused: the next request connects again.
+            again, again_took = await timed(client.get("/v1/entitlements", headers=auth))
+            stalled_for = loop.time() - frozen_at
+
+        for response, took in [*reads, (again, again_took)]:
+            assert_database_unavailable(response)
+            assert took < GATEWAY_BOUND + MARGIN
+        assert ready.status_code == 503
+        assert ready.json()["checks"]["database"] == "unreachable"
+        assert ready_took < GATEWAY_BOUND + MARGIN
+        assert stalled_for > 2 * GATEWAY_BOUND  # a stall longer than the bound
+
+        # Thawed: the same gateway answers again, no restart.
+        async def recovered() -> bool:
+            response = await client.get("/v1/entitlements", headers=auth)
+            return response.status_code == 200
+
+        await wait_for(recovered, timeout=10, message="the read API after SIGCONT")
+        mine = await client.get("/v1/entitlements/pro", headers=auth)
+        assert mine.json()["entitled"] is True
+        assert (await client.get("/readyz")).status_code == 200
