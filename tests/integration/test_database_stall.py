@@ -11,7 +11,9 @@ import asyncio
 import contextlib
 import secrets
 import signal
+from collections import Counter
 from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
 from typing import Any
 
 import asyncpg
@@ -23,14 +25,25 @@ from billing_fleet.db import BoundedPool, bounded_transaction, create_pool
 from billing_fleet.embedded import EmbeddedPostgres, free_port
 from billing_fleet.migrate import migrate
 from billing_fleet.settings import Settings
+from contracts import dead_letter_topic
 from tests.gateway import serve_gateway
+from tests.integration.test_runtime_process import start_worker
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER, claims, hs256
 from tests.runtime_toy import (
+    applied,
+    create_topics,
+    make_events,
+    metric,
     prepare_tables,
+    publish_events,
+    toy_spec,
     unique,
     wait_for,
+    worker_settings,
 )
 from tests.stripe_fixtures import PRIMARY_SECRET
+from workers.runtime.dlt_admin import read_records
+from workers.runtime.run import PROBE_TIMEOUT_SECONDS, run_worker
 
 pytestmark = pytest.mark.integration
 
@@ -263,3 +276,119 @@ async def test_read_api_and_readyz_answer_503_within_the_bound_then_recover(
         mine = await client.get("/v1/entitlements/pro", headers=auth)
         assert mine.json()["entitled"] is True
         assert (await client.get("/readyz")).status_code == 200
+
+
+# -- the workers ---------------------------------------------------------------------------
+
+
+async def test_worker_counts_dependency_retries_and_is_not_ready_then_applies_once(
+    settings: Settings, stallable: StallablePostgres
+) -> None:
+    settings = worker_settings(
+        settings,
+        database_url=stallable.url,
+        worker_database_timeout_seconds=WORKER_BOUND,
+        worker_http_port=free_port(),
+    )
+    assert settings.kafka_bootstrap_servers
+    bootstrap = settings.kafka_bootstrap_servers
+    name, topic = unique("toy"), unique("runtime.stall")
+    await create_topics(settings, topic)
+    before, during = make_events(4), make_events(6)
+    worker = asyncio.create_task(run_worker(toy_spec(name, topic), settings))
+    base = f"http://127.0.0.1:{settings.worker_http_port}"
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT) as client:
+
+            async def ready() -> bool:
+                with contextlib.suppress(httpx.HTTPError):
+                    return (await client.get("/readyz")).status_code == 200
+                return False
+
+            await publish_events(bootstrap, topic, before)
+            await wait_for(lambda: _has(stallable.url, name, 4), message="events before")
+            await wait_for(ready, message="readyz before the stall")
+            retries = metric("billing_retries_total", worker=name, reason="dependency")
+
+            loop = asyncio.get_running_loop()
+            with stallable.frozen():
+                frozen_at = loop.time()
+                await publish_events(bootstrap, topic, during)
+
+                async def retried() -> bool:
+                    count = metric("billing_retries_total", worker=name, reason="dependency")
+                    return count > retries
+
+                # The batch's transaction gives up at the bound and is retried (backoff).
+                await wait_for(retried, timeout=WORKER_BOUND + 2 * MARGIN, interval=0.05)
+                first_retry_after = loop.time() - frozen_at
+                probe, probe_took = await timed(client.get("/readyz"))
+                await asyncio.sleep(max(0.0, 3 * WORKER_BOUND - (loop.time() - frozen_at)))
+                retried_during = metric("billing_retries_total", worker=name, reason="dependency")
+
+            assert first_retry_after < WORKER_BOUND + 2 * MARGIN
+            assert probe.status_code == 503
+            assert probe.json()["checks"]["database"] == "unavailable"
+            assert probe_took < PROBE_TIMEOUT_SECONDS + MARGIN
+            assert retried_during - retries >= 2  # retried with backoff, not once and stuck
+
+            await wait_for(lambda: _has(stallable.url, name, 10), message="events after SIGCONT")
+            await wait_for(ready, message="readyz after SIGCONT")
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    rows = await applied(stallable.url, name)
+    assert Counter(rows) == Counter(e.source.stripe_event_id for e in [*before, *during])
+    assert await read_records(bootstrap, dead_letter_topic(topic, name)) == []
+
+
+async def test_sigterm_while_postgres_is_frozen_stops_gracefully_in_time(
+    settings: Settings, stallable: StallablePostgres, tmp_path: Path
+) -> None:
+    shutdown_timeout = 8.0
+    settings = settings.model_copy(update={"database_url": stallable.url})
+    assert settings.kafka_bootstrap_servers
+    bootstrap = settings.kafka_bootstrap_servers
+    name, topic = unique("toy"), unique("runtime.stall.term")
+    await create_topics(settings, topic)
+    before, during = make_events(3), make_events(5)
+    log = tmp_path / "worker.log"
+    toy = {"TOY_NAME": name, "TOY_TOPIC": topic}
+    timeouts = {
+        "BILLING_WORKER_DATABASE_TIMEOUT_SECONDS": str(WORKER_BOUND),
+        "BILLING_WORKER_SHUTDOWN_TIMEOUT_SECONDS": str(shutdown_timeout),
+        "BILLING_WORKER_DEPENDENCY_BACKOFF_MAX_SECONDS": "0.5",
+    }
+    process, _ = start_worker(settings, log, **toy, **timeouts)
+    try:
+        await publish_events(bootstrap, topic, before)
+        await wait_for(lambda: _has(stallable.url, name, 3), timeout=30, message="events before")
+        with stallable.frozen():
+            await publish_events(bootstrap, topic, during)
+            await asyncio.sleep(0.5)  # the batch is in its transaction on the frozen server
+            process.send_signal(signal.SIGTERM)
+            loop = asyncio.get_running_loop()
+            stopping_at = loop.time()
+            code = await asyncio.to_thread(process.wait, shutdown_timeout + CLIENT_TIMEOUT)
+            took = loop.time() - stopping_at
+    finally:
+        process.kill()
+    output = log.read_text()
+    assert code == 0, output[-3000:]
+    assert took < shutdown_timeout, output[-3000:]
+    assert "shutdown timed out" not in output, output[-3000:]
+
+    # Nothing was lost or doubled: a new process applies the rest once.
+    process, _ = start_worker(settings, log, **toy)
+    try:
+        await wait_for(lambda: _has(stallable.url, name, 8), timeout=30, message="the rest")
+    finally:
+        process.terminate()
+        await asyncio.to_thread(process.wait, 20)
+    rows = await applied(stallable.url, name)
+    assert Counter(rows) == Counter(e.source.stripe_event_id for e in [*before, *during])
+
+
+async def _has(url: str, name: str, count: int) -> bool:
+    return len(await applied(url, name)) >= count
