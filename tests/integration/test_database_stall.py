@@ -12,7 +12,7 @@ import contextlib
 import secrets
 import signal
 from collections import Counter
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -43,7 +43,10 @@ from tests.runtime_toy import (
 )
 from tests.stripe_fixtures import PRIMARY_SECRET
 from workers.runtime.dlt_admin import read_records
+from workers.runtime.outbox import OutboxRelay, write_outbox
+from workers.runtime.relay_sender import KafkaRecord
 from workers.runtime.run import PROBE_TIMEOUT_SECONDS, run_worker
+from workers.runtime.spec import Outgoing
 
 pytestmark = pytest.mark.integration
 
@@ -388,6 +391,44 @@ async def test_sigterm_while_postgres_is_frozen_stops_gracefully_in_time(
         await asyncio.to_thread(process.wait, 20)
     rows = await applied(stallable.url, name)
     assert Counter(rows) == Counter(e.source.stripe_event_id for e in [*before, *during])
+
+
+async def test_relay_bounds_its_database_steps_but_gives_the_send_the_ack_timeout(
+    stallable: StallablePostgres,
+) -> None:
+    pool = await create_pool(stallable.url, min_size=0, max_size=2)
+    topic = unique("relay.stall")
+    sent: list[KafkaRecord] = []
+
+    async def slow_broker(records: Sequence[KafkaRecord]) -> None:
+        await asyncio.sleep(WORKER_BOUND + 0.5)  # longer than a database step may take
+        sent.extend(records)
+
+    def outgoing(count: int) -> list[Outgoing]:
+        return [Outgoing(topic, "cus_1", b"v", {"ce_id": unique("ce")}) for _ in range(count)]
+
+    relay = OutboxRelay(
+        pool, slow_broker, worker="relay", ack_timeout=3 * WORKER_BOUND, db_timeout=WORKER_BOUND
+    )
+    db = BoundedPool(pool, WORKER_BOUND)
+    try:
+        async with bounded_transaction(pool, WORKER_BOUND) as conn:
+            await write_outbox(conn, outgoing(3))
+        assert await relay.flush() == 3
+
+        async with bounded_transaction(pool, WORKER_BOUND) as conn:
+            await write_outbox(conn, outgoing(2))
+        loop = asyncio.get_running_loop()
+        with stallable.frozen():
+            started = loop.time()
+            with pytest.raises(TimeoutError):
+                await relay.flush()
+            assert loop.time() - started < WORKER_BOUND + MARGIN
+        assert await db.fetchval("SELECT count(*) FROM outbox WHERE topic = $1", topic) == 2
+        assert await relay.flush() == 2
+        assert len(sent) == 5
+    finally:
+        pool.terminate()
 
 
 async def _has(url: str, name: str, count: int) -> bool:
