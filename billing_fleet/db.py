@@ -1,12 +1,12 @@
 """PostgreSQL connection pools (asyncpg), bounded database work, and JSON parameters.
 
-Every use of the database by a running process goes through ``bounded_connection`` or
-``bounded_transaction``: acquire, queries and release together within one deadline. On a
-timeout the connection is abandoned (``terminate()``: the socket is closed, the server
-rolls back whatever was open) instead of asyncpg's graceful path, which on a stalled
-(not down) server waits for it: a query ``timeout=`` sends a cancel request over a new
-connection and the release waits for that, a rollback waits for its answer, a connect
-waits for the handshake. The pool opens a fresh connection on a later acquire.
+What the gateway and the workers do with the database while they run goes through
+``bounded_connection`` or ``bounded_transaction``: acquire, statements and release together
+within one deadline. On a timeout the connection is abandoned (``terminate()``: the socket
+is closed, the server rolls back whatever was open) instead of asyncpg's graceful path,
+which on a stalled (not down) server waits for it: a query ``timeout=`` sends a cancel
+request over a new connection and the release waits for that, a rollback waits for its
+answer, a connect for the handshake. The pool opens a fresh connection on a later acquire.
 """
 
 from __future__ import annotations
