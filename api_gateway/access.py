@@ -30,12 +30,21 @@ from api_gateway.auth import (
     service_caller,
 )
 from api_gateway.problems import problem
+from billing_fleet.db import BoundedPool
 
 router = APIRouter(prefix="/v1", tags=["entitlements"])
 T = TypeVar("T")
 
-# What the database raises when it is down or unreachable: a 503, not a 500.
-DATABASE_DOWN = (OSError, TimeoutError, asyncpg.PostgresConnectionError, asyncpg.InterfaceError)
+# What the database raises when it is down, stalled (the deadline's TimeoutError) or
+# refusing connections (starting up, shutting down, too many): a 503, not a 500.
+DATABASE_DOWN = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 
 class Entitlement(BaseModel):
@@ -97,12 +106,14 @@ def _json(body: dict[str, Any]) -> Response:
     return Response(to_json(body), media_type="application/json")
 
 
-async def _read(request: Request, query: Callable[[asyncpg.Pool], Awaitable[T]]) -> T:
-    pool: asyncpg.Pool | None = request.app.state.db_pool
+async def _read(request: Request, query: Callable[[BoundedPool], Awaitable[T]]) -> T:
+    state = request.app.state
+    pool: asyncpg.Pool | None = state.db_pool
     if pool is None:
         raise HTTPException(503, "database not configured")
     try:
-        return await query(pool)
+        # Bounded: a stalled database gives a 503 by the deadline, not a hung request.
+        return await query(BoundedPool(pool, state.settings.gateway_database_timeout_seconds))
     except DATABASE_DOWN as exc:
         raise HTTPException(
             503, "database unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}

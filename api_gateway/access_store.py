@@ -2,7 +2,8 @@
 
 A user's rows come through ``entitlement_customers (user_id)`` and the primary key of
 ``entitlements (customer_id, feature)``; expired rows are filtered in the query, so a row
-the worker has not swept yet is never answered as entitled.
+the worker has not swept yet is never answered as entitled. Each query is bounded
+(``BoundedPool``: connection, query and release within the gateway's database timeout).
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from itertools import groupby
 
 import asyncpg
 
-QUERY_TIMEOUT_SECONDS = 2.0
+from billing_fleet.db import BoundedPool
 
 _UNEXPIRED = "(e.expires_at IS NULL OR e.expires_at > now())"
 _COLUMNS = 'e.feature, e."limit", e.expires_at, e.sources'
@@ -90,21 +91,19 @@ def _grants(rows: list[asyncpg.Record]) -> list[Grant]:
     return [merge(list(group)) for _, group in groupby(grants, key=lambda g: g.feature)]
 
 
-async def user_grants(pool: asyncpg.Pool, user_id: str) -> list[Grant]:
-    return _grants(await pool.fetch(USER_SQL, user_id, timeout=QUERY_TIMEOUT_SECONDS))
+async def user_grants(pool: BoundedPool, user_id: str) -> list[Grant]:
+    return _grants(await pool.fetch(USER_SQL, user_id))
 
 
-async def user_grant(pool: asyncpg.Pool, user_id: str, feature: str) -> Grant | None:
-    rows = await pool.fetch(USER_FEATURE_SQL, user_id, feature, timeout=QUERY_TIMEOUT_SECONDS)
+async def user_grant(pool: BoundedPool, user_id: str, feature: str) -> Grant | None:
+    rows = await pool.fetch(USER_FEATURE_SQL, user_id, feature)
     return _grants(rows)[0] if rows else None
 
 
-async def customer_grants(pool: asyncpg.Pool, customer_id: str) -> list[Grant]:
-    return _grants(await pool.fetch(CUSTOMER_SQL, customer_id, timeout=QUERY_TIMEOUT_SECONDS))
+async def customer_grants(pool: BoundedPool, customer_id: str) -> list[Grant]:
+    return _grants(await pool.fetch(CUSTOMER_SQL, customer_id))
 
 
-async def customer_grant(pool: asyncpg.Pool, customer_id: str, feature: str) -> Grant | None:
-    rows = await pool.fetch(
-        CUSTOMER_FEATURE_SQL, customer_id, feature, timeout=QUERY_TIMEOUT_SECONDS
-    )
+async def customer_grant(pool: BoundedPool, customer_id: str, feature: str) -> Grant | None:
+    rows = await pool.fetch(CUSTOMER_FEATURE_SQL, customer_id, feature)
     return _grants(rows)[0] if rows else None

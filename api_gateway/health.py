@@ -9,6 +9,8 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from billing_fleet.db import BoundedPool
+
 router = APIRouter(tags=["health"])
 
 PROBE_TIMEOUT_SECONDS = 2.0
@@ -19,11 +21,14 @@ async def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-async def _database_ok(pool: asyncpg.Pool | None) -> bool:
+async def _database_ok(request: Request) -> bool:
+    pool: asyncpg.Pool | None = request.app.state.db_pool
     if pool is None:
         return False
+    timeout = request.app.state.settings.gateway_database_timeout_seconds
     try:
-        await asyncio.wait_for(pool.fetchval("SELECT 1"), PROBE_TIMEOUT_SECONDS)
+        # Bounded like the read API: a stalled server fails the probe by the deadline.
+        await BoundedPool(pool, timeout).fetchval("SELECT 1")
     except Exception:
         return False
     return True
@@ -33,7 +38,7 @@ async def _database_ok(pool: asyncpg.Pool | None) -> bool:
 async def readyz(request: Request) -> JSONResponse:
     kafka, database = await asyncio.gather(
         request.app.state.publisher.ping(PROBE_TIMEOUT_SECONDS),
-        _database_ok(request.app.state.db_pool),
+        _database_ok(request),
     )
     checks = {
         "kafka": "ok" if kafka else "unreachable",

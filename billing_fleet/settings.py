@@ -65,6 +65,12 @@ class Settings(BaseSettings):
     # -- HTTP ----------------------------------------------------------------------------------
     gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
     gateway_port: int = Field(default=8000, description="Gateway port.")
+    gateway_database_timeout_seconds: float = Field(
+        default=1.0,
+        gt=0,
+        description="Longest a read API request or /readyz waits for PostgreSQL (connection, "
+        "query and release together) before it answers 503.",
+    )
 
     # -- dev -----------------------------------------------------------------------------------
     dev_data_dir: Path = Field(
@@ -88,6 +94,12 @@ class Settings(BaseSettings):
         default=30.0,
         gt=0,
         description="Longest wait between retries while PostgreSQL or Kafka is down.",
+    )
+    worker_database_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Longest one worker transaction (connection, batch, commit) may take before "
+        "it is abandoned and retried as an outage; keep it under a third of the shutdown timeout.",
     )
     worker_http_port: int = Field(
         default=9100, description="Port of a worker's /healthz, /readyz and /metrics."

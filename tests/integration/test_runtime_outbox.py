@@ -74,7 +74,9 @@ async def test_outbox_rows_are_published_in_order_then_deleted(
 
     pool = await create_pool(url)
     try:
-        assert await OutboxRelay(pool, send_all, worker=name, ack_timeout=5).flush() == 0
+        assert (
+            await OutboxRelay(pool, send_all, worker=name, ack_timeout=5, db_timeout=5).flush() == 0
+        )
     finally:
         await pool.close()
     assert sent_again == []
@@ -98,13 +100,18 @@ async def test_a_failed_send_deletes_nothing_and_the_next_flush_sends_all_in_ord
 
     pool = await create_pool(await create_database(migrated=True))
     try:
-        async with transaction(pool) as conn:
+        async with transaction(pool, 5) as conn:
             await write_outbox(conn, rows)
         with pytest.raises(ConnectionError):
-            await OutboxRelay(pool, broker_down, worker="relay", ack_timeout=5).flush()
+            await OutboxRelay(
+                pool, broker_down, worker="relay", ack_timeout=5, db_timeout=5
+            ).flush()
         assert await pool.fetchval("SELECT count(*) FROM outbox") == len(rows)
 
-        assert await OutboxRelay(pool, broker_up, worker="relay", ack_timeout=5).flush() == 5
+        assert (
+            await OutboxRelay(pool, broker_up, worker="relay", ack_timeout=5, db_timeout=5).flush()
+            == 5
+        )
         assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
     finally:
         await pool.close()

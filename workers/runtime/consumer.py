@@ -79,6 +79,7 @@ class BatchConsumer:
         self._on_outbox_written = on_outbox_written
         self.stopping = asyncio.Event()
         self._backoff_max = settings.worker_dependency_backoff_max_seconds
+        self._db_timeout = settings.worker_database_timeout_seconds
         session = settings.worker_session_timeout_ms
         self.subscriber = broker.subscriber(
             spec.topic,
@@ -191,7 +192,9 @@ class BatchConsumer:
     ) -> None:
         if not any((r.partition, r.offset) in failures for r in records):
             try:
-                handled, wrote_outbox = await apply(self._pool, self.spec, records)
+                handled, wrote_outbox = await apply(
+                    self._pool, self.spec, records, self._db_timeout
+                )
             except Exception as exc:
                 if is_dependency_failure(exc):
                     raise
@@ -210,7 +213,9 @@ class BatchConsumer:
         max_attempts = self._settings.worker_max_attempts
         while failure.attempts < max_attempts:
             try:
-                handled, wrote_outbox = await apply(self._pool, self.spec, [record])
+                handled, wrote_outbox = await apply(
+                    self._pool, self.spec, [record], self._db_timeout
+                )
             except Exception as exc:
                 if is_dependency_failure(exc):
                     raise

@@ -18,7 +18,7 @@ from typing import Final
 import asyncpg
 from pydantic_core import from_json
 
-from billing_fleet.db import json_text
+from billing_fleet.db import bounded_transaction, json_text
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 from workers.runtime.relay_sender import KafkaRecord
@@ -63,11 +63,13 @@ class OutboxRelay:
         *,
         worker: str,
         ack_timeout: float,
+        db_timeout: float,
         poll_interval: float = 1.0,
         backoff_max: float = 30.0,
     ) -> None:
         self._pool, self._send_all, self._worker = pool, send_all, worker
         self._ack_timeout, self._poll, self._backoff_max = ack_timeout, poll_interval, backoff_max
+        self._db_timeout = db_timeout
         self._wake = asyncio.Event()
         self._counted_at = -BACKLOG_COUNT_SECONDS
 
@@ -108,16 +110,27 @@ class OutboxRelay:
 
     async def flush_once(self) -> int:
         """Publish and delete up to one batch of rows; 0 when none is left or another relay
-        holds the lock."""
-        async with self._pool.acquire() as conn, conn.transaction():
+        holds the lock.
+
+        The transaction spans the broker's acks: its database steps (connection, lock and
+        take; count and commit) get the database timeout each, the send the ack timeout,
+        on one deadline moved between them. On the deadline the connection is abandoned
+        and the server rolls the delete back."""
+        loop = asyncio.get_running_loop()
+        ceiling = 2 * self._db_timeout + self._ack_timeout
+        async with (
+            asyncio.timeout(self._db_timeout) as deadline,
+            bounded_transaction(self._pool, ceiling) as conn,
+        ):
             if not await conn.fetchval("SELECT pg_try_advisory_xact_lock($1)", RELAY_LOCK_KEY):
                 return 0
             # Deleted in the same transaction: the delete commits only after every ack
             # (acks=all); a failed send rolls it back and the rows stay.
             rows = [_record(row) for row in await conn.fetch(_TAKE, RELAY_BATCH_ROWS)]
             if rows:
-                async with asyncio.timeout(self._ack_timeout):
-                    await self._send_all(rows)
+                deadline.reschedule(loop.time() + self._ack_timeout)
+                await self._send_all(rows)
+                deadline.reschedule(loop.time() + self._db_timeout)
                 OUTBOX_PUBLISHED.labels(self._worker).inc(len(rows))
             # A short batch took every row there was; a full one leaves a backlog to count.
             if len(rows) < RELAY_BATCH_ROWS:

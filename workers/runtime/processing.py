@@ -8,13 +8,14 @@ worker has one) and their Outgoing to the outbox.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from contextlib import asynccontextmanager
-from typing import Literal, NamedTuple, cast
+from collections.abc import Sequence
+from contextlib import AbstractAsyncContextManager
+from typing import Literal, NamedTuple
 
 import asyncpg
 from aiokafka import ConsumerRecord
 
+from billing_fleet.db import bounded_transaction
 from contracts import BillingEvent, parse_billing_event
 from workers.runtime.outbox import write_outbox
 from workers.runtime.spec import Outgoing, WorkerSpec
@@ -42,21 +43,25 @@ def event_type(record: ConsumerRecord[bytes, bytes]) -> str:
     return "unknown"
 
 
-@asynccontextmanager
-async def transaction(pool: asyncpg.Pool) -> AsyncIterator[asyncpg.Connection]:
-    """A pooled connection inside a transaction, committed when the block ends."""
-    async with pool.acquire() as proxy, proxy.transaction():
-        # The pool's proxy forwards every Connection method; handlers are typed on those.
-        yield cast(asyncpg.Connection, proxy)
+def transaction(
+    pool: asyncpg.Pool, timeout: float
+) -> AbstractAsyncContextManager[asyncpg.Connection]:
+    """A pooled connection inside a transaction, committed when the block ends; the whole
+    of it bounded by ``timeout`` (the worker's database timeout), else TimeoutError, an
+    outage: the connection is abandoned, the server rolls back, the batch is retried."""
+    return bounded_transaction(pool, timeout)
 
 
 async def apply(
-    pool: asyncpg.Pool, spec: WorkerSpec, records: Sequence[ConsumerRecord[bytes, bytes]]
+    pool: asyncpg.Pool,
+    spec: WorkerSpec,
+    records: Sequence[ConsumerRecord[bytes, bytes]],
+    timeout: float,
 ) -> tuple[list[Handled], bool]:
-    """Apply ``records`` in one transaction; returns what happened to each and whether the
-    outbox got rows. Raises (and applies nothing) if any record fails."""
+    """Apply ``records`` in one transaction, within ``timeout``; returns what happened to
+    each and whether the outbox got rows. Raises (and applies nothing) if any record fails."""
     events = [parse_billing_event(record.value or b"") for record in records]
-    async with transaction(pool) as conn:
+    async with transaction(pool, timeout) as conn:
         outcomes, outgoing = await apply_events(conn, spec, events)
         await write_outbox(conn, outgoing)
     handled = [

@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from billing_fleet.db import create_pool
+from billing_fleet.db import BoundedPool, bounded_connection, create_pool
 from billing_fleet.kafka_admin import KafkaAdminError, ensure_topics
 from billing_fleet.migrate import require_migrated
 from billing_fleet.settings import Settings
@@ -43,15 +43,19 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         raise ValueError("the worker needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
     database_url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
     worker = spec.name
+    db_timeout = settings.worker_database_timeout_seconds
     # A connection per lane, plus the relay, the periodic job and the readiness probe.
     pool_size = max(10, settings.worker_lanes + 3)
     pool = await _until_up(
-        worker, "database", settings, lambda: create_pool(database_url, max_size=pool_size)
+        worker,
+        "database",
+        settings,
+        lambda: create_pool(database_url, max_size=pool_size, connect_timeout=db_timeout),
     )
     try:
-        await require_migrated(pool)
+        await _until_up(worker, "database", settings, lambda: _require_migrated(pool, db_timeout))
     except BaseException:
-        await pool.close()
+        pool.terminate()
         raise
     broker = KafkaBroker(
         bootstrap,
@@ -73,6 +77,7 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         BatchSender(producer).send_all,
         worker=worker,
         ack_timeout=settings.kafka_publish_timeout_seconds * 2,
+        db_timeout=db_timeout,
         backoff_max=settings.worker_dependency_backoff_max_seconds,
     )
     consumer = BatchConsumer(spec, settings, broker, pool, relay.wake)
@@ -89,14 +94,19 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         await _until_up(worker, "kafka producer", settings, producer.start)
         if serve_http:
             asyncapi = AsyncAPI(broker, title=f"billing-fleet {worker} worker", version="1")
-            checks = {"kafka": _async(lambda: consumer.running), "database": _db_check(pool)}
+            checks = {
+                "kafka": _async(lambda: consumer.running),
+                "database": _db_check(pool, min(PROBE_TIMEOUT_SECONDS, db_timeout)),
+            }
             app = create_app(checks, asyncapi.to_specification().to_json())
             http = HttpServer(app, settings.gateway_host, settings.worker_http_port)
             await http.start()
         tasks.append(asyncio.create_task(relay.run(), name=f"{worker}-outbox-relay"))
         if spec.periodic is not None:
             tasks.append(
-                asyncio.create_task(_periodic(spec, pool, relay), name=f"{worker}-periodic")
+                asyncio.create_task(
+                    _periodic(spec, pool, relay, db_timeout), name=f"{worker}-periodic"
+                )
             )
         log.info("worker started", extra={"worker": worker, "topic": spec.topic})
         await asyncio.gather(*tasks)  # runs until cancelled; raises only on a bug
@@ -115,6 +125,7 @@ async def _shutdown(
     pool: asyncpg.Pool,
 ) -> None:
     worker = consumer.spec.name
+    db_timeout = settings.worker_database_timeout_seconds
     log.info("worker stopping", extra={"worker": worker})
     consumer.stopping.set()  # an outage wait gives its batch back instead of holding on
     try:
@@ -125,14 +136,16 @@ async def _shutdown(
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
             try:
-                await relay.flush()  # the last batch's outbox rows
+                # The last batch's outbox rows (its database steps are bounded: with the
+                # database stalled it gives up, and the rows wait for the next start).
+                await relay.flush()
             except Exception as exc:
                 log.warning("last outbox flush failed", extra={"error": repr(exc)})
             await broker.stop()
             await producer.stop()
             if http is not None:
                 await http.stop()
-            await pool.close()
+            await _close_pool(pool, db_timeout)
     except TimeoutError:
         log.error("shutdown timed out, closing hard", extra={"worker": worker})
         pool.terminate()
@@ -188,11 +201,13 @@ async def _ensure_topics(settings: Settings, topics: list[str]) -> None:
         log.warning("topics not ensured", extra={"error": str(exc)})
 
 
-async def _periodic(spec: WorkerSpec, pool: asyncpg.Pool, relay: OutboxRelay) -> None:
+async def _periodic(
+    spec: WorkerSpec, pool: asyncpg.Pool, relay: OutboxRelay, timeout: float
+) -> None:
     assert spec.periodic is not None
     while True:
         try:
-            async with transaction(pool) as conn:
+            async with transaction(pool, timeout) as conn:
                 outgoing = await spec.periodic(conn)
                 await write_outbox(conn, outgoing)
             if outgoing:
@@ -215,13 +230,29 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     return run
 
 
-def _db_check(pool: asyncpg.Pool) -> Callable[[], Awaitable[bool]]:
+def _db_check(pool: asyncpg.Pool, timeout: float) -> Callable[[], Awaitable[bool]]:
+    probe = BoundedPool(pool, timeout)
+
     async def run() -> bool:
         try:
-            async with asyncio.timeout(PROBE_TIMEOUT_SECONDS):
-                await pool.fetchval("SELECT 1")
+            await probe.fetchval("SELECT 1")
         except Exception:
             return False
         return True
 
     return run
+
+
+async def _require_migrated(pool: asyncpg.Pool, timeout: float) -> None:
+    async with bounded_connection(pool, timeout) as conn:
+        await require_migrated(conn)
+
+
+async def _close_pool(pool: asyncpg.Pool, timeout: float) -> None:
+    """Close gracefully, or terminate: a graceful close waits for a stalled server to
+    acknowledge each connection's Terminate message."""
+    try:
+        async with asyncio.timeout(timeout):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()  # close() did on its cancellation; again costs nothing
