@@ -1,4 +1,4 @@
-"""Real Stripe event payloads (tests/fixtures/stripe, provenance in its README), and a signing helper."""
+"""Real Stripe event payloads (tests/fixtures/stripe, provenance in its README); a signer."""
 
 from __future__ import annotations
 
