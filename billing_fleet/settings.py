@@ -65,6 +65,19 @@ class Settings(BaseSettings):
     # -- HTTP ----------------------------------------------------------------------------------
     gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
     gateway_port: int = Field(default=8000, description="Gateway port.")
+    gateway_max_header_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest request line plus headers; larger requests get 431.",
+    )
+    gateway_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a client has to send a request's line and headers (408, closed).",
+    )
+    gateway_keep_alive_seconds: int = Field(
+        default=5, ge=1, description="How long an idle keep-alive connection stays open."
+    )
 
     # -- dev -----------------------------------------------------------------------------------
     dev_data_dir: Path = Field(
