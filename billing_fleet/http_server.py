@@ -65,6 +65,10 @@ def _problem_response(
     return b"\r\n".join(head) + b"\r\n\r\n" + body
 
 
+class _HeadTooLarge(Exception):
+    """Raised in a parser callback to stop parsing a request whose head is over the cap."""
+
+
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
     """uvicorn's httptools protocol with a byte cap and a deadline on each request head.
 
@@ -83,6 +87,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False  # a request began and its headers are not complete yet
         self._in_body = False  # between a head and the end of its body
         self._head_timer: asyncio.TimerHandle | None = None
+        self._too_large = False
 
     @classmethod
     def with_limits(cls, limits: ServerLimits) -> type[LimitedHttpToolsProtocol]:
@@ -107,8 +112,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         super().data_received(data)
         if self._in_head and not self.transport.is_closing():
             if self._head_bytes > self.max_header_bytes:
-                limit = self.max_header_bytes
-                self._refuse(431, f"Request line and headers exceed {limit} bytes.")
+                self._refuse_too_large()
             elif self._head_timer is None:
                 self._arm_head_timer()
 
@@ -117,7 +121,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = True
 
     def on_headers_complete(self) -> None:
-        self._in_head, self._in_body, self._head_bytes = False, True, 0
+        received, self._head_bytes = self._head_bytes, 0
+        # A head that came in one chunk with more (a body) was never checked; the chunk's
+        # size only bounds it, so measure the head itself, still only when over the cap.
+        if received > self.max_header_bytes and self._head_size() > self.max_header_bytes:
+            self._too_large = True
+            raise _HeadTooLarge  # stops the parser; uvicorn answers via send_400_response
+        self._in_head, self._in_body = False, True
         self._cancel_head_timer()
         super().on_headers_complete()
 
@@ -126,7 +136,18 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_body = False
 
     def send_400_response(self, msg: str) -> None:
-        self._refuse(400, msg)
+        if self._too_large:
+            self._refuse_too_large()
+        else:
+            self._refuse(400, msg)
+
+    def _head_size(self) -> int:
+        """Bytes of the request line and headers just parsed (separators approximated)."""
+        return len(self.url) + 16 + sum(len(name) + len(value) + 4 for name, value in self.headers)
+
+    def _refuse_too_large(self) -> None:
+        limit = self.max_header_bytes
+        self._refuse(431, f"Request line and headers exceed {limit} bytes.")
 
     def _arm_head_timer(self) -> None:
         self._head_timer = self.loop.call_later(self.header_timeout, self._head_timed_out)

@@ -91,6 +91,23 @@ async def test_an_8_mb_header_is_refused_with_431(port: int) -> None:
     assert closed
 
 
+async def test_a_head_over_the_cap_is_refused_when_it_comes_in_one_read_with_its_body(
+    port: int,
+) -> None:
+    """The whole request in one send: the head completes inside one received chunk."""
+
+    def one_send() -> tuple[bytes, bool]:
+        head = request("/", {"X-Big": "d" * (LIMITS.max_header_bytes + 100), "Content-Length": "2"})
+        with connect(port) as sock:
+            sock.sendall(head + b"hi")
+            return read_until_closed(sock, 5.0)
+
+    response, closed = await asyncio.to_thread(one_send)
+
+    assert response.startswith(b"HTTP/1.1 431 "), response[:200]
+    assert closed
+
+
 async def test_requests_under_the_cap_and_keep_alive_still_work(port: int) -> None:
     def three_on_one_connection() -> list[bytes]:
         with connect(port) as sock:
