@@ -12,9 +12,11 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_gateway import access, health, webhooks
 from api_gateway.auth import TokenVerifier
+from api_gateway.guard import guarded
 from api_gateway.problems import install_problem_handlers
 from api_gateway.publisher import EventPublisher
 from billing_fleet.db import create_pool
+from billing_fleet.http_server import ServerLimits, server_config
 from billing_fleet.settings import Settings
 
 # Read API queries are short; more connections than cores keeps them from queueing.
@@ -46,6 +48,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         summary="Stripe webhook ingress and billing read API.",
         lifespan=lifespan,
+        # Starlette's slash redirect builds its Location from the request's Host header.
+        redirect_slashes=False,
     )
     app.state.settings, app.state.publisher = settings, publisher
     # No network here: a JWKS is fetched on the first RS256 token, then cached.
@@ -92,13 +96,20 @@ def with_fast_paths(app: FastAPI) -> ASGIApp:
     return asgi
 
 
+def public_asgi(app: FastAPI, *, fast_paths: bool = True) -> ASGIApp:
+    """What the gateway port serves. The guard is outermost, in front of the fast paths
+    and of FastAPI (``fast_paths=False``: FastAPI alone answers every route)."""
+    return guarded(with_fast_paths(app) if fast_paths else app)
+
+
+def server(app: FastAPI, settings: Settings, *, fast_paths: bool = True) -> uvicorn.Server:
+    limits = ServerLimits.from_settings(settings)
+    served = public_asgi(app, fast_paths=fast_paths)
+    return uvicorn.Server(
+        server_config(served, settings.gateway_host, settings.gateway_port, limits)
+    )
+
+
 async def serve(settings: Settings) -> None:
     """Run the gateway until SIGINT/SIGTERM (uvicorn drains in-flight requests first)."""
-    config = uvicorn.Config(
-        with_fast_paths(create_app(settings)),
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        log_config=None,
-        access_log=False,
-    )
-    await uvicorn.Server(config).serve()
+    await server(create_app(settings), settings).serve()
