@@ -12,6 +12,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_gateway import access, health, webhooks
 from api_gateway.auth import TokenVerifier
+from api_gateway.docs import install_docs
 from api_gateway.guard import guarded
 from api_gateway.problems import install_problem_handlers
 from api_gateway.publisher import EventPublisher
@@ -48,6 +49,8 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         summary="Stripe webhook ingress and billing read API.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs: served from the package, no CDN
+        redoc_url=None,
         # Starlette's slash redirect builds its Location from the request's Host header.
         redirect_slashes=False,
     )
@@ -58,6 +61,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(access.router)
+    install_docs(app)
     asyncapi_json = (
         AsyncAPI(publisher.broker, title="billing-fleet gateway", version="1")
         .to_specification()
