@@ -14,15 +14,20 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
+import socket
 from collections.abc import Iterator
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any, ClassVar, Literal
 
 import uvicorn
+from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from billing_fleet.settings import Settings
+
+log = logging.getLogger(__name__)
 
 LifespanMode = Literal["auto", "on", "off"]
 
@@ -196,6 +201,21 @@ def server_config(
         log_config=None,
         access_log=False,
     )
+
+
+def bind_socket(config: uvicorn.Config) -> socket.socket:
+    """``config``'s socket, bound now; a taken address logs one error naming it and exits
+    3, as uvicorn does for the port it binds itself (whose error does not name it)."""
+    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
+    sock = socket.socket(family)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    try:
+        sock.bind((config.host, config.port))
+    except OSError as exc:
+        sock.close()
+        log.error("cannot listen on %s port %d: %s", config.host, config.port, exc.strerror)
+        raise SystemExit(STARTUP_FAILURE) from exc
+    return sock
 
 
 class SignalFreeServer(uvicorn.Server):

@@ -65,6 +65,11 @@ class Settings(BaseSettings):
     # -- HTTP ----------------------------------------------------------------------------------
     gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
     gateway_port: int = Field(default=8000, description="Gateway port.")
+    gateway_admin_port: int | None = Field(
+        default=None,
+        description="Port (same bind address) serving /metrics, /docs, /openapi.json and "
+        "/asyncapi.json instead of the gateway port; unset: everything on the gateway port.",
+    )
     gateway_max_header_bytes: int = Field(
         default=65_536,
         ge=1024,
