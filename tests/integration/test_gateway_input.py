@@ -182,6 +182,8 @@ async def test_an_unexpected_error_is_a_problem_500_logged_once(
     [error] = errors
     assert error.__dict__["error_class"] == "UndefinedTableError"
     assert error.__dict__["path"] == "/v1/entitlements"
+    # The route template where FastAPI routed the request; the fast paths match no route.
+    assert error.__dict__["route"] == (None if fast_paths else "/v1/entitlements")
 
 
 async def test_the_gateway_process_logs_an_unexpected_error_as_one_json_line(
