@@ -187,7 +187,7 @@ async def serve_fast(request: Request) -> Response | None:
         return None
     # "/v1/entitlements[/F]" or "/v1/customers/C/entitlements[/F]", no empty segment
     parts = request.scope["path"].split("/")
-    if len(parts) < 4 or parts[1] != "v1" or "" in parts[2:]:
+    if len(parts) < 3 or parts[1] != "v1" or "" in parts[2:]:
         return None
     try:
         match parts[2:]:

@@ -1,9 +1,19 @@
-"""The gateway application: routes, lifespan-owned resources, and its server."""
+"""The gateway application: routes, lifespan-owned resources, and its servers.
+
+The public port serves the webhook, the read API and the probes. With
+``BILLING_GATEWAY_ADMIN_PORT`` set, ``/metrics``, ``/docs``, ``/openapi.json`` and
+``/asyncapi.json`` move to that port (404 on the public one): two uvicorn servers in one
+process and event loop, in front of the same app (one publisher, one pool, one metrics
+registry). The probes answer on both: the chart probes the public port, so a wedged
+public listener fails its probe, which an admin-port probe would not notice.
+"""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
@@ -12,9 +22,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_gateway import access, health, webhooks
 from api_gateway.auth import TokenVerifier
-from api_gateway.problems import install_problem_handlers
+from api_gateway.docs import DOCS_PATH, install_docs
+from api_gateway.guard import guarded
+from api_gateway.problems import install_problem_handlers, problem
 from api_gateway.publisher import EventPublisher
 from billing_fleet.db import create_pool
+from billing_fleet.http_server import (
+    ServerLimits,
+    SignalFreeServer,
+    bind_socket,
+    server_config,
+)
 from billing_fleet.settings import Settings
 
 # Read API queries are short; more connections than cores keeps them from queueing.
@@ -46,14 +64,20 @@ def create_app(settings: Settings) -> FastAPI:
         version="1",
         summary="Stripe webhook ingress and billing read API.",
         lifespan=lifespan,
+        docs_url=None,  # install_docs: served from the package, no CDN
+        redoc_url=None,
+        # Starlette's slash redirect builds its Location from the request's Host header.
+        redirect_slashes=False,
     )
     app.state.settings, app.state.publisher = settings, publisher
+    app.state.db_pool = None  # until the lifespan opens it (the admin port may answer first)
     # No network here: a JWKS is fetched on the first RS256 token, then cached.
     app.state.token_verifier = TokenVerifier.from_settings(settings)
     install_problem_handlers(app)
     app.include_router(webhooks.router)
     app.include_router(health.router)
     app.include_router(access.router)
+    install_docs(app)
     asyncapi_json = (
         AsyncAPI(publisher.broker, title="billing-fleet gateway", version="1")
         .to_specification()
@@ -92,13 +116,96 @@ def with_fast_paths(app: FastAPI) -> ASGIApp:
     return asgi
 
 
+ADMIN_PATHS = frozenset({"/metrics", "/openapi.json", "/asyncapi.json", DOCS_PATH})
+PROBE_PATHS = frozenset({"/healthz", "/readyz"})
+
+
+def is_admin_path(path: str) -> bool:
+    return path in ADMIN_PATHS or path.startswith(DOCS_PATH + "/")
+
+
+def _serving_only(app: ASGIApp, serves: Callable[[str], bool]) -> ASGIApp:
+    """``app`` for the paths ``serves`` accepts; the others are 404, as unknown routes are."""
+
+    async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and not serves(scope["path"]):
+            await problem(404, "Not Found")(scope, receive, send)
+            return
+        await app(scope, receive, send)
+
+    return asgi
+
+
+def public_asgi(app: FastAPI, settings: Settings, *, fast_paths: bool = True) -> ASGIApp:
+    """What the public port serves: everything, or all but the admin paths when they have
+    their own port. The guard is outermost, in front of the fast paths and of FastAPI."""
+    served: ASGIApp = with_fast_paths(app) if fast_paths else app
+    if settings.gateway_admin_port is not None:
+        served = _serving_only(served, lambda path: not is_admin_path(path))
+    return guarded(served)
+
+
+def admin_asgi(app: FastAPI) -> ASGIApp:
+    """What the admin port serves: the admin paths and the probes (FastAPI's routes)."""
+    return guarded(_serving_only(app, lambda path: is_admin_path(path) or path in PROBE_PATHS))
+
+
+class _PublicServer(uvicorn.Server):
+    """Takes SIGINT/SIGTERM as uvicorn does, and stops the admin server with it."""
+
+    def __init__(self, config: uvicorn.Config, admin: uvicorn.Server | None) -> None:
+        super().__init__(config)
+        self.admin = admin
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        super().handle_exit(sig, frame)
+        if self.admin is not None:
+            self.admin.should_exit = True
+
+
+class GatewayServers:
+    """The public server (it runs the app's lifespan and takes the signals) and, with an
+    admin port, the admin server (no lifespan of its own), on one event loop."""
+
+    def __init__(self, app: FastAPI, settings: Settings, *, fast_paths: bool = True) -> None:
+        limits = ServerLimits.from_settings(settings)
+        host, admin_port = settings.gateway_host, settings.gateway_admin_port
+        self.admin: uvicorn.Server | None = None
+        if admin_port is not None:
+            admin = server_config(admin_asgi(app), host, admin_port, limits, lifespan="off")
+            self.admin = SignalFreeServer(admin)
+        public = public_asgi(app, settings, fast_paths=fast_paths)
+        self.public = _PublicServer(
+            server_config(public, host, settings.gateway_port, limits), self.admin
+        )
+
+    @property
+    def started(self) -> bool:
+        return self.public.started and (self.admin is None or self.admin.started)
+
+    def stop(self) -> None:
+        """What a signal does: the public server drains its requests, the admin one stops."""
+        self.public.should_exit = True
+        if self.admin is not None:
+            self.admin.should_exit = True
+
+    async def run(self) -> None:
+        """Serve until stopped (SIGINT/SIGTERM, or ``stop``). The admin port is bound
+        first, so a taken one stops the start (exit 3, as a taken public port does) before
+        anything serves; until the lifespan has opened the broker and the pool, /readyz
+        on the admin port says not ready."""
+        admin_task = None
+        if self.admin is not None:
+            sockets = [bind_socket(self.admin.config)]
+            admin_task = asyncio.create_task(self.admin.serve(sockets), name="gateway-admin")
+        try:
+            await self.public.serve()
+        finally:
+            if self.admin is not None and admin_task is not None:
+                self.admin.should_exit = True
+                await admin_task
+
+
 async def serve(settings: Settings) -> None:
     """Run the gateway until SIGINT/SIGTERM (uvicorn drains in-flight requests first)."""
-    config = uvicorn.Config(
-        with_fast_paths(create_app(settings)),
-        host=settings.gateway_host,
-        port=settings.gateway_port,
-        log_config=None,
-        access_log=False,
-    )
-    await uvicorn.Server(config).serve()
+    await GatewayServers(create_app(settings), settings).run()

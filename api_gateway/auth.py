@@ -20,6 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jwt.types import Options
 from starlette.exceptions import HTTPException
 
+from api_gateway.guard import storable_text
 from billing_fleet.settings import Settings
 
 LEEWAY_SECONDS = 10  # clock skew tolerated on exp/nbf/iat
@@ -161,8 +162,10 @@ class TokenVerifier:
             # PyJWT's messages name the failed check, never the token or key.
             raise InvalidToken(str(exc)) from exc
         subject = claims["sub"]
-        if not subject:
-            raise InvalidToken("token subject (sub) is empty")
+        if not isinstance(subject, str) or not subject:  # PyJWT < 2.10 lets a number pass
+            raise InvalidToken("token subject (sub) is empty or not a string")
+        if not storable_text(subject):  # it is a SQL parameter of every user read
+            raise InvalidToken("token subject (sub) holds a NUL or a lone surrogate")
         return Principal(subject, token_scopes(claims)), float(claims["exp"])
 
 

@@ -1,8 +1,9 @@
 """A bare ASGI app answering 200, served exactly as ``billing-fleet gateway`` serves its app.
 
 Same path as ``api_gateway.app.serve`` under ``billing_fleet.cli``: a ``uvicorn.Server``
-awaited inside ``ShutdownSignals.run`` (``asyncio.run``), so the loop and the HTTP
-implementation are whatever uvicorn picks for the gateway, not what ``uvicorn.run`` would.
+on ``billing_fleet.http_server.server_config`` awaited inside ``ShutdownSignals.run``
+(``asyncio.run``), so the loop and the HTTP protocol are the gateway's, not what
+``uvicorn.run`` would pick.
 
 Usage: ``python -m bench.plain_asgi PORT``.
 """
@@ -17,6 +18,7 @@ from typing import Any
 import uvicorn
 
 from billing_fleet.dev import ShutdownSignals
+from billing_fleet.http_server import server_config
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
@@ -43,12 +45,13 @@ async def app(scope: Message, receive: Receive, send: Send) -> None:
 
 
 async def serve(port: int) -> None:
-    config = uvicorn.Config(app, host="127.0.0.1", port=port, log_config=None, access_log=False)
-    config.load()  # picks the HTTP implementation; the benchmark prints what it got
+    config = server_config(app, "127.0.0.1", port)  # the gateway's (limits included)
+    config.load()
     loop = type(asyncio.get_running_loop())
+    protocol = config.http_protocol_class
     print(
-        f"{STACK_PREFIX}{loop.__module__}.{loop.__name__}, {config.http}: "
-        f"{config.http_protocol_class.__name__}",
+        f"{STACK_PREFIX}{loop.__module__}.{loop.__name__}, "
+        f"{protocol.__module__}.{protocol.__name__}",
         flush=True,
     )
     await uvicorn.Server(config).serve()

@@ -71,6 +71,24 @@ class Settings(BaseSettings):
         description="Longest a read API request or /readyz waits for PostgreSQL (connection, "
         "query and release together) before it answers 503.",
     )
+    gateway_admin_port: int | None = Field(
+        default=None,
+        description="Port (same bind address) serving /metrics, /docs, /openapi.json and "
+        "/asyncapi.json instead of the gateway port; unset: everything on the gateway port.",
+    )
+    gateway_max_header_bytes: int = Field(
+        default=65_536,
+        ge=1024,
+        description="Largest request line plus headers; larger requests get 431.",
+    )
+    gateway_header_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a client has to send a request's line and headers (408, closed).",
+    )
+    gateway_keep_alive_seconds: int = Field(
+        default=5, ge=1, description="How long an idle keep-alive connection stays open."
+    )
 
     # -- dev -----------------------------------------------------------------------------------
     dev_data_dir: Path = Field(

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Any
 
 import pytest
-import uvicorn
 from fastapi import FastAPI
 
-from api_gateway.app import create_app, with_fast_paths
+from api_gateway.app import GatewayServers, create_app
 from billing_fleet.kafka_admin import ensure_topics, read_all
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, event_id_for
@@ -56,15 +55,14 @@ async def gateway(kafka: Any, database_url: str) -> AsyncIterator[Gateway]:
 
 @asynccontextmanager
 async def serve_gateway(settings: Settings, *, fast_paths: bool = True) -> AsyncIterator[FastAPI]:
-    """The gateway on ``settings.gateway_port``, served as `billing-fleet gateway` serves it
-    (``fast_paths=False``: FastAPI alone answers every route, to compare the two)."""
+    """The gateway on ``settings.gateway_port`` (and its admin port, if set), served as
+    `billing-fleet gateway` serves it, on 127.0.0.1 (``fast_paths=False``: FastAPI alone
+    answers every route, to compare the two)."""
+    settings = settings.model_copy(update={"gateway_host": "127.0.0.1"})
     app = create_app(settings)
-    served = with_fast_paths(app) if fast_paths else app
-    server = uvicorn.Server(
-        uvicorn.Config(served, host="127.0.0.1", port=settings.gateway_port, log_config=None)
-    )
-    task = asyncio.create_task(server.serve())
-    while not server.started:  # uvicorn offers a flag, not an event
+    servers = GatewayServers(app, settings, fast_paths=fast_paths)
+    task = asyncio.create_task(servers.run())
+    while not servers.started:  # uvicorn offers a flag, not an event
         if task.done():
             task.result()  # startup failed: raise its error, else say so
             raise RuntimeError("the gateway stopped during startup")
@@ -72,7 +70,7 @@ async def serve_gateway(settings: Settings, *, fast_paths: bool = True) -> Async
     try:
         yield app
     finally:
-        server.should_exit = True
+        servers.stop()
         await task
 
 

@@ -91,6 +91,10 @@ async def test_valid_hs256_token_yields_subject_and_scopes() -> None:
         ("no sub", hs256(claims(sub=None))),
         ("empty sub", hs256(claims(sub=""))),
         ("non-string sub", hs256({**claims(), "sub": 7})),
+        # Text PostgreSQL cannot hold (the subject is a SQL parameter): NUL, lone surrogates.
+        ("NUL in sub", hs256(claims(sub="user\x00"))),
+        ("lone high surrogate in sub", hs256(claims(sub="user\ud800"))),
+        ("lone low surrogate in sub", hs256(claims(sub="\udfff"))),
         ("wrong issuer", hs256(claims(iss="https://evil.test"))),
         ("no issuer", hs256(claims(iss=None))),
         ("wrong audience", hs256(claims(aud="someone-else"))),

@@ -3,15 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
-from collections.abc import Awaitable, Callable, Iterator
+from collections.abc import Awaitable, Callable
 
-import uvicorn
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
+
+from billing_fleet.http_server import SignalFreeServer, server_config, start_server
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -48,26 +48,15 @@ def create_app(checks: dict[str, Check], asyncapi_json: str) -> Starlette:
     )
 
 
-class _Server(uvicorn.Server):
-    # The worker's own SIGTERM handling (finish the batch, commit) must see the signal.
-    @contextlib.contextmanager
-    def capture_signals(self) -> Iterator[None]:
-        yield
-
-
 class HttpServer:
     def __init__(self, app: Starlette, host: str, port: int) -> None:
-        config = uvicorn.Config(app, host=host, port=port, log_config=None, access_log=False)
-        self._server = _Server(config)
+        # Signal-free: the worker's own SIGTERM handling (finish the batch, commit) must
+        # see the signal. Request heads are bounded as on the gateway (default limits).
+        self._server = SignalFreeServer(server_config(app, host, port))
         self._task: asyncio.Task[None] | None = None
 
     async def start(self) -> None:
-        self._task = asyncio.create_task(self._server.serve(), name="worker-http")
-        while not self._server.started and not self._task.done():  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
-        if self._task.done():
-            await self._task  # raises what stopped it (port taken, ...)
-            raise OSError("worker HTTP server stopped during startup")
+        self._task = await start_server(self._server, "worker-http")
 
     async def stop(self) -> None:
         if self._task is not None:
