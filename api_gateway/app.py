@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -21,7 +22,8 @@ from billing_fleet.settings import Settings
 DB_POOL_SIZE = 16
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, asyncapi_brokers: Sequence[KafkaBroker] = ()) -> FastAPI:
+    """``asyncapi_brokers``: more channels for /asyncapi.json (the workers ``dev`` hosts)."""
     publisher = EventPublisher(settings)  # connects in the lifespan, not here
 
     @asynccontextmanager
@@ -55,7 +57,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(health.router)
     app.include_router(access.router)
     asyncapi_json = (
-        AsyncAPI(publisher.broker, title="billing-fleet gateway", version="1")
+        AsyncAPI(publisher.broker, *asyncapi_brokers, title="billing-fleet gateway", version="1")
         .to_specification()
         .to_json()
     )
@@ -92,10 +94,10 @@ def with_fast_paths(app: FastAPI) -> ASGIApp:
     return asgi
 
 
-async def serve(settings: Settings) -> None:
+async def serve(settings: Settings, *, asyncapi_brokers: Sequence[KafkaBroker] = ()) -> None:
     """Run the gateway until SIGINT/SIGTERM (uvicorn drains in-flight requests first)."""
     config = uvicorn.Config(
-        with_fast_paths(create_app(settings)),
+        with_fast_paths(create_app(settings, asyncapi_brokers=asyncapi_brokers)),
         host=settings.gateway_host,
         port=settings.gateway_port,
         log_config=None,
