@@ -104,7 +104,8 @@ def banner(settings: Settings, generated: Generated, workers: dict[str, tuple[Pa
         f"  other terminals  {cli} dlt | migrate | send-test-event find these servers in "
         f"{settings.dev_data_dir.resolve()}",
         f"  send a signed test event (customer {DEFAULT_CUSTOMER_ID}, user {DEFAULT_USER_ID}):",
-        f"    {cli} send-test-event",
+        f"    {cli} send-test-event"
+        + ("" if generated.webhook_secret else "  # with BILLING_STRIPE_WEBHOOK_SECRETS set there"),
     ]
     if generated.jwt_secret:
         tokens = make_tokens(settings, generated.jwt_secret)

@@ -75,6 +75,9 @@ class DevWorkers:
                 change.cancel()
                 if running.done():
                     error = None if running.cancelled() else running.exception()
+                    log.error(
+                        "worker stopped with an error", exc_info=error, extra={"worker": name}
+                    )
                     raise WorkerFailed(
                         f"worker {name} stopped: {one_line(error) if error else 'returned'}"
                     ) from error
