@@ -11,12 +11,13 @@ public listener fails its probe, which an admin-port probe would not notice.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Sequence
 from contextlib import asynccontextmanager
 from types import FrameType
 
 import uvicorn
 from fastapi import FastAPI, Request, Response
+from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -39,7 +40,8 @@ from billing_fleet.settings import Settings
 DB_POOL_SIZE = 16
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(settings: Settings, *, asyncapi_brokers: Sequence[KafkaBroker] = ()) -> FastAPI:
+    """``asyncapi_brokers``: more channels for /asyncapi.json (the workers ``dev`` hosts)."""
     publisher = EventPublisher(settings)  # connects in the lifespan, not here
 
     @asynccontextmanager
@@ -79,7 +81,7 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(access.router)
     install_docs(app)
     asyncapi_json = (
-        AsyncAPI(publisher.broker, title="billing-fleet gateway", version="1")
+        AsyncAPI(publisher.broker, *asyncapi_brokers, title="billing-fleet gateway", version="1")
         .to_specification()
         .to_json()
     )
@@ -206,6 +208,8 @@ class GatewayServers:
                 await admin_task
 
 
-async def serve(settings: Settings) -> None:
-    """Run the gateway until SIGINT/SIGTERM (uvicorn drains in-flight requests first)."""
-    await GatewayServers(create_app(settings), settings).run()
+async def serve(settings: Settings, *, asyncapi_brokers: Sequence[KafkaBroker] = ()) -> None:
+    """Run the gateway until SIGINT/SIGTERM (uvicorn drains in-flight requests first);
+    ``asyncapi_brokers``: the workers' topics, when they run in the same process (dev)."""
+    app = create_app(settings, asyncapi_brokers=asyncapi_brokers)
+    await GatewayServers(app, settings).run()

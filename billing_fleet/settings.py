@@ -8,10 +8,15 @@ from __future__ import annotations
 
 from functools import lru_cache
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Final
+from urllib.parse import urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+MIN_JWT_HS256_SECRET_BYTES: Final = 32
+"""RFC 7518 §3.2: an HS256 key at least as long as the hash output."""
+POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
 
 
 class Settings(BaseSettings):
@@ -93,7 +98,8 @@ class Settings(BaseSettings):
     # -- dev -----------------------------------------------------------------------------------
     dev_data_dir: Path = Field(
         default=Path(".billing-fleet"),
-        description="Where `dev` keeps the embedded PostgreSQL data.",
+        description="Where `dev` keeps the embedded PostgreSQL data, the broker's log and, "
+        "while it runs, dev.json (its servers, for commands in other terminals).",
     )
     dev_kafka_port: int = Field(default=9092, description="Port of the embedded broker in dev.")
 
@@ -155,7 +161,10 @@ class Settings(BaseSettings):
 
     # -- read API (JWT) ----------------------------------------------------------------------
     jwt_hs256_secret: SecretStr | None = Field(
-        default=None, description="Shared secret for HS256 bearer tokens."
+        default=None,
+        description=f"Shared secret for HS256 bearer tokens (at least "
+        f"{MIN_JWT_HS256_SECRET_BYTES} bytes; `dev` generates one unless this or the JWKS "
+        "URL is set).",
     )
     jwt_jwks_url: str | None = Field(default=None, description="JWKS URL for RS256 bearer tokens.")
     jwt_issuer: str | None = Field(default=None, description="Required `iss` of bearer tokens.")
@@ -173,6 +182,43 @@ class Settings(BaseSettings):
         if isinstance(value, str):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
+
+    @field_validator("jwt_hs256_secret")
+    @classmethod
+    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
+        # Checked here so that every process refuses it at startup, not at the first token.
+        size = len(value.get_secret_value().encode()) if value is not None else None
+        if size is not None and size < MIN_JWT_HS256_SECRET_BYTES:
+            raise ValueError(f"must be at least {MIN_JWT_HS256_SECRET_BYTES} bytes")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_url(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_postgres_url(value)
+        return value
+
+
+def check_postgres_url(url: str) -> None:
+    """ValueError, naming the part, when ``url`` is not a PostgreSQL URL asyncpg can use.
+
+    The messages never quote the URL: it may hold a password.
+    """
+    try:
+        parts = urlsplit(url)
+    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
+        raise ValueError(f"not a URL ({exc})") from None
+    if parts.scheme not in POSTGRES_SCHEMES:
+        raise ValueError(
+            "must start with postgresql:// (e.g. postgresql://user:password@host:5432/dbname)"
+        )
+    # Several hosts are allowed (host1:5432,host2:5433); each port must be a number.
+    for host in parts.netloc.rpartition("@")[2].split(","):
+        port = host.rpartition("]")[2] if host.startswith("[") else host
+        _, colon, number = port.rpartition(":")
+        if colon and not (number.isdigit() and 0 < int(number) < 65536):
+            raise ValueError(f"port {number!r} is not a number from 1 to 65535")
 
 
 @lru_cache

@@ -1,7 +1,8 @@
 """The workers the fleet runs: name → ``"module:factory"``, factory ``build(settings)``.
 
-Factories are imported only when a worker is started, so a worker that is missing or
-broken does not stop the others (``billing-fleet dev`` skips it).
+Factories are imported only when a worker is started. One that fails to import or build
+(a broken catalog) stops the command that needed it: ``billing-fleet worker NAME`` and
+``billing-fleet dev`` refuse to start, rather than accept events nobody will process.
 """
 
 from __future__ import annotations
@@ -15,6 +16,11 @@ from billing_fleet.settings import Settings
 from workers.runtime.spec import WorkerSpec
 
 Factory = Callable[[Settings], WorkerSpec]
+
+
+class WorkerBuildError(RuntimeError):
+    """A worker's factory failed to import or build; the message is one line naming it."""
+
 
 WORKERS: dict[str, str] = {
     "entitlement": "workers.entitlement.worker:build",
@@ -33,7 +39,29 @@ def load_factory(reference: str) -> Factory:
     return cast(Factory, getattr(importlib.import_module(module_name), attribute))
 
 
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (YAML errors, for one, span several)."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
+def build(name: str, factory: Factory, settings: Settings) -> WorkerSpec:
+    """``factory(settings)``; any failure (a broken catalog) as ``WorkerBuildError``."""
+    try:
+        return factory(settings)
+    except Exception as exc:  # whatever the factory raises, it cannot run: say so, once
+        raise WorkerBuildError(f"worker {name}: {one_line(exc)}") from exc
+
+
+def factory_of(name: str, reference: str) -> Factory:
+    """``load_factory(reference)``, failures as ``WorkerBuildError`` naming worker ``name``."""
+    try:
+        return load_factory(reference)
+    except (ImportError, AttributeError) as exc:
+        raise WorkerBuildError(f"worker {name}: {one_line(exc)}") from exc
+
+
 def build_worker(name: str, settings: Settings) -> WorkerSpec:
-    """The spec of worker ``name`` (KeyError when it is not registered)."""
+    """The spec of worker ``name`` (KeyError when it is not registered, else
+    ``WorkerBuildError`` when it does not build)."""
     reference = os.environ.get(FACTORY_OVERRIDE_ENV) or WORKERS[name]
-    return load_factory(reference)(settings)
+    return build(name, factory_of(name, reference), settings)

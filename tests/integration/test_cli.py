@@ -2,13 +2,8 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
-import os
-import shutil
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,55 +14,22 @@ import pytest
 from billing_fleet.embedded import free_port
 from billing_fleet.kafka_admin import broker_reachable
 from contracts import BILLING_EVENTS
+from tests.cli_support import COMMAND as COMMAND  # other tests import these from here
+from tests.cli_support import (
+    children,
+    clean_env,
+    is_running,
+    run,
+    running_args,
+    start_dev,
+    tail,
+    wait_ready,
+)
+from tests.runtime_toy import wait_for
+
+__all__ = ["COMMAND", "clean_env"]
 
 pytestmark = pytest.mark.integration
-
-SCRIPT = shutil.which("billing-fleet", path=str(Path(sys.executable).parent))
-COMMAND = [SCRIPT] if SCRIPT else [sys.executable, "-m", "billing_fleet.cli"]
-# Settings a developer may have exported that would change what the commands do.
-CONFIG_VARIABLES = (
-    "DATABASE_URL",
-    "BILLING_DATABASE_URL",
-    "KAFKA_BOOTSTRAP_SERVERS",
-    "BILLING_KAFKA_BOOTSTRAP_SERVERS",
-    "BILLING_STRIPE_WEBHOOK_SECRETS",
-)
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
-    return {**env, **extra}
-
-
-def run(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [*COMMAND, *args], env=env, capture_output=True, text=True, timeout=60, check=False
-    )
-
-
-def children(pid: int) -> list[tuple[int, str]]:
-    out = subprocess.run(
-        ["ps", "-ww", "-o", "pid=,args=", "--ppid", str(pid)], capture_output=True, text=True
-    ).stdout
-    return [
-        (int(p), args) for p, _, args in (line.strip().partition(" ") for line in out.splitlines())
-    ]
-
-
-def running_args() -> str:
-    return subprocess.run(["ps", "-ww", "-eo", "args="], capture_output=True, text=True).stdout
-
-
-def tail(log: Path) -> str:
-    return log.read_text()[-4000:]
-
-
-def is_running(pid: int) -> bool:
-    try:
-        stat = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return False
-    return stat.rpartition(")")[2].split()[0] != "Z"
 
 
 def test_help_lists_the_commands() -> None:
@@ -123,69 +85,62 @@ def test_gateway_without_kafka_or_secret_says_so() -> None:
     assert "KAFKA_BOOTSTRAP_SERVERS and BILLING_STRIPE_WEBHOOK_SECRETS" in result.stderr
 
 
-async def _banner_value(stdout: asyncio.StreamReader, label: str, log: Path) -> str:
-    """The value of banner line ``label`` (the banner is printed once dev is ready to serve)."""
-    async with asyncio.timeout(30):
-        while line := (await stdout.readline()).decode():
-            if line.strip().startswith(label):
-                return line.split(maxsplit=2)[2].strip()
-    raise AssertionError(f"dev printed no {label!r}; its log:\n{tail(log)}")
-
-
 async def test_dev_serves_a_signed_event_and_stops_everything_on_sigint(
     create_database: Any, kafka_messages: Any, tmp_path: Path
 ) -> None:
     gateway_port, kafka_port = free_port(), free_port()
-    log = tmp_path / "dev.log"
     env = clean_env(
         DATABASE_URL=await create_database(),
         BILLING_GATEWAY_PORT=str(gateway_port),
         BILLING_DEV_KAFKA_PORT=str(kafka_port),
         BILLING_DEV_DATA_DIR=str(tmp_path / "dev-data"),
     )
-    with log.open("wb") as stderr:
-        dev = await asyncio.create_subprocess_exec(
-            *COMMAND, "dev", env=env, stdout=subprocess.PIPE, stderr=stderr
-        )
+    dev = await start_dev(env, tmp_path / "dev.log")
     try:
-        assert dev.stdout is not None
-        secret = await _banner_value(dev.stdout, "webhook secret", log)
+        secret = dev.value("webhook secret").split()[0]
         assert secret.startswith("whsec_")
         base = f"http://127.0.0.1:{gateway_port}"
-        async with httpx.AsyncClient(base_url=base) as client:
-            async with asyncio.timeout(20):
-                while True:
-                    try:
-                        if (await client.get("/healthz")).status_code == 200:
-                            break
-                    except httpx.TransportError:
-                        pass
-                    await asyncio.sleep(0.1)
-            assert (await client.get("/readyz")).json()["ready"] is True
+        await wait_ready(base)
 
         url = f"{base}/webhooks/stripe"
         sent = run("send-test-event", "--url", url, "--secret", secret, env=clean_env())
         assert sent.returncode == 0, sent.stdout + sent.stderr
-        assert sent.stdout.splitlines()[0] == "200"
-        accepted = json.loads(sent.stdout.splitlines()[1])
+        customer_line, subscription_line, ids = sent.stdout.splitlines()
+        assert customer_line.split()[:2] == ["customer.created", "200"]
+        stripe_type, status, body = subscription_line.split(maxsplit=2)
+        assert (stripe_type, status) == ("customer.subscription.created", "200")
+        accepted = json.loads(body)
         assert accepted["type"] == "subscription.activated"
+        assert ids == "customer cus_dev_test  user user_dev_test"
 
-        [record] = await kafka_messages(
-            BILLING_EVENTS, expect=1, bootstrap_servers=f"127.0.0.1:{kafka_port}"
+        # The banner's curl reads what the event granted to send-test-event's user.
+        user_curl = dev.command_after("read the test user's entitlements")
+        assert user_curl[:2] == ["curl", "-H"] and user_curl[3] == f"{base}/v1/entitlements"
+        header, _, token = user_curl[2].partition(": ")
+        async with httpx.AsyncClient(headers={header: token}) as client:
+
+            async def entitled() -> bool:
+                response = await client.get(user_curl[3])
+                assert response.status_code == 200, response.text
+                return bool(response.json()["entitlements"])
+
+            await wait_for(entitled, timeout=30, message=f"never entitled:\n{tail(dev.log)}")
+            mine = (await client.get(user_curl[3])).json()
+        assert mine["user_id"] == "user_dev_test"
+        assert "sso" in {e["feature"] for e in mine["entitlements"]}
+
+        records = await kafka_messages(
+            BILLING_EVENTS, expect=2, bootstrap_servers=f"127.0.0.1:{kafka_port}"
         )
-        assert json.loads(record.value)["id"] == accepted["id"]
+        assert accepted["id"] in [json.loads(record.value)["id"] for record in records]
 
-        [(tansu_pid, tansu_args)] = [c for c in children(dev.pid) if "tansu" in c[1]]
+        [(tansu_pid, tansu_args)] = [c for c in children(dev.process.pid) if "tansu" in c[1]]
         assert f"127.0.0.1:{kafka_port}" in tansu_args
     except BaseException:
-        if dev.returncode is None:
-            dev.kill()
-            await dev.wait()
+        await dev.kill()
         raise
 
-    dev.send_signal(signal.SIGINT)
-    async with asyncio.timeout(15):
-        assert await dev.wait() == 0, tail(log)
+    assert await dev.stop(signal.SIGINT, timeout=15) == 0, tail(dev.log)
 
     assert not is_running(tansu_pid)
     assert f"tcp://127.0.0.1:{kafka_port}" not in running_args()

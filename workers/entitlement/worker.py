@@ -15,7 +15,8 @@ EXPIRY_INTERVAL_SECONDS = 30.0
 
 
 def build(settings: Settings) -> WorkerSpec:
-    """Load the catalog (a broken one raises ``CatalogError`` here, at startup)."""
+    """Load the catalog (a broken one raises ``CatalogError`` here, at startup; ``dev``
+    calls this again when the file changes)."""
     handler = EntitlementHandler(
         load_catalog(settings.entitlement_catalog_path),
         past_due_grace=timedelta(days=settings.entitlement_past_due_grace_days),
@@ -27,4 +28,5 @@ def build(settings: Settings) -> WorkerSpec:
         periodic=handler.expire,
         periodic_interval_seconds=EXPIRY_INTERVAL_SECONDS,
         emits=(ENTITLEMENT_CHANGES,),
+        watch_files=(settings.entitlement_catalog_path,),
     )

@@ -14,8 +14,10 @@ from faststream.specification import AsyncAPI
 
 from billing_fleet.db import BoundedPool, bounded_connection, create_pool
 from billing_fleet.kafka_admin import KafkaAdminError, ensure_topics
+from billing_fleet.logs import FASTSTREAM
 from billing_fleet.migrate import require_migrated
 from billing_fleet.settings import Settings
+from workers.runtime.asyncapi import register_emitted
 from workers.runtime.consumer import BatchConsumer
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.http import HttpServer, create_app
@@ -65,11 +67,11 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         # JoinGroup may legitimately wait for the rebalance. Our publishes have their own.
         client_id=f"billing-fleet-{worker}",
         graceful_timeout=settings.worker_shutdown_timeout_seconds,
+        # Through our JSON logs; its per-batch "Received"/"Processed" lines at DEBUG.
+        logger=FASTSTREAM,
+        log_level=logging.DEBUG,
     )
-    # Registered for the AsyncAPI document only: the relay sends through its own aiokafka
-    # producer, since FastStream's per-message publish path cost more than the send itself.
-    for topic in spec.emits:
-        broker.publisher(topic, title=topic, description=f"Emitted by {worker}.")
+    register_emitted(broker, spec)
     producer = relay_producer(settings, worker)
 
     relay = OutboxRelay(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import NamedTuple
 
 import asyncpg
@@ -64,3 +65,6 @@ class WorkerSpec:
     periodic_interval_seconds: float = 30.0
     emits: tuple[str, ...] = ()
     """Topics the handler's Outgoing go to; declared so the AsyncAPI document lists them."""
+    watch_files: tuple[Path, ...] = ()
+    """Files the factory read (a catalog): ``billing-fleet dev`` rebuilds the worker from
+    its factory when one of them changes."""

@@ -1,0 +1,73 @@
+"""Checks a command runs before it starts serving, so the usual mistakes end in one clear
+line (``Unavailable``) instead of a traceback or a half-started process."""
+
+from __future__ import annotations
+
+import socket
+from urllib.parse import parse_qs, urlsplit
+
+import asyncpg
+
+CONNECT_TIMEOUT_SECONDS = 5.0
+
+
+class Unavailable(RuntimeError):
+    """A dependency or resource the command needs is not there; the message says which."""
+
+
+def port_free(host: str, port: int) -> bool:
+    """Whether a server could listen on ``host:port`` now (bound and released at once)."""
+    try:
+        infos = socket.getaddrinfo(host or None, port, type=socket.SOCK_STREAM)
+    except socket.gaierror:
+        return True  # an unresolvable host is the server's error to report, not "in use"
+    family, kind, proto, _, address = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        # As uvicorn binds: a port in TIME_WAIT after a stop counts as free.
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            sock.bind(address)
+        except OSError:
+            return False
+    return True
+
+
+def require_free_ports(ports: dict[str, tuple[str, int]]) -> None:
+    """``Unavailable`` naming the setting of the first port something already listens on."""
+    for variable, (host, port) in ports.items():
+        if not port_free(host, port):
+            raise Unavailable(
+                f"port {port} on {host} is in use: stop what listens there or choose "
+                f"another with {variable}"
+            )
+
+
+def postgres_address(url: str) -> str:
+    """Where ``url`` points (hosts and ports, or the socket directory), without credentials."""
+    parts = urlsplit(url)
+    hosts = parts.netloc.rpartition("@")[2]
+    query = parse_qs(parts.query)
+    socket_dir = query.get("host", [""])[0]
+    port = query.get("port", [""])[0] or "5432"
+    if hosts:
+        return hosts if ":" in hosts.rpartition("]")[2] else f"{hosts}:{port}"
+    if socket_dir:
+        return f"{socket_dir} (unix socket, port {port})"
+    return f"the local unix socket (port {port})"
+
+
+async def check_database(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> None:
+    """Connect once to ``url``: ``Unavailable`` saying why PostgreSQL cannot be used."""
+    where = f"PostgreSQL at {postgres_address(url)} (DATABASE_URL)"
+    try:
+        conn = await asyncpg.connect(url, timeout=timeout)
+    except TimeoutError:
+        raise Unavailable(f"{where} did not answer within {timeout:g} s") from None
+    except asyncpg.PostgresError as exc:  # reached, but refused: auth, unknown database
+        raise Unavailable(f"{where} refused the connection: {exc}") from None
+    except ValueError as exc:  # asyncpg's own checks of the URL (ClientConfigurationError)
+        raise Unavailable(f"DATABASE_URL is malformed: {exc}") from None
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise Unavailable(f"{where} is unreachable: {reason}") from None
+    await conn.close()

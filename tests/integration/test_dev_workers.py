@@ -1,0 +1,101 @@
+"""The workers ``dev`` hosts: a rebuild that fails keeps the running worker, one that
+works replaces it, and a worker that stops with an error ends them all (dev then stops)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import logging
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from billing_fleet.dev_workers import DevWorkers, WorkerFailed
+from billing_fleet.settings import Settings
+from tests.cli_support import EXAMPLE_CATALOG
+from tests.runtime_toy import create_topics, unique, wait_for, worker_settings
+from workers.entitlement.worker import NAME, build
+from workers.runtime.spec import WorkerSpec
+
+pytestmark = pytest.mark.integration
+
+
+def on_topic(topic: str) -> Any:
+    """The entitlement factory, consuming ``topic`` (not the session's shared input)."""
+
+    def factory(settings: Settings) -> WorkerSpec:
+        return dataclasses.replace(build(settings), topic=topic)
+
+    return factory
+
+
+def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
+    return [record.getMessage() for record in caplog.records]
+
+
+async def test_a_failed_rebuild_keeps_the_worker_and_a_good_one_replaces_it(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.INFO)
+    catalog = tmp_path / "catalog.yaml"
+    catalog.write_text(EXAMPLE_CATALOG.read_text())
+    topic = unique("dev.workers")
+    configured = worker_settings(settings, entitlement_catalog_path=catalog)
+    await create_topics(configured, topic)
+    workers = DevWorkers(configured, {NAME: on_topic(topic)})
+    first = workers.specs[NAME]
+    assert first.watch_files == (catalog,)
+    running = asyncio.create_task(workers.run(configured))
+
+    async def logged(message: str) -> bool:
+        return message in messages(caplog)
+
+    try:
+        await wait_for(lambda: logged("worker started"), timeout=30, message="never started")
+        catalog.write_text("products: [\n")
+        await wait_for(
+            lambda: logged(
+                "worker not reloaded: its new build failed, the running one keeps running"
+            ),
+            timeout=20,
+            message="the broken catalog went unnoticed",
+        )
+        [error] = [r for r in caplog.records if r.levelno == logging.ERROR]
+        assert "not valid YAML" in error.__dict__["error"]
+        assert "worker stopping" not in messages(caplog)
+        assert workers.specs[NAME] is first and not running.done()
+
+        catalog.write_text(EXAMPLE_CATALOG.read_text())
+        await wait_for(
+            lambda: logged("worker reloaded: the new build starts"), timeout=20, message="no reload"
+        )
+        assert workers.specs[NAME] is not first
+        assert messages(caplog).count("worker stopped") == 1  # the old one, gracefully
+        await wait_for(
+            lambda: _count(caplog, "worker started", 2), timeout=30, message="no restart"
+        )
+    finally:
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+    assert workers.failure is None
+
+
+async def _count(caplog: pytest.LogCaptureFixture, message: str, count: int) -> bool:
+    return messages(caplog).count(message) >= count
+
+
+async def test_a_worker_that_stops_with_an_error_ends_the_workers(
+    settings: Settings, create_database: Any
+) -> None:
+    """A database behind the release: the worker refuses to run (SchemaBehind)."""
+    configured = worker_settings(settings, database_url=await create_database())
+    workers = DevWorkers(configured, {NAME: on_topic(unique("dev.workers"))})
+
+    with pytest.raises(WorkerFailed, match=r"worker entitlement stopped: .*billing-fleet migrate"):
+        async with asyncio.timeout(30):
+            await workers.run(configured)
+
+    assert workers.failure is not None

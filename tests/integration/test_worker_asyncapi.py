@@ -1,0 +1,68 @@
+"""A worker's AsyncAPI document names every topic it consumes and publishes, and dev's
+gateway documents the workers it hosts with the same channels."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import dataclasses
+import json
+from typing import Any
+
+import httpx
+import pytest
+from faststream.specification import AsyncAPI
+
+from billing_fleet.embedded import free_port
+from billing_fleet.settings import Settings
+from contracts import ENTITLEMENT_CHANGES, dead_letter_topic
+from tests.runtime_toy import create_topics, unique, wait_for, worker_settings
+from workers.entitlement.worker import NAME, build
+from workers.runtime.asyncapi import documentation_broker
+from workers.runtime.run import run_worker
+
+pytestmark = pytest.mark.integration
+
+
+async def _document(base: str) -> dict[str, Any] | None:
+    try:
+        async with httpx.AsyncClient(base_url=base) as client:
+            response = await client.get("/asyncapi.json")
+    except httpx.TransportError:
+        return None
+    document: dict[str, Any] = response.json()
+    return document
+
+
+async def test_the_entitlement_worker_documents_every_topic(settings: Settings) -> None:
+    topic = unique("asyncapi.in")
+    spec = dataclasses.replace(build(settings), topic=topic)  # not the shared input topic
+    port = free_port()
+    configured = worker_settings(settings, worker_http_port=port)
+    await create_topics(configured, topic)
+    worker = asyncio.create_task(run_worker(spec, configured))
+    found: list[dict[str, Any]] = []
+
+    async def served() -> bool:
+        document = await _document(f"http://127.0.0.1:{port}")
+        found.extend([document] if document else [])
+        return document is not None
+
+    try:
+        await wait_for(served, timeout=30, message="the worker never served /asyncapi.json")
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+    document = found[0]
+
+    addresses = {channel["address"] for channel in document["channels"].values()}
+    assert addresses == {topic, dead_letter_topic(topic, NAME), ENTITLEMENT_CHANGES}
+    changes = document["components"]["messages"][f"{ENTITLEMENT_CHANGES}:Message"]
+    assert "EntitlementChange" in json.dumps(changes["payload"])
+    # What dev's gateway adds to its document for this worker: the very same channels.
+    hosted = json.loads(
+        AsyncAPI(documentation_broker(spec, configured)).to_specification().to_json()
+    )
+    for part in ("channels", "operations", "components"):
+        assert hosted[part] == document[part], part

@@ -1,0 +1,67 @@
+"""Settings that every process refuses at startup, and how the CLI names them."""
+
+from __future__ import annotations
+
+import pytest
+from pydantic import ValidationError
+
+from billing_fleet.cli import settings_errors
+from billing_fleet.settings import Settings
+
+
+@pytest.mark.parametrize("secret", ["", "short", "x" * 31, "é" * 15])
+def test_a_jwt_secret_under_32_bytes_is_invalid(secret: str) -> None:
+    with pytest.raises(ValidationError, match="must be at least 32 bytes"):
+        Settings(jwt_hs256_secret=secret)
+
+
+@pytest.mark.parametrize("secret", ["x" * 32, "é" * 16])  # bytes, not characters
+def test_a_jwt_secret_of_32_bytes_is_valid(secret: str) -> None:
+    settings = Settings(jwt_hs256_secret=secret)
+
+    assert settings.jwt_hs256_secret is not None
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://user:pw@db.internal:5432/billing",
+        "postgres://db/billing",
+        "postgresql://postgres:@/postgres?host=/tmp/pgdata",
+        "postgresql://[::1]:5433/billing",
+        "postgresql://h1:5432,h2:5433/billing?target_session_attrs=read-write",
+        "postgresql:///billing",
+    ],
+)
+def test_postgres_urls_asyncpg_takes_are_valid(url: str) -> None:
+    assert Settings(database_url=url).database_url == url
+
+
+@pytest.mark.parametrize(
+    ("url", "error"),
+    [
+        ("localhost:5432/billing", "must start with postgresql://"),
+        ("http://db/billing", "must start with postgresql://"),
+        ("postgresql://user:pw@db:54x2/billing", "port '54x2' is not a number"),
+        ("postgresql://h1:5432,h2:0/billing", "port '0' is not a number"),
+        ("postgresql://[::1/billing", "not a URL"),
+    ],
+)
+def test_malformed_postgres_urls_are_invalid(url: str, error: str) -> None:
+    with pytest.raises(ValidationError, match=error):
+        Settings(database_url=url)
+
+
+def test_errors_name_the_variables_and_never_the_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("DATABASE_URL", "localhost:5432/billing?password=hunter2")
+    monkeypatch.setenv("BILLING_JWT_HS256_SECRET", "hunter2")
+    with pytest.raises(ValidationError) as raised:
+        Settings()
+
+    lines = settings_errors(raised.value)
+
+    assert lines == [
+        "billing-fleet: DATABASE_URL or BILLING_DATABASE_URL: must start with postgresql:// "
+        "(e.g. postgresql://user:password@host:5432/dbname)",
+        "billing-fleet: BILLING_JWT_HS256_SECRET: must be at least 32 bytes",
+    ]

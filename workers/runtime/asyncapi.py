@@ -1,0 +1,61 @@
+"""A worker's channels in AsyncAPI documents: the topic it consumes, its dead-letter topic,
+and the topics its outbox relay publishes to.
+
+``run_worker`` documents its live broker (the consumer registers the first two itself);
+``documentation_broker`` registers the same channels on a broker that is never connected,
+for a process that hosts workers without their HTTP endpoints (``billing-fleet dev``,
+whose gateway document must list them too).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from faststream.kafka import KafkaBroker
+from pydantic import SkipValidation
+
+from billing_fleet.settings import Settings
+from contracts import ENTITLEMENT_CHANGES, BillingEvent, EntitlementChange, dead_letter_topic
+from workers.runtime.spec import WorkerSpec
+
+# The payload schema of an emitted topic, where contracts defines one.
+EMITTED_SCHEMAS: dict[str, Any] = {ENTITLEMENT_CHANGES: EntitlementChange}
+
+
+def register_emitted(broker: KafkaBroker, spec: WorkerSpec) -> None:
+    """Publishers for ``spec.emits``, for the document only: the relay sends through its
+    own aiokafka producer, since FastStream's per-message publish cost more than the send."""
+    for topic in spec.emits:
+        broker.publisher(
+            topic,
+            title=topic,
+            description=f"Emitted by {spec.name} through its transactional outbox.",
+            schema=EMITTED_SCHEMAS.get(topic),
+        )
+
+
+def documentation_broker(spec: WorkerSpec, settings: Settings) -> KafkaBroker:
+    """Every channel of ``spec``, named as ``run_worker`` names them, on an idle broker
+    (on the same servers, so a document merging it with the host's names one server)."""
+    broker = KafkaBroker(settings.kafka_bootstrap_servers or "localhost", logger=None)
+
+    @broker.subscriber(
+        spec.topic,
+        batch=True,
+        group_id=spec.name,
+        title=f"{spec.topic}:{spec.name}",
+        description=f"Consumer group {spec.name}: exactly-once effects in PostgreSQL.",
+    )
+    async def consume(events: list[SkipValidation[BillingEvent]]) -> None:  # pragma: no cover
+        raise NotImplementedError("a documentation broker is never started")
+
+    dead_letters = dead_letter_topic(spec.topic, spec.name)
+    broker.publisher(
+        dead_letters,
+        title=dead_letters,
+        description="Messages the worker could not process: original bytes, key and "
+        "headers, plus dlt_* headers (error, attempts, origin).",
+        schema=bytes,
+    )
+    register_emitted(broker, spec)
+    return broker
