@@ -18,7 +18,7 @@ from pydantic import AliasChoices, ValidationError
 from billing_fleet.dev_state import fill_from_dev
 from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
 from billing_fleet.logs import configure_logging
-from billing_fleet.preflight import Unavailable, check_database, require_free_ports
+from billing_fleet.preflight import Unavailable, check_database, require_gateway_ports
 from billing_fleet.send_test_event import DEFAULT_CUSTOMER_ID, DEFAULT_USER_ID, webhook_url
 from billing_fleet.settings import Settings
 
@@ -46,12 +46,8 @@ def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     if missing:
         print(f"billing-fleet gateway: set {' and '.join(missing)}", file=sys.stderr)
         return 2
-    ports = {"BILLING_GATEWAY_PORT": (settings.gateway_host, settings.gateway_port)}
-    admin_port: int | None = getattr(settings, "gateway_admin_port", None)
-    if admin_port:
-        ports["BILLING_GATEWAY_ADMIN_PORT"] = (settings.gateway_host, admin_port)
     try:
-        require_free_ports(ports)
+        require_gateway_ports(settings)
     except Unavailable as exc:
         print(f"billing-fleet gateway: {exc}", file=sys.stderr)
         return 1

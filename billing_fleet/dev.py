@@ -29,7 +29,7 @@ from billing_fleet.dev_workers import DevWorkers, WorkerFailed, stop_all
 from billing_fleet.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedUnavailable
 from billing_fleet.kafka_admin import KafkaAdminError, broker_reachable, ensure_topics
 from billing_fleet.migrate import MigrationError, migrate
-from billing_fleet.preflight import Unavailable, check_database, require_free_ports
+from billing_fleet.preflight import Unavailable, check_database, require_gateway_ports
 from billing_fleet.send_test_event import gateway_url
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
@@ -170,14 +170,6 @@ def _state(settings: Settings, generated: Generated) -> dev_state.DevState:
     )
 
 
-def _ports(settings: Settings) -> dict[str, tuple[str, int]]:
-    ports = {"BILLING_GATEWAY_PORT": (settings.gateway_host, settings.gateway_port)}
-    admin_port: int | None = getattr(settings, "gateway_admin_port", None)
-    if admin_port:
-        ports["BILLING_GATEWAY_ADMIN_PORT"] = (settings.gateway_host, admin_port)
-    return ports
-
-
 def _generate(settings: Settings) -> tuple[Generated, dict[str, Any]]:
     """Secrets for what is not configured, and the settings update that installs them."""
     update: dict[str, Any] = {}
@@ -203,7 +195,7 @@ def run_dev(settings: Settings) -> int:
             ExitStack() as started,
         ):
             # Before anything starts: these fail in a second, the servers take longer.
-            require_free_ports(_ports(settings))
+            require_gateway_ports(settings)
             workers = DevWorkers.registered(settings)
             if settings.database_url is not None:
                 asyncio.run(check_database(settings.database_url))

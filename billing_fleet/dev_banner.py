@@ -81,7 +81,7 @@ def _curl(token: str, url: str) -> str:
 def banner(settings: Settings, generated: Generated, workers: dict[str, tuple[Path, ...]]) -> str:
     """``settings`` are the resolved ones (servers started, secrets generated)."""
     base = gateway_url(settings)
-    admin_port: int | None = getattr(settings, "gateway_admin_port", None)
+    admin_port = settings.gateway_admin_port
     admin = gateway_url(settings, admin_port) if admin_port else base
     cli = _cli()
     if generated.webhook_secret:

@@ -8,6 +8,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
+from billing_fleet.settings import Settings
+
 CONNECT_TIMEOUT_SECONDS = 5.0
 
 
@@ -71,3 +73,11 @@ async def check_database(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> 
         reason = exc.strerror or str(exc)
         raise Unavailable(f"{where} is unreachable: {reason}") from None
     await conn.close()
+
+
+def require_gateway_ports(settings: Settings) -> None:
+    """``require_free_ports`` for the gateway's port, and its admin port when it has one."""
+    ports = {"BILLING_GATEWAY_PORT": (settings.gateway_host, settings.gateway_port)}
+    if settings.gateway_admin_port is not None:
+        ports["BILLING_GATEWAY_ADMIN_PORT"] = (settings.gateway_host, settings.gateway_admin_port)
+    require_free_ports(ports)
