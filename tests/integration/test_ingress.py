@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Mapping
 from typing import Any
 
 import httpx
@@ -16,7 +17,9 @@ from tests.stripe_fixtures import SECONDARY_SECRET, load_event, sign, signed
 pytestmark = pytest.mark.integration
 
 
-async def post(gateway: Gateway, body: bytes, headers: dict[str, str]) -> httpx.Response:
+async def post(
+    gateway: Gateway, body: bytes, headers: Mapping[str, str] | Mapping[bytes, bytes]
+) -> httpx.Response:
     async with httpx.AsyncClient(base_url=gateway.url, timeout=15) as client:
         return await client.post("/webhooks/stripe", content=body, headers=headers)
 
@@ -69,8 +72,20 @@ async def test_secondary_secret_is_accepted_for_rolling(gateway: Gateway, kafka:
         (lambda body: sign(body, timestamp=int(time.time()) - 3600), "stale"),
         (lambda body: sign(body, timestamp=int(time.time()) + 3600), "future"),
         (lambda body: sign(body + b" "), "mismatch"),
+        # stripe-python reads the exact key "t": the future timestamp the signature covers.
+        (lambda body: f"x, t={int(time.time())},{future_signature(body)}", "future"),
+        (lambda body: f"t={int(time.time())},v1=\u00e9{'0' * 63}", "mismatch"),
     ],
-    ids=["missing", "wrong-secret", "malformed", "stale", "future", "tampered-body"],
+    ids=[
+        "missing",
+        "wrong-secret",
+        "malformed",
+        "stale",
+        "future",
+        "tampered-body",
+        "future-behind-a-blank-t",
+        "non-ascii-signature",
+    ],
 )
 async def test_bad_signature_is_400_and_publishes_nothing(
     gateway: Gateway, kafka: Any, make_header: Any, reason: str
@@ -78,7 +93,8 @@ async def test_bad_signature_is_400_and_publishes_nothing(
     event = load_event("customer.subscription.created__syncengine__1")
     body = json.dumps(event).encode()
     header = make_header(body)
-    headers = {"Stripe-Signature": header} if header else {}
+    # Header bytes as sent (latin-1: the gateway reads them so).
+    headers = {b"Stripe-Signature": header.encode("latin-1")} if header else {}
 
     response = await post(gateway, body, headers)
 
@@ -86,6 +102,11 @@ async def test_bad_signature_is_400_and_publishes_nothing(
     assert response.headers["content-type"] == "application/problem+json"
     assert response.json()["reason"] == reason
     assert await published(kafka, event["id"]) == []
+
+
+def future_signature(body: bytes) -> str:
+    """``t=<an hour ahead>,v1=<its signature>``."""
+    return sign(body, timestamp=int(time.time()) + 3600)
 
 
 @pytest.mark.parametrize(
