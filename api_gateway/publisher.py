@@ -1,11 +1,11 @@
 """Publishing normalized events to Kafka, acknowledged by the broker before we answer.
 
-The FastStream broker is connected in the background: the gateway starts (and answers
-503) while Kafka is down, and aiokafka reconnects on its own once connected. The
-producer's ``request_timeout_ms`` equals our publish timeout so that, without the
-idempotent producer, a batch that timed out is expired by aiokafka itself and is not
-delivered later behind a 503 (with idempotence on, a late delivery is possible; Stripe's
-retry then carries the same event id and consumers deduplicate on it).
+The FastStream broker is connected in the background, once the cluster answers a probe:
+the gateway starts (and answers 503) while Kafka is down, and aiokafka reconnects on its
+own once connected. The producer's ``request_timeout_ms`` equals our publish timeout so
+that, without the idempotent producer, a batch that timed out is expired by aiokafka
+itself and is not delivered later behind a 503 (with idempotence on, a late delivery is
+possible; Stripe's retry then carries the same event id and consumers deduplicate on it).
 """
 
 from __future__ import annotations
@@ -18,6 +18,7 @@ import time
 from faststream.kafka import KafkaBroker
 
 from api_gateway.metrics import PUBLISH_SECONDS
+from billing_fleet.kafka_admin import connect_when_reachable
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, BillingEvent
 
@@ -37,6 +38,7 @@ class EventPublisher:
     def __init__(self, settings: Settings) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set")
+        self._bootstrap = settings.kafka_bootstrap_servers
         self._timeout = settings.kafka_publish_timeout_seconds
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
@@ -67,7 +69,7 @@ class EventPublisher:
         attempt = 0
         while True:
             try:
-                await self.broker.connect()
+                await connect_when_reachable(self.broker, self._bootstrap, self._timeout)
             except Exception as exc:
                 delay = CONNECT_BACKOFF_SECONDS[min(attempt, len(CONNECT_BACKOFF_SECONDS) - 1)]
                 log.warning("kafka unreachable, retrying", extra={"error": str(exc), "in": delay})
