@@ -30,10 +30,10 @@ def add_dlt_parser(commands: Any, dispatch: Command) -> None:
     show = sub.add_parser("show", help="one dead letter: value and all headers")
     show.add_argument("topic")
     show.add_argument(
-        "letter",
-        nargs="+",
-        metavar="ID | P:O",
-        help="the letter's id or PARTITION:OFFSET, as `dlt list` prints them (or PARTITION OFFSET)",
+        "letter", metavar="ID|P:O", help="the letter's id or PARTITION:OFFSET, as `dlt list` prints"
+    )
+    show.add_argument(
+        "offset", nargs="?", metavar="OFFSET", help="the older form: PARTITION OFFSET"
     )
     show.set_defaults(dlt_handler=_show)
 
@@ -91,10 +91,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     from workers.runtime.dlt_admin import show_dead_letter
 
     assert settings.kafka_bootstrap_servers
-    if len(args.letter) > 2:
-        print("billing-fleet dlt show: expected ID, P:O or PARTITION OFFSET", file=sys.stderr)
-        return 2
-    ref = ":".join(args.letter)  # "PARTITION OFFSET", the form before ids, is P:O
+    ref = f"{args.letter}:{args.offset}" if args.offset is not None else args.letter
     try:
         letter = asyncio.run(show_dead_letter(settings.kafka_bootstrap_servers, args.topic, ref))
     except LookupError as exc:
