@@ -1,11 +1,17 @@
 """Publishing normalized events to Kafka, acknowledged by the broker before we answer.
 
-The FastStream broker is connected in the background: the gateway starts (and answers
-503) while Kafka is down, and aiokafka reconnects on its own once connected. The
-producer's ``request_timeout_ms`` equals our publish timeout so that, without the
-idempotent producer, a batch that timed out is expired by aiokafka itself and is not
-delivered later behind a 503 (with idempotence on, a late delivery is possible; Stripe's
-retry then carries the same event id and consumers deduplicate on it).
+What a caller may rely on: ``publish`` returns only after the broker acknowledged the
+event (acks=all), so a 2xx means it is on the topic. ``PublishFailed`` (a 503) means no
+acknowledgement came within the publish timeout, not that nothing was written: the
+request may already be on the wire and land when a stalled broker resumes, or aiokafka
+may still retry it. Stripe then redelivers the same event, which normalizes to the same
+``id``/``ce_id``; so ``billing.events.v1`` is at-least-once with stable ids, and consumers
+keep their effects exactly-once by event id (``processed_events``).
+
+The FastStream broker is connected in the background, once the cluster answers a probe:
+the gateway starts (and answers 503) while Kafka is down, and aiokafka reconnects on its
+own once connected. The producer's ``request_timeout_ms`` equals our publish timeout, so
+aiokafka gives up on a request within the same bound as our answer.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import time
 from faststream.kafka import KafkaBroker
 
 from api_gateway.metrics import PUBLISH_SECONDS
+from billing_fleet.kafka_admin import connect_when_reachable
 from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, BillingEvent
 
@@ -37,6 +44,7 @@ class EventPublisher:
     def __init__(self, settings: Settings) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set")
+        self._bootstrap = settings.kafka_bootstrap_servers
         self._timeout = settings.kafka_publish_timeout_seconds
         self.broker = KafkaBroker(
             settings.kafka_bootstrap_servers,
@@ -67,7 +75,7 @@ class EventPublisher:
         attempt = 0
         while True:
             try:
-                await self.broker.connect()
+                await connect_when_reachable(self.broker, self._bootstrap, self._timeout)
             except Exception as exc:
                 delay = CONNECT_BACKOFF_SECONDS[min(attempt, len(CONNECT_BACKOFF_SECONDS) - 1)]
                 log.warning("kafka unreachable, retrying", extra={"error": str(exc), "in": delay})
@@ -88,8 +96,8 @@ class EventPublisher:
             raise PublishFailed("not connected to Kafka")
         started = time.perf_counter()
         try:
-            # The margin lets aiokafka expire the batch itself first (see module docstring).
-            # asyncio.timeout, not wait_for: no extra task per request.
+            # The margin lets aiokafka's own request timeout answer first; this bounds the
+            # wait whatever it does. asyncio.timeout, not wait_for: no extra task per request.
             async with asyncio.timeout(self._timeout + 1.0):
                 await self._publisher.publish(value, key=key.encode(), headers=headers)
         except Exception as exc:

@@ -13,6 +13,8 @@ from api_gateway.metrics import (
     API_VERSION_MISMATCHES,
     IN_FLIGHT,
     SIGNATURE_FAILURES,
+    STRIPE_API_VERSIONS,
+    STRIPE_EVENT_TYPES,
     WEBHOOKS_RECEIVED,
 )
 from api_gateway.normalize import UnhandledEventType, UnmappableEvent, normalize, partition_key
@@ -21,6 +23,7 @@ from api_gateway.publisher import EventPublisher, PublishFailed
 from api_gateway.signature import InvalidSignature, verify_signature
 from billing_fleet.settings import Settings
 from contracts import cloudevent_headers
+from contracts.labels import bounded_label, log_value
 
 log = logging.getLogger(__name__)
 router = APIRouter(tags=["webhooks"])
@@ -110,21 +113,23 @@ async def _handle(request: Request, settings: Settings, publisher: EventPublishe
         WEBHOOKS_RECEIVED.labels("unknown", "malformed").inc()
         return problem(400, "Body is not the JSON of a Stripe event.")
     stripe_type: str = stripe_event["type"]
+    # The body names the type: only a known one becomes a series (``contracts.labels``).
+    type_label = bounded_label(stripe_type, STRIPE_EVENT_TYPES)
     traceparent = request.headers.get("traceparent")
     context = {
-        "stripe_event_id": stripe_event["id"],
-        "stripe_event_type": stripe_type,
+        "stripe_event_id": log_value(stripe_event["id"]),
+        "stripe_event_type": log_value(stripe_type),
         "trace_id": _trace_id(traceparent),
     }
 
     try:
         event = normalize(stripe_event)
     except UnhandledEventType:
-        WEBHOOKS_RECEIVED.labels(stripe_type, "ignored").inc()
+        WEBHOOKS_RECEIVED.labels(type_label, "ignored").inc()
         log.info("webhook ignored", extra={**context, "outcome": "ignored"})
         return JSONResponse({"received": True, "ignored": True})
     except UnmappableEvent as exc:
-        WEBHOOKS_RECEIVED.labels(stripe_type, "unmappable").inc()
+        WEBHOOKS_RECEIVED.labels(type_label, "unmappable").inc()
         log.warning(
             "webhook unmappable", extra={**context, "outcome": "unmappable", "error": str(exc)}
         )
@@ -132,7 +137,8 @@ async def _handle(request: Request, settings: Settings, publisher: EventPublishe
 
     api_version = event.source.api_version
     if api_version and api_version != settings.stripe_api_version:
-        API_VERSION_MISMATCHES.labels(api_version).inc()
+        # The real value stays on the published event (source.api_version).
+        API_VERSION_MISMATCHES.labels(bounded_label(api_version, STRIPE_API_VERSIONS)).inc()
 
     try:
         await publisher.publish(
@@ -141,7 +147,7 @@ async def _handle(request: Request, settings: Settings, publisher: EventPublishe
             headers=cloudevent_headers(event, source=CE_SOURCE, traceparent=traceparent),
         )
     except PublishFailed as exc:
-        WEBHOOKS_RECEIVED.labels(stripe_type, "unavailable").inc()
+        WEBHOOKS_RECEIVED.labels(type_label, "unavailable").inc()
         log.error(
             "webhook not published", extra={**context, "outcome": "unavailable", "error": str(exc)}
         )
@@ -151,7 +157,7 @@ async def _handle(request: Request, settings: Settings, publisher: EventPublishe
             headers={"Retry-After": RETRY_AFTER_SECONDS},
         )
 
-    WEBHOOKS_RECEIVED.labels(stripe_type, "published").inc()
+    WEBHOOKS_RECEIVED.labels(type_label, "published").inc()
     # DEBUG: the published event is the durable record of a success (and INFO here costs
     # ~9% of the ingress's CPU); every other outcome is logged at INFO or above.
     log.debug("webhook published", extra={**context, "outcome": "published", "type": event.type})

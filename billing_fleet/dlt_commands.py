@@ -21,14 +21,20 @@ def add_dlt_parser(commands: Any, dispatch: Command) -> None:
     dlt.set_defaults(handler=dispatch)
     sub = dlt.add_subparsers(dest="dlt_command", required=True, metavar="ACTION")
 
-    listing = sub.add_parser("list", help="per dead-letter topic: messages, error classes")
+    listing = sub.add_parser(
+        "list", help="per dead-letter topic: counts, then each letter (id, P:O, error class)"
+    )
     listing.add_argument("--worker", help="only this worker's dead-letter topics")
     listing.set_defaults(dlt_handler=_list)
 
     show = sub.add_parser("show", help="one dead letter: value and all headers")
     show.add_argument("topic")
-    show.add_argument("partition", type=int)
-    show.add_argument("offset", type=int)
+    show.add_argument(
+        "letter", metavar="ID|P:O", help="the letter's id or PARTITION:OFFSET, as `dlt list` prints"
+    )
+    show.add_argument(
+        "offset", nargs="?", metavar="OFFSET", help="the older form: PARTITION OFFSET"
+    )
     show.set_defaults(dlt_handler=_show)
 
     replay = sub.add_parser(
@@ -41,6 +47,15 @@ def add_dlt_parser(commands: Any, dispatch: Command) -> None:
         default=[],
         metavar="P:O",
         help="partition:offset to replay (repeatable; replayed even if it was before)",
+    )
+    replay.add_argument(
+        "--id",
+        action="append",
+        default=[],
+        dest="ids",
+        metavar="ID",
+        help="id of a letter to replay, as `dlt list` prints it (repeatable; replayed even "
+        "if it was before)",
     )
     replay.add_argument(
         "--all", action="store_true", help="every message of the topic not replayed yet"
@@ -62,6 +77,13 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
         print(f"{summary.topic}\tmessages={summary.messages}\treplayed={summary.replayed}")
         if classes:
             print(f"  by error class: {classes}")
+        for status in summary.letters:
+            letter = status.letter
+            print(
+                f"  {letter.letter_id or '-'}\t{letter.position}"
+                f"\t{letter.header('dlt_error_class') or 'unknown'}"
+                f"\t{'replayed' if status.replayed else 'not replayed'}"
+            )
     return 0
 
 
@@ -69,16 +91,14 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     from workers.runtime.dlt_admin import show_dead_letter
 
     assert settings.kafka_bootstrap_servers
+    ref = f"{args.letter}:{args.offset}" if args.offset is not None else args.letter
     try:
-        letter = asyncio.run(
-            show_dead_letter(
-                settings.kafka_bootstrap_servers, args.topic, args.partition, args.offset
-            )
-        )
+        letter = asyncio.run(show_dead_letter(settings.kafka_bootstrap_servers, args.topic, ref))
     except LookupError as exc:
         print(f"billing-fleet dlt show: {exc}", file=sys.stderr)
         return 1
     print(f"topic {letter.topic} partition {letter.partition} offset {letter.offset}")
+    print(f"id {letter.letter_id or '- (written before dead letters had ids)'}")
     print(f"key {letter.key.decode(errors='replace') if letter.key is not None else '-'}")
     print("headers")
     for name, value in letter.headers:
@@ -95,8 +115,11 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     if not settings.database_url:
         print("billing-fleet dlt replay: set DATABASE_URL (replays are recorded)", file=sys.stderr)
         return 2
-    if not args.offset and not args.all:
-        print("billing-fleet dlt replay: pass --offset P:O (repeatable) or --all", file=sys.stderr)
+    if not args.offset and not args.ids and not args.all:
+        print(
+            "billing-fleet dlt replay: pass --id ID or --offset P:O (repeatable), or --all",
+            file=sys.stderr,
+        )
         return 2
     try:
         offsets = parse_offsets(args.offset)
@@ -115,6 +138,7 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
                     settings.database_url,
                     args.topic,
                     offsets=offsets,
+                    ids=args.ids,
                     replay_all=args.all,
                     on_selected=lambda total: progress.update(task, total=total),
                     on_replayed=lambda letter: progress.advance(task),
@@ -125,6 +149,6 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
             return 1
     for letter in replayed:
         origin = letter.header("dlt_origin_topic")
-        print(f"replayed {letter.topic} {letter.partition}:{letter.offset} -> {origin}")
+        print(f"replayed {letter.topic} {letter.ref} ({letter.position}) -> {origin}")
     print(f"{len(replayed)} replayed")
     return 0

@@ -1,15 +1,19 @@
-"""Topic creation and a broker probe, both through aiokafka's admin client."""
+"""Topic creation and a broker probe, both through aiokafka's admin client, and starting
+a FastStream broker behind that probe."""
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
-from aiokafka.errors import KafkaError, TopicAlreadyExistsError
+from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
+
+if TYPE_CHECKING:
+    from faststream.kafka import KafkaBroker
 
 
 class KafkaAdminError(RuntimeError):
@@ -33,6 +37,29 @@ async def broker_reachable(bootstrap: str, timeout: float) -> bool:
         with contextlib.suppress(Exception):
             await admin.close()
     return True
+
+
+async def connect_when_reachable(
+    broker: KafkaBroker, bootstrap: str, timeout: float, *, subscribers: bool = False
+) -> None:
+    """``broker.connect()`` (``start()`` with ``subscribers``), once the cluster answers
+    ``broker_reachable``; raises KafkaConnectionError before that. On a failure whatever
+    did start is stopped again, so the caller may simply retry.
+
+    Retrying FastStream's connect while Kafka is down leaks: each attempt makes a new
+    aiokafka producer and drops it unclosed when it cannot start (asyncio logs "Unclosed
+    AIOKafkaProducer" for each one), and a half-started admin client stays in the broker.
+    The probe closes what it opens; only a cluster lost between probe and connect can
+    still leave one producer behind.
+    """
+    if not await broker_reachable(bootstrap, timeout):
+        raise KafkaConnectionError(f"no Kafka cluster answers at {bootstrap}")
+    try:
+        await (broker.start() if subscribers else broker.connect())
+    except Exception:
+        with contextlib.suppress(Exception):
+            await broker.stop()
+        raise
 
 
 async def ensure_topics(

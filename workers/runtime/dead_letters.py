@@ -3,10 +3,15 @@
 Value and key are the original bytes. Original headers are kept; FastStream publishes
 header values as text, so a value that is not UTF-8 (no producer of the fleet writes
 one) is carried with replacement characters.
+
+Each dead letter carries its own id (``dlt_id``): a broker that starts again empty (dev's
+in-memory Tansu) reuses partitions and offsets, so only the id tells a new letter from one
+replayed before.
 """
 
 from __future__ import annotations
 
+import uuid
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Final
@@ -14,6 +19,7 @@ from typing import Final
 from aiokafka import ConsumerRecord
 
 DLT_PREFIX: Final = "dlt_"
+DLT_ID: Final = "dlt_id"
 MESSAGE_LIMIT: Final = 1000  # characters of the error message kept in dlt_error_message
 
 
@@ -26,12 +32,20 @@ class FailureLog:
     last_at: datetime | None = None
     last_error: BaseException | None = None
     dead_lettered: bool = field(default=False)
+    letter_id: str | None = None
 
     def record(self, exc: BaseException) -> None:
         now = datetime.now(UTC)
         self.attempts += 1
         self.first_at = self.first_at or now
         self.last_at, self.last_error = now, exc
+
+    def dead_letter_id(self) -> str:
+        """The id of this message's dead letter: made on first use, then the same on every
+        retry of its publish (an unacknowledged publish may still have landed)."""
+        if self.letter_id is None:
+            self.letter_id = str(uuid.uuid4())
+        return self.letter_id
 
 
 def original_headers(record: ConsumerRecord[bytes, bytes]) -> dict[str, str]:
@@ -52,6 +66,7 @@ def dead_letter_headers(
         message = message[: MESSAGE_LIMIT - 1] + "…"
     return {
         **original_headers(record),
+        DLT_ID: failure.dead_letter_id(),
         "dlt_error_class": _qualified_name(error),
         "dlt_error_message": message,
         "dlt_attempts": str(failure.attempts),

@@ -1,4 +1,10 @@
-"""Operator tools for dead-letter topics: list, show, replay (``billing-fleet dlt``)."""
+"""Operator tools for dead-letter topics: list, show, replay (``billing-fleet dlt``).
+
+A dead letter is named by its id (the ``dlt_id`` header) or, if it was written before
+letters had ids, by ``PARTITION:OFFSET``; ``dlt_replays`` records replays the same way.
+Positions alone are not enough: a broker that starts again empty (dev's in-memory one)
+puts new letters at offsets that older, replayed ones had.
+"""
 
 from __future__ import annotations
 
@@ -13,18 +19,12 @@ from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 
 from billing_fleet.kafka_admin import read_all
-from workers.runtime.dead_letters import DLT_PREFIX
+from contracts import dead_letter_topic
+from contracts.labels import bounded_label
+from workers.runtime.dead_letters import DLT_ID, DLT_PREFIX
 from workers.runtime.metrics import DLT_REPLAYS
 
 DLT_SUFFIX = ".dlt"
-
-
-@dataclass
-class TopicSummary:
-    topic: str
-    messages: int = 0
-    replayed: int = 0
-    by_error_class: Counter[str] = field(default_factory=Counter)
 
 
 @dataclass(frozen=True)
@@ -38,6 +38,49 @@ class DeadLetter:
 
     def header(self, name: str) -> str:
         return next((v.decode(errors="replace") for n, v in self.headers if n == name), "")
+
+    @property
+    def letter_id(self) -> str:
+        """Its ``dlt_id``; empty for a letter written before dead letters had ids."""
+        return self.header(DLT_ID)
+
+    @property
+    def position(self) -> str:
+        return f"{self.partition}:{self.offset}"
+
+    @property
+    def ref(self) -> str:
+        """What names it to ``dlt show`` and ``dlt replay``: its id, else its position."""
+        return self.letter_id or self.position
+
+
+@dataclass(frozen=True)
+class LetterStatus:
+    letter: DeadLetter
+    replayed: bool
+
+
+@dataclass
+class TopicSummary:
+    topic: str
+    messages: int = 0
+    replayed: int = 0
+    by_error_class: Counter[str] = field(default_factory=Counter)
+    letters: list[LetterStatus] = field(default_factory=list)
+
+
+@dataclass
+class Replays:
+    """What ``dlt_replays`` holds: letters by (topic, id), letters without an id by
+    (topic, partition, offset)."""
+
+    ids: set[tuple[str, str]] = field(default_factory=set)
+    positions: set[tuple[str, int, int]] = field(default_factory=set)
+
+    def __contains__(self, letter: DeadLetter) -> bool:
+        if letter.letter_id:
+            return (letter.topic, letter.letter_id) in self.ids
+        return (letter.topic, letter.partition, letter.offset) in self.positions
 
 
 async def read_records(bootstrap: str, topic: str) -> list[DeadLetter]:
@@ -62,24 +105,29 @@ async def dead_letter_topics(bootstrap: str, worker: str | None = None) -> list[
 async def list_dead_letters(
     bootstrap: str, database_url: str | None, worker: str | None = None
 ) -> list[TopicSummary]:
-    """Per dead-letter topic: messages, how many were replayed, counts by error class."""
+    """Per dead-letter topic: messages, how many were replayed, counts by error class,
+    and each letter with whether it was replayed."""
     summaries = []
     replayed = await _replayed(database_url)
     for topic in await dead_letter_topics(bootstrap, worker):
         summary = TopicSummary(topic)
         for letter in await read_records(bootstrap, topic):
+            status = LetterStatus(letter, letter in replayed)
             summary.messages += 1
             summary.by_error_class[letter.header("dlt_error_class") or "unknown"] += 1
-            summary.replayed += (topic, letter.partition, letter.offset) in replayed
+            summary.replayed += status.replayed
+            summary.letters.append(status)
         summaries.append(summary)
     return summaries
 
 
-async def show_dead_letter(bootstrap: str, topic: str, partition: int, offset: int) -> DeadLetter:
-    for letter in await read_records(bootstrap, topic):
-        if (letter.partition, letter.offset) == (partition, offset):
+async def show_dead_letter(bootstrap: str, topic: str, ref: str) -> DeadLetter:
+    """The dead letter named by ``ref``: its id, or ``PARTITION:OFFSET``."""
+    letters = await read_records(bootstrap, topic)
+    for letter in letters:
+        if ref in (letter.letter_id, letter.position):
             return letter
-    raise LookupError(f"no message at {topic} partition {partition} offset {offset}")
+    raise LookupError(f"no dead letter {ref} in {topic}")
 
 
 async def replay_dead_letters(
@@ -88,6 +136,7 @@ async def replay_dead_letters(
     topic: str,
     *,
     offsets: Iterable[tuple[int, int]] = (),
+    ids: Iterable[str] = (),
     replay_all: bool = False,
     on_selected: Callable[[int], None] = lambda total: None,
     on_replayed: Callable[[DeadLetter], None] = lambda letter: None,
@@ -95,22 +144,33 @@ async def replay_dead_letters(
     """Re-publish the chosen dead letters to their origin topic (original value, key and
     non-``dlt_`` headers), each acknowledged by the broker, and record the replay.
 
-    ``replay_all`` takes every message not replayed before; explicit ``offsets`` (partition,
-    offset) are replayed even if they were. A second replay is harmless anyway: the worker
-    finds the event in processed_events if it was applied.
+    ``replay_all`` takes every letter not replayed before; explicit ``ids`` and ``offsets``
+    (partition, offset) are replayed even if they were. A second replay is harmless
+    anyway: the worker finds the event in processed_events if it was applied. Copies of
+    one letter (an unacknowledged dead-letter publish that was retried) are one letter.
     """
-    wanted = set(offsets)
+    wanted_offsets, wanted_ids = set(offsets), {i for i in ids if i}
     letters = await read_records(bootstrap, topic)
     replayed = await _replayed(database_url)
-    chosen = [
-        letter
-        for letter in letters
-        if (letter.partition, letter.offset) in wanted
-        or (replay_all and (topic, letter.partition, letter.offset) not in replayed)
+    chosen: list[DeadLetter] = []
+    seen_ids: set[str] = set()
+    for letter in letters:
+        if letter.letter_id in seen_ids:
+            continue  # a copy of a letter already chosen
+        if (
+            (letter.partition, letter.offset) in wanted_offsets
+            or letter.letter_id in wanted_ids
+            or (replay_all and letter not in replayed)
+        ):
+            chosen.append(letter)
+            if letter.letter_id:
+                seen_ids.add(letter.letter_id)
+    missing = [
+        f"{p}:{o}" for p, o in sorted(wanted_offsets - {(x.partition, x.offset) for x in letters})
     ]
-    missing = wanted - {(letter.partition, letter.offset) for letter in letters}
+    missing += sorted(wanted_ids - {letter.letter_id for letter in letters})
     if missing:
-        raise LookupError(f"not in {topic}: " + ", ".join(f"{p}:{o}" for p, o in sorted(missing)))
+        raise LookupError(f"not in {topic}: " + ", ".join(missing))
     on_selected(len(chosen))
     broker = KafkaBroker(bootstrap, acks="all", client_id="billing-fleet-dlt-replay", logger=None)
     await broker.connect()
@@ -137,30 +197,50 @@ async def _replay_one(broker: KafkaBroker, conn: asyncpg.Connection, letter: Dea
     await broker.publish(letter.value, origin, key=letter.key, headers=headers)
     group = letter.header("dlt_consumer_group")
     await conn.execute(
-        """
-        INSERT INTO dlt_replays (topic, partition, "offset", origin_topic, consumer_group)
-        VALUES ($1, $2, $3, $4, $5)
-        ON CONFLICT (topic, partition, "offset")
-        DO UPDATE SET replays = dlt_replays.replays + 1, last_replayed_at = now()
-        """,
+        _RECORD_BY_ID if letter.letter_id else _RECORD_BY_POSITION,
         letter.topic,
         letter.partition,
         letter.offset,
         origin,
         group,
+        *([letter.letter_id] if letter.letter_id else []),
     )
-    DLT_REPLAYS.labels(group).inc()
+    # The group comes from a header: a label only if the letter's topic names it.
+    known = {group} if letter.topic == dead_letter_topic(origin, group) else set()
+    DLT_REPLAYS.labels(bounded_label(group, known)).inc()
 
 
-async def _replayed(database_url: str | None) -> set[tuple[str, int, int]]:
+_RECORD_BY_ID = """
+    INSERT INTO dlt_replays (topic, partition, "offset", origin_topic, consumer_group, dlt_id)
+    VALUES ($1, $2, $3, $4, $5, $6)
+    ON CONFLICT (topic, dlt_id) WHERE dlt_id IS NOT NULL
+    DO UPDATE SET replays = dlt_replays.replays + 1, last_replayed_at = now(),
+        partition = EXCLUDED.partition, "offset" = EXCLUDED."offset"
+"""
+# A letter written before dead letters had ids.
+_RECORD_BY_POSITION = """
+    INSERT INTO dlt_replays (topic, partition, "offset", origin_topic, consumer_group)
+    VALUES ($1, $2, $3, $4, $5)
+    ON CONFLICT (topic, partition, "offset") WHERE dlt_id IS NULL
+    DO UPDATE SET replays = dlt_replays.replays + 1, last_replayed_at = now()
+"""
+
+
+async def _replayed(database_url: str | None) -> Replays:
+    replays = Replays()
     if not database_url:
-        return set()
+        return replays
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch('SELECT topic, partition, "offset" FROM dlt_replays')
+        rows = await conn.fetch('SELECT topic, partition, "offset", dlt_id FROM dlt_replays')
     finally:
         await conn.close()
-    return {(row["topic"], row["partition"], row["offset"]) for row in rows}
+    for row in rows:
+        if row["dlt_id"] is not None:
+            replays.ids.add((row["topic"], row["dlt_id"]))
+        else:
+            replays.positions.add((row["topic"], row["partition"], row["offset"]))
+    return replays
 
 
 def parse_offsets(values: Sequence[str]) -> list[tuple[int, int]]:

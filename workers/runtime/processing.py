@@ -10,13 +10,14 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from contextlib import AbstractAsyncContextManager
-from typing import Literal, NamedTuple
+from typing import Literal, NamedTuple, get_args
 
 import asyncpg
 from aiokafka import ConsumerRecord
 
 from billing_fleet.db import bounded_transaction
 from contracts import BillingEvent, parse_billing_event
+from contracts.labels import bounded_label
 from workers.runtime.outbox import write_outbox
 from workers.runtime.spec import Outgoing, WorkerSpec
 
@@ -35,11 +36,20 @@ class Handled(NamedTuple):
     outcome: Outcome
 
 
+# Every ``type`` of the contract's events (the models of the BillingEvent union).
+EVENT_TYPES: frozenset[str] = frozenset(
+    value
+    for model in get_args(get_args(BillingEvent)[0])
+    for value in get_args(model.model_fields["type"].annotation)
+)
+
+
 def event_type(record: ConsumerRecord[bytes, bytes]) -> str:
-    """The CloudEvents type header, for metrics of messages that do not parse."""
+    """The CloudEvents type header as a metric label, for messages that do not parse: a
+    contract event type, ``other`` (anything a producer made up) or ``unknown`` (none)."""
     for name, value in record.headers:
         if name == "ce_type":
-            return str(value.decode(errors="replace"))
+            return bounded_label(value.decode(errors="replace"), EVENT_TYPES)
     return "unknown"
 
 

@@ -13,7 +13,7 @@ from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
 from billing_fleet.db import BoundedPool, bounded_connection, create_pool
-from billing_fleet.kafka_admin import KafkaAdminError, ensure_topics
+from billing_fleet.kafka_admin import KafkaAdminError, connect_when_reachable, ensure_topics
 from billing_fleet.logs import FASTSTREAM
 from billing_fleet.migrate import require_migrated
 from billing_fleet.settings import Settings
@@ -92,7 +92,14 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
             settings,
             lambda: _ensure_topics(settings, [spec.topic, consumer.dead_letter_topic, *spec.emits]),
         )
-        await _until_up(worker, "kafka", settings, broker.start)
+        await _until_up(
+            worker,
+            "kafka",
+            settings,
+            lambda: connect_when_reachable(
+                broker, bootstrap, PROBE_TIMEOUT_SECONDS, subscribers=True
+            ),
+        )
         await _until_up(worker, "kafka producer", settings, producer.start)
         if serve_http:
             asyncapi = AsyncAPI(broker, title=f"billing-fleet {worker} worker", version="1")
