@@ -1,4 +1,5 @@
-"""Real Stripe event payloads (tests/fixtures/stripe, provenance in its README), and a signing helper."""
+"""Real Stripe event payloads (tests/fixtures/stripe, provenance in its README), and a
+signing helper."""
 
 from __future__ import annotations
 
