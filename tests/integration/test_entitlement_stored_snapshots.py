@@ -10,6 +10,7 @@ from datetime import timedelta
 import asyncpg
 import pytest
 
+from contracts.events import SubscriptionEventType
 from tests.entitlement_support import (
     apply,
     at,
@@ -35,10 +36,11 @@ async def stored_before_the_contract(conn: asyncpg.Connection, *, legacy: bool) 
     """A customer whose subscription (active at T0, past_due two days later) is stored
     with a snapshot the contract now refuses."""
     customer = f"cus_test_{uuid.uuid4().hex[:16]}"
-    for status, event_type, days in (
+    steps: list[tuple[str, SubscriptionEventType, int]] = [
         ("active", "subscription.activated", 0),
         ("past_due", "subscription.updated", 2),
-    ):
+    ]
+    for status, event_type, days in steps:
         sub = subscription([PRO], id=f"sub_{customer}", status=status)
         event = subscription_event(
             event_type, sub, customer_id=customer, occurred_at=T0 + timedelta(days)

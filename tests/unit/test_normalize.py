@@ -698,9 +698,10 @@ def _sub_with(change: Any) -> dict[str, Any]:
     return raw
 
 
-def _without(obj: dict[str, Any], *keys: str) -> None:
+def _without(obj: dict[str, Any], *keys: str, **changes: Any) -> None:
     for key in keys:
         obj.pop(key, None)
+    obj.update(changes)
 
 
 @pytest.mark.parametrize(
@@ -731,7 +732,7 @@ def _without(obj: dict[str, Any], *keys: str) -> None:
             "not 0",
         ),
         (
-            _sub_with(lambda o: [_without(o, "plan"), o.update(items={"data": []})]),
+            _sub_with(lambda o: _without(o, "plan", items={"data": []})),
             "event.data.object: items: List should have at least 1 item",
         ),
         (
