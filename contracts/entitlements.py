@@ -3,6 +3,8 @@
 One event per (customer, feature) whose effective entitlement changed: granted (now
 usable), updated (limit or expiry changed), revoked (no longer usable). ``id`` is stable
 for the change a given cause produced, so a relay's redelivery carries the same id.
+Text never holds NUL; ``limit`` is non-negative and within PostgreSQL's bigint (the
+worker saturates a larger sum or product at ``BIGINT_MAX``).
 """
 
 from __future__ import annotations
@@ -10,14 +12,16 @@ from __future__ import annotations
 import hashlib
 import uuid
 from datetime import datetime
-from typing import Final, Literal
+from typing import Annotated, Final, Literal
 
 from pydantic import AwareDatetime, Field, TypeAdapter
 from pydantic_core import to_json
 
-from contracts.events import EVENT_ID_NAMESPACE, Model
+from contracts.events import BIGINT_MAX, EVENT_ID_NAMESPACE, Model, Text
 
 _NAMESPACE: Final = EVENT_ID_NAMESPACE.bytes
+
+Limit = Annotated[int, Field(ge=0, le=BIGINT_MAX)]
 
 EntitlementChangeType = Literal["entitlement.granted", "entitlement.updated", "entitlement.revoked"]
 
@@ -43,14 +47,17 @@ class EntitlementChange(Model):
     id: uuid.UUID
     type: EntitlementChangeType
     occurred_at: AwareDatetime = Field(description="When the cause happened (Stripe event time).")
-    customer_id: str
-    user_id: str | None = Field(description="The application's user, when known.")
-    feature: str
+    customer_id: Text
+    user_id: Text | None = Field(description="The application's user, when known.")
+    feature: Text
     entitled: bool
-    limit: int | None = Field(description="Numeric limit; None for a boolean feature.")
+    limit: Limit | None = Field(
+        description="Numeric limit (at most BIGINT_MAX: larger ones saturate); None for a "
+        "boolean feature."
+    )
     expires_at: AwareDatetime | None = Field(description="When access ends unless renewed.")
-    sources: list[str] = Field(description="What grants it: subscription/payment ids, 'stripe'.")
-    caused_by: str | None = Field(
+    sources: list[Text] = Field(description="What grants it: subscription/payment ids, 'stripe'.")
+    caused_by: Text | None = Field(
         description="Stripe event id of the cause; None when access expired with time."
     )
 

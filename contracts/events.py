@@ -5,21 +5,94 @@ envelope (``id``, ``type``, ``occurred_at``, ``source``, ``customer_id``) plus a
 payload chosen by ``type``. Amounts are integers in the currency's minor unit, as
 Stripe sends them. Consumers must ignore event types they do not know: new types are
 added without a new topic version; removing or changing a field is a new version.
+
+The models carry what a worker relies on to apply an event, so their JSON Schemas state
+it and the ingress refuses (422) what no worker could apply: text without NUL (which
+PostgreSQL cannot store), ids short enough for its index keys, integers within its
+bigint, non-negative quantities, timestamps between 1970 and 9000, a customer on every
+event whose effects belong to one, and at least one priced item per subscription.
 """
 
 from __future__ import annotations
 
+import re
 import uuid
-from typing import Annotated, Literal
+from datetime import UTC, datetime
+from typing import Annotated, Any, Final, Literal, Self
 
-from pydantic import AwareDatetime, BaseModel, ConfigDict, Field, TypeAdapter
+from pydantic import (
+    AwareDatetime,
+    BaseModel,
+    ConfigDict,
+    Field,
+    StringConstraints,
+    TypeAdapter,
+    WithJsonSchema,
+    model_validator,
+)
+from pydantic_core import PydanticCustomError
 
 EVENT_ID_NAMESPACE = uuid.UUID("6f1c4b1e-6b5f-4d38-9d0a-3c1f2f8f9b10")
+
+NO_NUL: Final = r"^[^\x00]*$"
+"""Text PostgreSQL can store: anything but NUL (U+0000); lone surrogates never validate."""
+ID_MAX_LENGTH: Final = 255
+"""Stripe's ids are at most 255 characters: two of them fit one PostgreSQL index row."""
+METADATA_VALUE_MAX_LENGTH: Final = 500
+"""Stripe's limit for a metadata value (``metadata.user_id`` becomes an indexed user id)."""
+BIGINT_MIN: Final = -(2**63)
+BIGINT_MAX: Final = 2**63 - 1
+"""PostgreSQL's bigint: every integer fits one; entitlement limits saturate at the maximum."""
+QUANTITY_MAX: Final = 2**31 - 1
+"""A quantity's maximum (PostgreSQL's integer); far above any real seat count."""
+TIMESTAMP_YEARS: Final = r"^(19[7-9][0-9]|[2-8][0-9]{3})-"
+"""Timestamps are written from 1970 to 8999 (the year of their text): a worker adds grace
+periods and purchase durations to them and stores them, so they stay far from Python's
+and PostgreSQL's ends of time. The models allow a day either side, for UTC offsets."""
+PURCHASE_KEYS: Final = ("price_id", "lookup_key", "product_id")
+"""Metadata keys that make a payment or checkout a one-off purchase (any of them non-empty)."""
+PURCHASE_QUANTITY: Final = r"^[1-9][0-9]{0,8}$"
+"""The ``quantity`` metadata of a one-off purchase, when given: 1 to 999,999,999."""
+_QUANTITY: Final = re.compile(PURCHASE_QUANTITY)
 
 
 def event_id_for(stripe_event_id: str) -> uuid.UUID:
     """Our event id: stable for a Stripe event, so every redelivery carries the same id."""
     return uuid.uuid5(EVENT_ID_NAMESPACE, stripe_event_id)
+
+
+# Constraints as pydantic-core checks them (a compiled pattern per field, no Python call
+# per value: measured cheaper than an AfterValidator), and as the JSON Schemas state them.
+Text = Annotated[str, StringConstraints(pattern=NO_NUL)]
+Id = Annotated[str, StringConstraints(max_length=ID_MAX_LENGTH, pattern=NO_NUL)]
+RequiredId = Annotated[
+    str, StringConstraints(min_length=1, max_length=ID_MAX_LENGTH, pattern=NO_NUL)
+]
+MetadataValue = Annotated[
+    str, StringConstraints(max_length=METADATA_VALUE_MAX_LENGTH, pattern=NO_NUL)
+]
+Metadata = Annotated[
+    dict[Text, MetadataValue],
+    # pydantic would state key constraints as patternProperties, which lets other keys by.
+    WithJsonSchema(
+        {
+            "type": "object",
+            "propertyNames": {"pattern": NO_NUL},
+            "additionalProperties": {
+                "type": "string",
+                "maxLength": METADATA_VALUE_MAX_LENGTH,
+                "pattern": NO_NUL,
+            },
+        }
+    ),
+]
+BigInt = Annotated[int, Field(ge=BIGINT_MIN, le=BIGINT_MAX)]
+Quantity = Annotated[int, Field(ge=0, le=QUANTITY_MAX)]
+Timestamp = Annotated[
+    AwareDatetime,
+    Field(ge=datetime(1969, 12, 31, tzinfo=UTC), lt=datetime(9000, 1, 2, tzinfo=UTC)),
+    WithJsonSchema({"type": "string", "format": "date-time", "pattern": TIMESTAMP_YEARS}),
+]
 
 
 class Model(BaseModel):
@@ -29,25 +102,27 @@ class Model(BaseModel):
 class EventSource(Model):
     """Where the event came from, untouched."""
 
-    stripe_event_id: str
-    stripe_event_type: str
-    api_version: str | None = Field(description="API version Stripe rendered the event with.")
+    stripe_event_id: Id
+    stripe_event_type: Text
+    api_version: Text | None = Field(description="API version Stripe rendered the event with.")
     livemode: bool
-    account: str | None = Field(description="Connected account id for Connect events.")
+    account: Id | None = Field(description="Connected account id for Connect events.")
 
 
 # -- payloads ------------------------------------------------------------------------------
 
 
 class SubscriptionItem(Model):
-    id: str | None
-    price_id: str | None = Field(description="Price id (or legacy plan id).")
-    product_id: str | None
-    lookup_key: str | None
-    quantity: int
-    current_period_start: AwareDatetime | None
-    current_period_end: AwareDatetime | None
-    product_metadata: dict[str, str] = Field(
+    id: Id | None
+    price_id: RequiredId = Field(
+        description="Price id (or legacy plan id): what the worker's catalog maps to features."
+    )
+    product_id: Id | None
+    lookup_key: Id | None
+    quantity: Quantity
+    current_period_start: Timestamp | None
+    current_period_end: Timestamp | None
+    product_metadata: Metadata = Field(
         default_factory=dict,
         description="The product's metadata when Stripe expanded price.product (or "
         "plan.product); empty otherwise.",
@@ -55,121 +130,126 @@ class SubscriptionItem(Model):
 
 
 class PauseCollection(Model):
-    behavior: str
-    resumes_at: AwareDatetime | None
+    behavior: Text
+    resumes_at: Timestamp | None
 
 
 class Cancellation(Model):
     """How a subscription ends: at the end of the paid period, or right now."""
 
     mode: Literal["at_period_end", "immediately"]
-    effective_at: AwareDatetime | None
-    reason: str | None
+    effective_at: Timestamp | None
+    reason: Text | None
 
 
 class Subscription(Model):
-    id: str
-    status: str = Field(description="Stripe subscription status, e.g. active, trialing.")
-    items: list[SubscriptionItem]
-    current_period_start: AwareDatetime | None
-    current_period_end: AwareDatetime | None
+    id: Id
+    status: Text = Field(description="Stripe subscription status, e.g. active, trialing.")
+    items: list[SubscriptionItem] = Field(
+        min_length=1,
+        description="At least one: a subscription without items would revoke what it grants.",
+    )
+    current_period_start: Timestamp | None
+    current_period_end: Timestamp | None
     cancel_at_period_end: bool
     cancellation: Cancellation | None
-    trial_start: AwareDatetime | None
-    trial_end: AwareDatetime | None
+    trial_start: Timestamp | None
+    trial_end: Timestamp | None
     pause_collection: PauseCollection | None
-    metadata: dict[str, str]
-    changed_fields: list[str] = Field(
+    metadata: Metadata
+    changed_fields: list[Text] = Field(
         description="Top-level Stripe fields this event changed (from previous_attributes)."
     )
 
 
 class InvoiceLine(Model):
-    price_id: str | None
-    product_id: str | None
-    quantity: int | None
-    amount: int
-    description: str | None
+    price_id: Id | None
+    product_id: Id | None
+    quantity: Quantity | None
+    amount: BigInt
+    description: Text | None
 
 
 class Invoice(Model):
-    id: str
-    number: str | None
-    status: str | None
-    currency: str
-    total: int
-    amount_due: int
-    amount_paid: int
-    amount_remaining: int
-    subscription_id: str | None
-    billing_reason: str | None
-    payment_intent_id: str | None
-    charge_id: str | None
-    attempt_count: int
-    next_payment_attempt: AwareDatetime | None
-    due_date: AwareDatetime | None
-    period_start: AwareDatetime | None
-    period_end: AwareDatetime | None
-    hosted_invoice_url: str | None
-    invoice_pdf: str | None
-    customer_email: str | None
+    id: Id
+    number: Text | None
+    status: Text | None
+    currency: Text
+    total: BigInt
+    amount_due: BigInt
+    amount_paid: BigInt
+    amount_remaining: BigInt
+    subscription_id: Id | None
+    billing_reason: Text | None
+    payment_intent_id: Id | None
+    charge_id: Id | None
+    attempt_count: BigInt
+    next_payment_attempt: Timestamp | None
+    due_date: Timestamp | None
+    period_start: Timestamp | None
+    period_end: Timestamp | None
+    hosted_invoice_url: Text | None
+    invoice_pdf: Text | None
+    customer_email: Text | None
     lines: list[InvoiceLine]
 
 
 class Payment(Model):
-    id: str = Field(description="The payment intent id, or the charge id where there is none.")
-    payment_intent_id: str | None
-    charge_id: str | None
-    invoice_id: str | None
-    amount: int
-    amount_refunded: int
-    currency: str
-    status: str
-    failure_code: str | None
-    failure_message: str | None
-    receipt_url: str | None
-    description: str | None
-    metadata: dict[str, str]
+    id: Id = Field(description="The payment intent id, or the charge id where there is none.")
+    payment_intent_id: Id | None
+    charge_id: Id | None
+    invoice_id: Id | None
+    amount: BigInt
+    amount_refunded: BigInt
+    currency: Text
+    status: Text
+    failure_code: Text | None
+    failure_message: Text | None
+    receipt_url: Text | None
+    description: Text | None
+    metadata: Metadata
 
 
 class Dispute(Model):
-    id: str
-    charge_id: str | None
-    payment_intent_id: str | None
-    amount: int
-    currency: str
-    reason: str | None
-    status: str
+    id: Id
+    charge_id: Id | None
+    payment_intent_id: Id | None
+    amount: BigInt
+    currency: Text
+    reason: Text | None
+    status: Text
 
 
 class Checkout(Model):
-    id: str
-    mode: str
-    status: str | None
-    payment_status: str | None
-    client_reference_id: str | None = Field(description="Usually the application's user id.")
-    subscription_id: str | None
-    payment_intent_id: str | None
-    invoice_id: str | None
-    amount_total: int | None
-    currency: str | None
-    customer_email: str | None
-    metadata: dict[str, str]
+    id: Id
+    mode: Text
+    status: Text | None
+    payment_status: Text | None
+    client_reference_id: MetadataValue | None = Field(
+        description="Usually the application's user id."
+    )
+    subscription_id: Id | None
+    payment_intent_id: Id | None
+    invoice_id: Id | None
+    amount_total: BigInt | None
+    currency: Text | None
+    customer_email: Text | None
+    metadata: Metadata
 
 
 class Customer(Model):
-    id: str
-    email: str | None
-    name: str | None
-    user_id: str | None = Field(description="metadata.user_id: the application's user.")
-    metadata: dict[str, str]
+    id: RequiredId
+    email: Text | None
+    name: Text | None
+    user_id: MetadataValue | None = Field(description="metadata.user_id: the application's user.")
+    metadata: Metadata
     deleted: bool
 
 
 class ActiveEntitlement(Model):
-    id: str
-    feature_id: str
-    lookup_key: str
+    id: Id
+    feature_id: Id
+    lookup_key: Id = Field(description="The feature's lookup key: the worker's feature name.")
 
 
 class EntitlementSummary(Model):
@@ -188,11 +268,9 @@ class EntitlementSummary(Model):
 
 class Envelope(Model):
     id: uuid.UUID = Field(description="Our id: uuid5 of the Stripe event id, stable on redelivery.")
-    occurred_at: AwareDatetime = Field(
-        description="When Stripe created the event (1 s resolution)."
-    )
+    occurred_at: Timestamp = Field(description="When Stripe created the event (1 s resolution).")
     source: EventSource
-    customer_id: str | None = Field(description="Stripe customer id; also the Kafka key.")
+    customer_id: Id | None = Field(description="Stripe customer id; also the Kafka key.")
 
 
 SubscriptionEventType = Literal[
@@ -216,8 +294,66 @@ DisputeEventType = Literal["dispute.opened", "dispute.updated", "dispute.closed"
 CustomerEventType = Literal["customer.created", "customer.updated", "customer.deleted"]
 
 
+def _names_purchase(metadata: dict[str, str]) -> bool:
+    return any(metadata.get(key) for key in PURCHASE_KEYS)
+
+
+def _purchase_needs(customer_id: str | None, metadata: dict[str, str]) -> None:
+    """A one-off purchase belongs to a customer and names a valid quantity, if any."""
+    if not customer_id:
+        raise PydanticCustomError(
+            "purchase_without_customer",
+            "a one-off purchase (metadata names {keys}) needs a customer_id to entitle",
+            {"keys": "/".join(PURCHASE_KEYS)},
+        )
+    quantity = metadata.get("quantity")
+    if quantity is not None and not _QUANTITY.fullmatch(quantity):
+        raise PydanticCustomError(
+            "purchase_quantity",
+            "metadata.quantity of a one-off purchase must be a whole number from 1 to 999999999",
+        )
+
+
+def _purchase_schema(
+    payload: str, when: dict[str, Any], event_when: dict[str, Any] | None = None
+) -> dict[str, Any]:
+    """The JSON Schema of ``_purchase_needs``, for events whose ``payload`` matches ``when``
+    (and whose own properties match ``event_when``)."""
+    names = [{"required": [key], "properties": {key: {"minLength": 1}}} for key in PURCHASE_KEYS]
+    return {
+        "allOf": [
+            {
+                "if": {
+                    "properties": {
+                        **(event_when or {}),
+                        payload: {
+                            "properties": {**when, "metadata": {"anyOf": names}},
+                        },
+                    }
+                },
+                "then": {
+                    "properties": {
+                        "customer_id": {"type": "string", "minLength": 1},
+                        payload: {
+                            "properties": {
+                                "metadata": {
+                                    "properties": {"quantity": {"pattern": PURCHASE_QUANTITY}}
+                                }
+                            }
+                        },
+                    }
+                },
+            }
+        ]
+    }
+
+
 class SubscriptionEvent(Envelope):
     type: SubscriptionEventType
+    customer_id: RequiredId = Field(
+        description="Stripe customer id; also the Kafka key. Required: the subscription's "
+        "grants belong to it."
+    )
     subscription: Subscription
 
 
@@ -227,8 +363,30 @@ class InvoiceEvent(Envelope):
 
 
 class PaymentEvent(Envelope):
+    """A succeeded payment without an invoice whose metadata names a one-off purchase
+    (``PURCHASE_KEYS``) carries a customer and, if any, a valid ``quantity``."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_purchase_schema(
+            "payment",
+            {"invoice_id": {"type": "null"}},
+            {"type": {"const": "payment.succeeded"}},
+        )
+    )
+
     type: PaymentEventType
     payment: Payment
+
+    @model_validator(mode="after")
+    def _purchase(self) -> Self:
+        payment = self.payment
+        if (
+            self.type == "payment.succeeded"
+            and payment.invoice_id is None
+            and _names_purchase(payment.metadata)
+        ):
+            _purchase_needs(self.customer_id, payment.metadata)
+        return self
 
 
 class DisputeEvent(Envelope):
@@ -237,8 +395,28 @@ class DisputeEvent(Envelope):
 
 
 class CheckoutEvent(Envelope):
+    """A paid checkout in payment mode whose metadata names a one-off purchase
+    (``PURCHASE_KEYS``) carries a customer and, if any, a valid ``quantity``."""
+
+    model_config = ConfigDict(
+        json_schema_extra=_purchase_schema(
+            "checkout", {"mode": {"const": "payment"}, "payment_status": {"const": "paid"}}
+        )
+    )
+
     type: Literal["checkout.completed"]
     checkout: Checkout
+
+    @model_validator(mode="after")
+    def _purchase(self) -> Self:
+        checkout = self.checkout
+        if (
+            checkout.mode == "payment"
+            and checkout.payment_status == "paid"
+            and _names_purchase(checkout.metadata)
+        ):
+            _purchase_needs(self.customer_id, checkout.metadata)
+        return self
 
 
 class CustomerEvent(Envelope):
@@ -248,6 +426,10 @@ class CustomerEvent(Envelope):
 
 class EntitlementSummaryEvent(Envelope):
     type: Literal["entitlement_summary.updated"]
+    customer_id: RequiredId = Field(
+        description="Stripe customer id; also the Kafka key. Required: the summary is its "
+        "active set."
+    )
     summary: EntitlementSummary
 
 

@@ -2,7 +2,9 @@
 
 ``normalize`` accepts any JSON-parsed dict and either returns a contract event or raises
 one of two exceptions the ingress turns into an answer for Stripe:
-``UnhandledEventType`` (200, counted) or ``UnmappableEvent`` (422, Stripe retries).
+``UnhandledEventType`` (200, counted) or ``UnmappableEvent`` (422, Stripe retries). A
+value the contract refuses (what no worker could apply) is an ``UnmappableEvent`` naming
+the Stripe object's path, the contract's field and why.
 """
 
 from __future__ import annotations
@@ -10,11 +12,11 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from pydantic import BaseModel
+from pydantic import BaseModel, ValidationError
 
 import contracts
 from api_gateway.normalize import checkout, customers, disputes, entitlements, invoices, payments
-from api_gateway.normalize.errors import UnhandledEventType, UnmappableEvent
+from api_gateway.normalize.errors import UnhandledEventType, UnmappableEvent, refused
 from api_gateway.normalize.fields import Reader, to_datetime
 from api_gateway.normalize.subscriptions import subscription
 
@@ -114,8 +116,9 @@ def normalize(stripe_event: Mapping[str, Any]) -> contracts.BillingEvent:
         return _normalize(stripe_event)
     except (UnhandledEventType, UnmappableEvent):
         raise
+    except ValidationError as exc:  # the envelope: its customer, source, time
+        raise refused(exc, "event") from exc
     except (KeyError, TypeError, ValueError, AttributeError, IndexError, OverflowError) as exc:
-        # ValueError covers pydantic's ValidationError: a value our contract refuses.
         raise UnmappableEvent(f"{type(exc).__name__}: {exc}") from exc
 
 
@@ -130,7 +133,10 @@ def _normalize(stripe_event: Mapping[str, Any]) -> contracts.BillingEvent:
 
     data = Reader(event.get("data"), "event.data")
     obj = Reader(data.get("object"), "event.data.object")
-    field, payload, customer_id = mapper(stripe_type, obj, data.child("previous_attributes"))
+    try:
+        field, payload, customer_id = mapper(stripe_type, obj, data.child("previous_attributes"))
+    except ValidationError as exc:  # the payload (list elements name their own path)
+        raise refused(exc, obj.path) from exc
     created = event.get("created")
     livemode = event.opt_bool("livemode")
     if livemode is None:
@@ -171,5 +177,5 @@ def partition_key(event: contracts.BillingEvent) -> str:
         case contracts.CustomerEvent():
             return event.customer.id
         case contracts.EntitlementSummaryEvent():
-            # normalize() refuses summaries without a customer; a hand-built one keys by id.
+            # Unreachable: the contract requires a summary's customer.
             return str(event.id)

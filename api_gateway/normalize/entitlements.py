@@ -2,22 +2,29 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+from api_gateway.normalize.errors import refused
 from api_gateway.normalize.fields import Reader
 from contracts import ActiveEntitlement, EntitlementSummary
 
 
 def summary(obj: Reader) -> EntitlementSummary:
     return EntitlementSummary(
-        entitlements=[
-            ActiveEntitlement(
-                id=ent.req_str("id"),
-                feature_id=_required_ref(ent, "feature"),
-                lookup_key=ent.req_str("lookup_key"),
-            )
-            for ent in _entitlements(obj)
-        ],
+        entitlements=[_entitlement(ent) for ent in _entitlements(obj)],
         truncated=_has_more(obj),
     )
+
+
+def _entitlement(ent: Reader) -> ActiveEntitlement:
+    try:
+        return ActiveEntitlement(
+            id=ent.req_str("id"),
+            feature_id=_required_ref(ent, "feature"),
+            lookup_key=ent.req_str("lookup_key"),
+        )
+    except ValidationError as exc:
+        raise refused(exc, ent.path) from exc
 
 
 def _required_ref(obj: Reader, key: str) -> str:

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pydantic import ValidationError
+
+from api_gateway.normalize.errors import refused
 from api_gateway.normalize.fields import Reader
 from api_gateway.normalize.prices import price_of
 from contracts import Invoice, InvoiceLine
@@ -52,13 +55,16 @@ def _payment_refs(inv: Reader) -> tuple[str | None, str | None]:
 
 def _line(line: Reader) -> InvoiceLine:
     price = price_of(line)
-    return InvoiceLine(
-        price_id=price.price_id,
-        product_id=price.product_id,
-        quantity=line.opt_int("quantity"),
-        amount=line.int_or("amount", 0),
-        description=line.opt_str("description"),
-    )
+    try:
+        return InvoiceLine(
+            price_id=price.price_id,
+            product_id=price.product_id,
+            quantity=line.opt_int("quantity"),
+            amount=line.int_or("amount", 0),
+            description=line.opt_str("description"),
+        )
+    except ValidationError as exc:
+        raise refused(exc, line.path) from exc
 
 
 def invoice(inv: Reader) -> Invoice:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import NamedTuple
 
+from api_gateway.normalize.errors import UnmappableEvent
 from api_gateway.normalize.fields import Reader
 
 
@@ -44,3 +45,10 @@ def price_of(holder: Reader) -> PriceRef:
     if details is not None:
         return PriceRef(details.ref("price"), details.ref("product"), None, {})
     return NO_PRICE
+
+
+def required_price_id(holder: Reader, price: PriceRef) -> str:
+    """A subscription item's price id: without one no catalog can say what it grants."""
+    if price.price_id is None:
+        raise UnmappableEvent(f"{holder.path}: price (or plan) id is missing")
+    return price.price_id

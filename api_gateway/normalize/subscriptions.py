@@ -4,8 +4,11 @@ from __future__ import annotations
 
 from datetime import datetime
 
+from pydantic import ValidationError
+
+from api_gateway.normalize.errors import refused
 from api_gateway.normalize.fields import Reader
-from api_gateway.normalize.prices import price_of
+from api_gateway.normalize.prices import price_of, required_price_id
 from contracts import Cancellation, PauseCollection, Subscription, SubscriptionItem
 
 
@@ -21,7 +24,7 @@ def _items(sub: Reader) -> list[SubscriptionItem]:
         return [
             SubscriptionItem(
                 id=None,
-                price_id=price.price_id,
+                price_id=required_price_id(sub, price),
                 product_id=price.product_id,
                 lookup_key=price.lookup_key,
                 product_metadata=price.product_metadata,
@@ -30,25 +33,27 @@ def _items(sub: Reader) -> list[SubscriptionItem]:
                 current_period_end=sub_end,
             )
         ]
-    items = []
-    for item in raw_items:
-        price = price_of(item)
-        start = item.opt_time("current_period_start")
-        end = item.opt_time("current_period_end")
-        items.append(
-            SubscriptionItem(
-                id=item.opt_str("id"),
-                price_id=price.price_id,
-                product_id=price.product_id,
-                lookup_key=price.lookup_key,
-                product_metadata=price.product_metadata,
-                # Stripe omits quantity for metered prices; the customer holds one unit.
-                quantity=item.int_or("quantity", 1),
-                current_period_start=start or sub_start,
-                current_period_end=end or sub_end,
-            )
+    return [_item(item, sub_start, sub_end) for item in raw_items]
+
+
+def _item(item: Reader, sub_start: datetime | None, sub_end: datetime | None) -> SubscriptionItem:
+    price = price_of(item)
+    start = item.opt_time("current_period_start")
+    end = item.opt_time("current_period_end")
+    try:
+        return SubscriptionItem(
+            id=item.opt_str("id"),
+            price_id=required_price_id(item, price),
+            product_id=price.product_id,
+            lookup_key=price.lookup_key,
+            product_metadata=price.product_metadata,
+            # Stripe omits quantity for metered prices; the customer holds one unit.
+            quantity=item.int_or("quantity", 1),
+            current_period_start=start or sub_start,
+            current_period_end=end or sub_end,
         )
-    return items
+    except ValidationError as exc:
+        raise refused(exc, item.path) from exc
 
 
 def _period(sub: Reader, items: list[SubscriptionItem]) -> tuple[datetime | None, datetime | None]:

@@ -11,6 +11,7 @@ from typing import Any
 
 import asyncpg
 import pytest
+from pydantic import ValidationError
 
 import contracts
 from api_gateway.normalize import HANDLED_TYPES, normalize
@@ -436,6 +437,10 @@ async def test_event_without_customer_is_poison_only_when_it_grants(
     named = one_off_payment(
         new_customer(), at("2025-06-01T12:00:00"), {"lookup_key": "lifetime_deal"}
     )
-    named = model_with(named, customer_id=None)
+    # The contract refuses it (the ingress answers 422); the worker still refuses one
+    # built without validation.
+    with pytest.raises(ValidationError, match="needs a customer_id"):
+        model_with(named, customer_id=None)
+    unchecked = named.model_copy(update={"customer_id": None})
     with pytest.raises(Poison, match="no customer"):
-        await apply(conn, handler_at(named.occurred_at).handle, named)
+        await apply(conn, handler_at(unchecked.occurred_at).handle, unchecked)

@@ -7,13 +7,15 @@ import json
 from typing import Any
 
 import pytest
+from jsonschema import Draft202012Validator
 from pydantic import ValidationError
 
-from api_gateway.normalize import normalize
+from api_gateway.normalize import HANDLED_TYPES, normalize
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, dead_letter_topic, parse_billing_event
 from contracts.compat import breaking_changes
+from contracts.events import NO_NUL, PURCHASE_QUANTITY, TIMESTAMP_YEARS
 from contracts.schema_export import PUBLISHED, render, schema_for, schema_path
-from tests.stripe_fixtures import load_event
+from tests.stripe_fixtures import fixture_files, load_event
 
 
 @pytest.mark.parametrize("topic", sorted(PUBLISHED))
@@ -90,3 +92,201 @@ def test_a_timestamp_without_offset_is_rejected() -> None:
     with pytest.raises(ValidationError, match="occurred_at"):
         parse_billing_event(event.replace(aware, aware.replace('Z"', '"')))
     assert parse_billing_event(event).occurred_at.utcoffset() is not None
+
+
+# -- narrowing is compatible, loosening is not ----------------------------------------------
+
+
+def test_narrowed_constraints_are_compatible(schema: dict[str, Any]) -> None:
+    """A schema without the readers' constraints, then with them: every event the new one
+    accepts, the old one accepted."""
+    loose = copy.deepcopy(schema)
+    props(loose, "SubscriptionItem")["quantity"] = {"type": "integer"}
+    props(loose, "SubscriptionEvent")["customer_id"] = {
+        "anyOf": [{"type": "string"}, {"type": "null"}]
+    }
+    props(loose, "Subscription")["items"] = {
+        "items": {"$ref": "#/$defs/SubscriptionItem"},
+        "type": "array",
+    }
+    props(loose, "Subscription")["metadata"] = {
+        "additionalProperties": {"type": "string"},
+        "type": "object",
+    }
+    props(loose, "Customer")["email"] = {"anyOf": [{"type": "string"}, {"type": "null"}]}
+    del loose["$defs"]["PaymentEvent"]["allOf"]
+    assert breaking_changes(loose, schema) == []
+
+
+@pytest.mark.parametrize(
+    ("definition", "prop", "loosen", "problem"),
+    [
+        ("SubscriptionItem", "quantity", lambda p: p.pop("maximum"), "type changed"),
+        ("SubscriptionItem", "quantity", lambda p: p.update(minimum=-1), "type changed"),
+        ("Subscription", "items", lambda p: p.pop("minItems"), "type changed"),
+        ("Subscription", "status", lambda p: p.pop("pattern"), "type changed"),
+        ("Subscription", "status", lambda p: p.update(pattern="^[a-z]*$"), "type changed"),
+        ("SubscriptionItem", "id", lambda p: p["anyOf"][0].update(maxLength=256), "type changed"),
+        ("SubscriptionEvent", "customer_id", lambda p: p.update(type=["string", "null"]),
+         "type changed"),
+        ("Customer", "metadata", lambda p: p.pop("propertyNames"), "type changed"),
+    ],
+)  # fmt: skip
+def test_loosened_constraints_are_breaking(
+    schema: dict[str, Any], definition: str, prop: str, loosen: Any, problem: str
+) -> None:
+    new = copy.deepcopy(schema)
+    loosen(props(new, definition)[prop])
+    assert breaking_changes(schema, new) == [f"{definition}.{prop}: {problem}"]
+
+
+def test_removed_definition_constraint_is_breaking(schema: dict[str, Any]) -> None:
+    new = copy.deepcopy(schema)
+    del new["$defs"]["CheckoutEvent"]["allOf"]
+    assert breaking_changes(schema, new) == ["CheckoutEvent: constraints changed"]
+
+
+def test_a_root_object_schema_is_compared_too() -> None:
+    old = schema_for(ENTITLEMENT_CHANGES)
+    new = copy.deepcopy(old)
+    del new["properties"]["limit"]["anyOf"][0]["minimum"]
+    new["properties"]["feature"] = {"type": "integer"}
+    assert breaking_changes(old, new) == [
+        "EntitlementChange.feature: type changed",
+        "EntitlementChange.limit: type changed",
+    ]
+
+
+# -- what the committed schemas state --------------------------------------------------------
+
+
+def committed(topic: str) -> dict[str, Any]:
+    data: dict[str, Any] = json.loads(schema_path(topic).read_text())
+    return data
+
+
+def strings(node: Any) -> list[dict[str, Any]]:
+    """Every string schema in ``node`` that carries free text (not an enum, uuid or time)."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if node.get("type") == "string" and not {"enum", "const", "format"} & node.keys():
+            found.append(node)
+        for key, value in node.items():
+            if key not in {"allOf"}:  # the conditional's fragments restate fields
+                found += strings(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += strings(value)
+    return found
+
+
+@pytest.mark.parametrize("topic", sorted(PUBLISHED))
+def test_committed_schemas_refuse_nul_in_every_text(topic: str) -> None:
+    texts = strings(committed(topic))
+    assert len(texts) >= 5
+    assert all(node.get("pattern") == NO_NUL for node in texts), [
+        node for node in texts if node.get("pattern") != NO_NUL
+    ]
+
+
+def test_committed_schema_states_what_the_worker_relies_on() -> None:
+    defs = committed(BILLING_EVENTS)["$defs"]
+    item = defs["SubscriptionItem"]["properties"]
+    assert (item["quantity"]["minimum"], item["quantity"]["maximum"]) == (0, 2**31 - 1)
+    assert item["price_id"]["minLength"] == 1 and "price_id" in defs["SubscriptionItem"]["required"]
+    assert defs["Subscription"]["properties"]["items"]["minItems"] == 1
+    for event in ("SubscriptionEvent", "EntitlementSummaryEvent"):
+        customer = defs[event]["properties"]["customer_id"]
+        assert (customer["type"], customer["minLength"], customer["maxLength"]) == (
+            "string", 1, 255,
+        )  # fmt: skip
+    assert defs["Customer"]["properties"]["id"]["minLength"] == 1
+    metadata = defs["Payment"]["properties"]["metadata"]
+    assert metadata["propertyNames"] == {"pattern": NO_NUL}
+    assert metadata["additionalProperties"]["maxLength"] == 500
+    amount = defs["Invoice"]["properties"]["total"]
+    assert (amount["minimum"], amount["maximum"]) == (-(2**63), 2**63 - 1)
+    occurred = defs["SubscriptionEvent"]["properties"]["occurred_at"]
+    assert occurred["pattern"] == TIMESTAMP_YEARS
+    for event, payload in (("PaymentEvent", "payment"), ("CheckoutEvent", "checkout")):
+        [conditional] = defs[event]["allOf"]
+        assert conditional["then"]["properties"]["customer_id"]["minLength"] == 1
+        quantity = conditional["then"]["properties"][payload]["properties"]["metadata"]
+        assert quantity["properties"]["quantity"]["pattern"] == PURCHASE_QUANTITY
+    limit = committed(ENTITLEMENT_CHANGES)["properties"]["limit"]["anyOf"][0]
+    assert (limit["minimum"], limit["maximum"]) == (0, 2**63 - 1)
+
+
+def test_the_committed_schema_accepts_every_normalized_fixture() -> None:
+    """The JSON Schema a non-Python reader validates with agrees with the models on real
+    events (a test in test_normalize parses each through the models)."""
+    validator = Draft202012Validator(committed(BILLING_EVENTS))
+    events = [
+        normalize(json.loads(path.read_text()))
+        for path in fixture_files()
+        if json.loads(path.read_text())["type"] in HANDLED_TYPES
+    ]
+    assert len(events) > 40
+    for event in events:
+        errors = [e.message for e in validator.iter_errors(json.loads(event.model_dump_json()))]
+        assert errors == [], event.source.stripe_event_id
+
+
+@pytest.mark.parametrize(
+    ("change", "expected"),
+    [
+        (lambda e: e.update(customer_id=None), "customer_id"),
+        (lambda e: e["subscription"]["items"][0].update(quantity=-50), "quantity"),
+        (lambda e: e["subscription"]["items"][0].update(quantity=2**63), "quantity"),
+        (lambda e: e["subscription"].update(items=[]), "items"),
+        (lambda e: e["subscription"]["items"][0].update(price_id=None), "price_id"),
+        (lambda e: e.update(customer_id="cus_\x00"), "customer_id"),
+        (lambda e: e["subscription"]["metadata"].update({"k\x00": "v"}), "metadata"),
+        (lambda e: e.update(occurred_at="0001-01-01T00:00:00+05:30"), "occurred_at"),
+    ],
+    ids=["no-customer", "negative-quantity", "bigint-quantity", "no-items", "no-price",
+         "nul-customer", "nul-metadata-key", "year-one"],
+)  # fmt: skip
+def test_schema_and_models_refuse_what_no_worker_can_apply(change: Any, expected: str) -> None:
+    stripe = load_event("customer.subscription.created__syncengine__1")
+    event = json.loads(normalize(stripe).model_dump_json())
+    change(event)
+    validator = Draft202012Validator(committed(BILLING_EVENTS))
+    assert list(validator.iter_errors(event)), "the JSON Schema accepts it"
+    with pytest.raises(ValidationError, match=expected):
+        parse_billing_event(json.dumps(event))
+
+
+@pytest.mark.parametrize(
+    ("metadata", "customer", "refused"),
+    [
+        ({"lookup_key": "lifetime_deal"}, None, "needs a customer_id"),
+        ({"lookup_key": "lifetime_deal", "quantity": "0"}, "cus_1", "metadata.quantity"),
+        ({"lookup_key": "lifetime_deal", "quantity": "3"}, "cus_1", None),
+        ({"lookup_key": ""}, None, None),  # names nothing: not a purchase
+        ({"note": "x"}, None, None),
+    ],
+)
+def test_a_one_off_purchase_needs_a_customer_and_a_valid_quantity(
+    metadata: dict[str, str], customer: str | None, refused: str | None
+) -> None:
+    """A guest payment is fine; a guest purchase (metadata names one) cannot be entitled."""
+    stripe = load_event("payment_intent.succeeded__rubymock__1")
+    event = json.loads(normalize(stripe).model_dump_json())
+    assert event["customer_id"] is None and event["payment"]["invoice_id"] is None
+    event["customer_id"], event["payment"]["metadata"] = customer, metadata
+    schema_errors = list(Draft202012Validator(committed(BILLING_EVENTS)).iter_errors(event))
+    if refused is None:
+        assert schema_errors == []
+        parse_billing_event(json.dumps(event))
+        return
+    assert schema_errors
+    with pytest.raises(ValidationError, match=refused):
+        parse_billing_event(json.dumps(event))
+    # Not for an invoice's payment, nor for a failed one: the worker ignores those.
+    for other in ({"invoice_id": "in_1"}, {}):
+        loose = copy.deepcopy(event)
+        loose["payment"].update(other)
+        loose["type"] = "payment.failed" if not other else loose["type"]
+        assert list(Draft202012Validator(committed(BILLING_EVENTS)).iter_errors(loose)) == []
+        parse_billing_event(json.dumps(loose))

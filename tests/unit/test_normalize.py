@@ -687,3 +687,87 @@ def test_real_events_with_one_field_replaced_raise_only_our_exceptions(data: st.
     except (UnmappableEvent, UnhandledEventType):
         return
     assert contracts.parse_billing_event(event.model_dump_json()) == event
+
+
+# -- what the contract refuses: 422 naming the path, the field and why -----------------------
+
+
+def _sub_with(change: Any) -> dict[str, Any]:
+    raw = load(_SUB)
+    change(raw["data"]["object"])
+    return raw
+
+
+def _without(obj: dict[str, Any], *keys: str, **changes: Any) -> None:
+    for key in keys:
+        obj.pop(key, None)
+    obj.update(changes)
+
+
+@pytest.mark.parametrize(
+    ("raw", "detail"),
+    [
+        (
+            _sub_with(lambda o: o.update(customer=None)),
+            "event: customer_id: required, but missing (null)",
+        ),
+        (
+            _sub_with(lambda o: o.update(customer="cus_\x00evil")),
+            r"event: customer_id: contains NUL (\u0000), which PostgreSQL cannot store",
+        ),
+        (
+            _sub_with(lambda o: o["items"]["data"][0].update(quantity=-50)),
+            "event.data.object.items.data[0]: quantity: Input should be greater than or "
+            "equal to 0",
+        ),
+        (
+            _sub_with(lambda o: o["items"]["data"][0].update(quantity=2**63)),
+            "event.data.object.items.data[0]: quantity: Input should be less than or equal "
+            "to 2147483647",
+        ),
+        (
+            # (and no top-level plan: that is a 2014 subscription's one item)
+            _sub_with(lambda o: _without(o, "items", "plan")),
+            "event.data.object: items: List should have at least 1 item after validation, "
+            "not 0",
+        ),
+        (
+            _sub_with(lambda o: _without(o, "plan", items={"data": []})),
+            "event.data.object: items: List should have at least 1 item",
+        ),
+        (
+            _sub_with(lambda o: _without(o["items"]["data"][0], "price", "plan")),
+            "event.data.object.items.data[0]: price (or plan) id is missing",
+        ),
+        (
+            _sub_with(lambda o: o.update(metadata={"k\x00": "v"})),
+            r'event.data.object: metadata["k\u0000"] (key): contains NUL',
+        ),
+    ],
+    ids=["no-customer", "nul-customer", "negative-quantity", "bigint-quantity", "no-items",
+         "empty-items", "no-price", "nul-metadata-key"],
+)  # fmt: skip
+def test_what_no_worker_can_apply_is_unmappable_with_a_clear_detail(
+    raw: dict[str, Any], detail: str
+) -> None:
+    with pytest.raises(UnmappableEvent) as refused:
+        normalize(raw)
+    assert detail in str(refused.value)
+
+
+def test_a_refusal_never_quotes_the_value() -> None:
+    raw = load("customer.updated__syncengine__1.json")
+    raw["data"]["object"]["email"] = "billz\x00@supabase.io"
+    with pytest.raises(UnmappableEvent) as refused:
+        normalize(raw)
+    assert str(refused.value) == (
+        r"event.data.object: email: contains NUL (\u0000), which PostgreSQL cannot store"
+    )
+
+
+def test_a_guest_one_off_purchase_is_unmappable_a_guest_payment_is_not() -> None:
+    raw = load("payment_intent.succeeded__rubymock__1.json")
+    assert normalize(raw).customer_id is None
+    raw["data"]["object"]["metadata"] = {"lookup_key": "lifetime_deal"}
+    with pytest.raises(UnmappableEvent, match="needs a customer_id to entitle"):
+        normalize(raw)

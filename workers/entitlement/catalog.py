@@ -41,6 +41,8 @@ from typing import Any
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from contracts.events import BIGINT_MAX
+
 __all__ = [
     "Catalog",
     "CatalogEntry",
@@ -65,7 +67,7 @@ class _Model(BaseModel):
 class FeatureSpec(_Model):
     """What one feature grants: a boolean (``limit`` None) or a numeric limit."""
 
-    limit: int | None = Field(default=None, ge=0)
+    limit: int | None = Field(default=None, ge=0, le=BIGINT_MAX)
     per_seat: bool = Field(
         default=False, description="Multiply the limit by the item's quantity (seats)."
     )
@@ -89,10 +91,11 @@ class FeatureSpec(_Model):
         return self
 
     def amount(self, quantity: int) -> int | None:
-        """The limit this feature grants for ``quantity`` units (None: boolean/unlimited)."""
+        """The limit this feature grants for ``quantity`` units (None: boolean/unlimited);
+        a per-seat product saturates at PostgreSQL's bigint, the column's type."""
         if self.limit is None:
             return None
-        return self.limit * quantity if self.per_seat else self.limit
+        return min(self.limit * quantity, BIGINT_MAX) if self.per_seat else self.limit
 
 
 class CatalogEntry(_Model):

@@ -42,6 +42,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 
 import asyncpg
+from pydantic import ValidationError
 
 from contracts import (
     ENTITLEMENT_CHANGES,
@@ -141,7 +142,9 @@ class EntitlementHandler:
             for row in list(customer.sources.values()):
                 if not row.legacy or row.snapshot is None:
                     continue
-                sub = Subscription.model_validate_json(row.snapshot)
+                sub = _stored_snapshot(row.snapshot, row.source_id)
+                if sub is None:
+                    continue
                 try:
                     customer.put_source(self._subscription_row(sub, row.mark, row.past_due))
                 except Poison as exc:
@@ -176,7 +179,10 @@ class EntitlementHandler:
                 log.debug("stale subscription event %s ignored", mark.event_id)
                 return []
             # An older past_due event moved the streak's start: same snapshot, new grants.
-            sub, mark = Subscription.model_validate_json(row.snapshot), row.mark
+            stored = _stored_snapshot(row.snapshot, sub.id)
+            if stored is None:
+                return []
+            sub, mark = stored, row.mark
         customer.put_source(self._subscription_row(sub, mark, track))
         return self._recompute_for(customer, event)
 
@@ -433,6 +439,21 @@ def change_event(
         "content-type": "application/json",
     }
     return Outgoing(topic=ENTITLEMENT_CHANGES, key=customer_id, value=body, headers=headers)
+
+
+def _stored_snapshot(snapshot: str, source_id: str) -> Subscription | None:
+    """A subscription as stored, or None for one stored before the contract refused what
+    it holds (a negative quantity, no items): its row stays as stored until the
+    subscription's next event, rather than failing every event of its customer."""
+    try:
+        return Subscription.model_validate_json(snapshot)
+    except ValidationError as exc:
+        log.warning(
+            "subscription %s kept as stored: its snapshot breaks the contract (%d errors)",
+            source_id,
+            exc.error_count(),
+        )
+        return None
 
 
 def _customer_touched(event: BillingEvent) -> str | None:

@@ -25,7 +25,8 @@ So a same-second redelivery of an older snapshot never wins over a newer one
 Grants
 ------
 A subscription grants the features of its items' catalog entries (or of the product's
-metadata ``features``), limits times quantity for ``per_seat`` features. Within one
+metadata ``features``), limits times quantity for ``per_seat`` features. Products and sums
+of limits saturate at PostgreSQL's bigint (``BIGINT_MAX``). Within one
 subscription the base items combine by maximum and add-on items *add* their limits when
 an item of one of their ``addon_for`` entries is in the same subscription. An add-on
 without its base there (or bought one-off, when its entry says ``one_off``) is kept as an
@@ -62,6 +63,7 @@ from typing import Any, Final, NamedTuple
 
 from contracts import Payment, Subscription, SubscriptionItem
 from contracts.entitlements import EntitlementChangeType
+from contracts.events import BIGINT_MAX
 from workers.entitlement.catalog import Catalog, CatalogEntry, FeatureSpec, parse_metadata_features
 from workers.runtime.spec import Poison
 
@@ -228,7 +230,9 @@ def max_limit(a: int | None, b: int | None) -> int | None:
 
 
 def add_limit(a: int | None, b: int | None) -> int | None:
-    return None if a is None or b is None else a + b
+    """The sum, saturated at PostgreSQL's bigint (the column's type): beyond it is unlimited
+    in practice, and an overflow would leave the event unappliable."""
+    return None if a is None or b is None else min(a + b, BIGINT_MAX)
 
 
 def latest(a: datetime | None, b: datetime | None) -> datetime | None:
