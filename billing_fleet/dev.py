@@ -28,6 +28,7 @@ from billing_fleet.dev_banner import Generated, banner
 from billing_fleet.dev_workers import DevWorkers, WorkerFailed, stop_all
 from billing_fleet.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedUnavailable
 from billing_fleet.kafka_admin import KafkaAdminError, broker_reachable, ensure_topics
+from billing_fleet.logs import one_line
 from billing_fleet.migrate import MigrationError, migrate
 from billing_fleet.preflight import Unavailable, check_database, require_gateway_ports
 from billing_fleet.send_test_event import gateway_url
@@ -227,6 +228,6 @@ def run_dev(settings: Settings) -> int:
         KafkaAdminError,
         OSError,
     ) as exc:
-        print(f"billing-fleet dev: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"billing-fleet dev: {one_line(exc)}", file=sys.stderr)
         return 1
     return 0

@@ -18,8 +18,9 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
+from billing_fleet.logs import one_line
 from billing_fleet.settings import Settings
-from workers.registry import WORKERS, Factory, WorkerBuildError, build, factory_of, one_line
+from workers.registry import WORKERS, Factory, WorkerBuildError, build, factory_of
 from workers.runtime.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
