@@ -33,7 +33,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     from api_gateway.app import serve
-    from billing_fleet.dev import ShutdownSignals
+    from billing_fleet.signals import ShutdownSignals
 
     missing = [
         name
@@ -88,8 +88,8 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from billing_fleet.dev import ShutdownSignals
     from billing_fleet.migrate import SchemaBehind
+    from billing_fleet.signals import ShutdownSignals
     from workers.registry import WORKERS, WorkerBuildError, build_worker
     from workers.runtime.run import run_worker
 
