@@ -103,7 +103,7 @@ def _failed(action: str, exc: BaseException) -> int:
     elif isinstance(exc, Unavailable):
         reason = one_line(exc)
     else:  # a connection lost or timed out after the checks
-        reason = f"a server stopped answering: {type(exc).__name__}: {one_line(exc)}"
+        reason = f"a server stopped answering ({one_line(exc)})"
     print(f"billing-fleet dlt {action}: {reason}", file=sys.stderr)
     return 1
 
