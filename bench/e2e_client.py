@@ -32,7 +32,7 @@ import stripe
 
 from bench import events
 from bench.http_client import Client
-from billing_fleet.dev import run_event_loop
+from billing_fleet.signals import run_event_loop
 
 SEND_CONNECTIONS = 64
 POLL_TIMEOUT_S = 120.0  # after the last acceptance: events not readable by then are missing

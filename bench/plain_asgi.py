@@ -17,8 +17,8 @@ from typing import Any
 
 import uvicorn
 
-from billing_fleet.dev import ShutdownSignals
 from billing_fleet.http_server import server_config
+from billing_fleet.signals import ShutdownSignals
 
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]

@@ -28,8 +28,8 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
 from bench.events import plan_features
-from billing_fleet.dev import ShutdownSignals
 from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
+from billing_fleet.signals import ShutdownSignals
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
 from contracts.entitlements import EntitlementChangeType
 from workers.entitlement.handler import change_event

@@ -17,7 +17,7 @@ from pydantic import AliasChoices, ValidationError
 
 from billing_fleet.dev_state import fill_from_dev
 from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
-from billing_fleet.logs import configure_logging
+from billing_fleet.logs import configure_logging, one_line
 from billing_fleet.preflight import Unavailable, check_database, require_gateway_ports
 from billing_fleet.send_test_event import DEFAULT_CUSTOMER_ID, DEFAULT_USER_ID, webhook_url
 from billing_fleet.settings import Settings
@@ -33,7 +33,7 @@ def _dev(args: argparse.Namespace, settings: Settings) -> int:
 
 def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     from api_gateway.app import serve
-    from billing_fleet.dev import ShutdownSignals
+    from billing_fleet.signals import ShutdownSignals
 
     missing = [
         name
@@ -78,7 +78,7 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     try:
         applied = asyncio.run(run())
     except (Unavailable, MigrationError, PostgresError, OSError) as exc:
-        print(f"billing-fleet migrate: {' '.join(str(exc).split())}", file=sys.stderr)
+        print(f"billing-fleet migrate: {one_line(exc)}", file=sys.stderr)
         return 1
     for name in applied:
         print(f"applied {name}")
@@ -88,8 +88,8 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
 
 def _worker(args: argparse.Namespace, settings: Settings) -> int:
-    from billing_fleet.dev import ShutdownSignals
     from billing_fleet.migrate import SchemaBehind
+    from billing_fleet.signals import ShutdownSignals
     from workers.registry import WORKERS, WorkerBuildError, build_worker
     from workers.runtime.run import run_worker
 

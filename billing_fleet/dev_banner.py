@@ -97,7 +97,7 @@ def banner(settings: Settings, generated: Generated, workers: dict[str, tuple[Pa
         f"  webhook secret   {secret}",
         f"  metrics          {admin}/metrics",
         f"  OpenAPI          {admin}/docs  ({admin}/openapi.json)",
-        f"  AsyncAPI         {base}/asyncapi.json",
+        f"  AsyncAPI         {admin}/asyncapi.json",
         f"  Kafka bootstrap  {settings.kafka_bootstrap_servers}",
         f"  database         {redact_url(settings.database_url or '')}",
         f"  workers          {', '.join(workers) or 'none'}  (metrics on the gateway's{reload})",

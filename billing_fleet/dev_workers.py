@@ -18,8 +18,9 @@ from typing import Any
 
 from watchfiles import Change, awatch
 
+from billing_fleet.logs import one_line
 from billing_fleet.settings import Settings
-from workers.registry import WORKERS, Factory, WorkerBuildError, build, factory_of, one_line
+from workers.registry import WORKERS, Factory, WorkerBuildError, build, factory_of
 from workers.runtime.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,11 @@ class DevWorkers:
                 if spec is None:
                     continue
                 await stop_all([running])
+                current = asyncio.current_task()
+                if current is not None and current.cancelling():
+                    # A stop asked for while the old worker drained, even if something
+                    # below swallowed it: the rebuilt worker must not start after it.
+                    raise asyncio.CancelledError
                 self.specs[name] = spec
                 running = asyncio.create_task(run_worker(spec, settings, serve_http=False))
                 log.info("worker reloaded: the new build starts", extra={"worker": name})
@@ -137,7 +143,9 @@ async def stop_all(tasks: list[asyncio.Task[Any]]) -> None:
     """Cancel ``tasks`` and wait for them to finish (a worker commits its batch first).
 
     Shielded: dev's own stop (a signal uvicorn re-raises after its shutdown) may cancel
-    the caller again, and the workers must still finish their batch and commit.
+    the caller meanwhile, and the workers must still finish their batch and commit. Such
+    a cancel is held until they did, then raised: the caller must not go on (start a
+    rebuilt worker, wait for more) after it was told to stop.
     """
     pending = [task for task in tasks if not task.done()]
     for task in tasks:
@@ -146,11 +154,16 @@ async def stop_all(tasks: list[asyncio.Task[Any]]) -> None:
     for task in pending:
         task.cancel()
     stopped = asyncio.gather(*pending, return_exceptions=True)
+    cancelled = False
     while not stopped.done():
-        with contextlib.suppress(asyncio.CancelledError):
+        try:
             await asyncio.shield(stopped)
+        except asyncio.CancelledError:
+            cancelled = True
     for task, result in zip(pending, stopped.result(), strict=True):
         if isinstance(result, Exception):
             log.error(
                 "stopped with an error", extra={"task": task.get_name(), "error": repr(result)}
             )
+    if cancelled:
+        raise asyncio.CancelledError

@@ -1,19 +1,33 @@
-"""``billing-fleet dlt list|show|replay``: the dead-letter topics, for operators."""
+"""``billing-fleet dlt list|show|replay``: the dead-letter topics, for operators.
+
+Kafka, and PostgreSQL where the command reads or records replays, are checked first: one
+not there is one line on stderr and exit status 1, as is one lost while the command runs.
+"""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import logging
 import sys
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
+from aiokafka.errors import KafkaError
+from asyncpg import PostgresError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+from billing_fleet.kafka_admin import broker_reachable
+from billing_fleet.logs import one_line
+from billing_fleet.preflight import CONNECT_TIMEOUT_SECONDS, Unavailable, check_database
 from billing_fleet.settings import Settings
 
 Command = Callable[[argparse.Namespace, Settings], int]
+T = TypeVar("T")
+
+# What a server that is not there (or stops answering) raises, past the checks.
+SERVER_ERRORS = (Unavailable, KafkaError, PostgresError, OSError, TimeoutError)
 
 
 def add_dlt_parser(commands: Any, dispatch: Command) -> None:
@@ -63,13 +77,50 @@ def add_dlt_parser(commands: Any, dispatch: Command) -> None:
     replay.set_defaults(dlt_handler=_replay)
 
 
+def _run(settings: Settings, work: Callable[[], Awaitable[T]], *, database: bool) -> T:
+    """``work()`` once Kafka (and PostgreSQL, with ``database``) answers; ``Unavailable``
+    saying which one does not."""
+    bootstrap = settings.kafka_bootstrap_servers
+    assert bootstrap
+    # Its reconnect errors would come before our one line; the line says it all.
+    logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
+
+    async def checked() -> T:
+        if not await broker_reachable(bootstrap, timeout=CONNECT_TIMEOUT_SECONDS):
+            raise Unavailable(f"Kafka at {bootstrap} does not answer (KAFKA_BOOTSTRAP_SERVERS)")
+        if database and settings.database_url:
+            await check_database(settings.database_url)
+        return await work()
+
+    return asyncio.run(checked())
+
+
+def _failed(action: str, exc: BaseException) -> int:
+    if isinstance(exc, KafkaError):
+        reason = f"Kafka failed (KAFKA_BOOTSTRAP_SERVERS): {one_line(exc)}"
+    elif isinstance(exc, PostgresError):
+        reason = f"PostgreSQL failed (DATABASE_URL): {one_line(exc)}"
+    elif isinstance(exc, Unavailable):
+        reason = one_line(exc)
+    else:  # a connection lost or timed out after the checks
+        reason = f"a server stopped answering ({one_line(exc)})"
+    print(f"billing-fleet dlt {action}: {reason}", file=sys.stderr)
+    return 1
+
+
 def _list(args: argparse.Namespace, settings: Settings) -> int:
     from workers.runtime.dlt_admin import list_dead_letters
 
     assert settings.kafka_bootstrap_servers
-    summaries = asyncio.run(
-        list_dead_letters(settings.kafka_bootstrap_servers, settings.database_url, args.worker)
-    )
+    bootstrap = settings.kafka_bootstrap_servers
+    try:
+        summaries = _run(
+            settings,
+            lambda: list_dead_letters(bootstrap, settings.database_url, args.worker),
+            database=True,
+        )
+    except SERVER_ERRORS as exc:
+        return _failed("list", exc)
     if not summaries:
         print("no dead-letter topics")
     for summary in summaries:
@@ -92,11 +143,16 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
 
     assert settings.kafka_bootstrap_servers
     ref = f"{args.letter}:{args.offset}" if args.offset is not None else args.letter
+    bootstrap = settings.kafka_bootstrap_servers
     try:
-        letter = asyncio.run(show_dead_letter(settings.kafka_bootstrap_servers, args.topic, ref))
+        letter = _run(
+            settings, lambda: show_dead_letter(bootstrap, args.topic, ref), database=False
+        )
     except LookupError as exc:
         print(f"billing-fleet dlt show: {exc}", file=sys.stderr)
         return 1
+    except SERVER_ERRORS as exc:
+        return _failed("show", exc)
     print(f"topic {letter.topic} partition {letter.partition} offset {letter.offset}")
     print(f"id {letter.letter_id or '- (written before dead letters had ids)'}")
     print(f"key {letter.key.decode(errors='replace') if letter.key is not None else '-'}")
@@ -112,7 +168,8 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     from workers.runtime.dlt_admin import parse_offsets, replay_dead_letters
 
     assert settings.kafka_bootstrap_servers
-    if not settings.database_url:
+    bootstrap, database_url = settings.kafka_bootstrap_servers, settings.database_url
+    if not database_url:
         print("billing-fleet dlt replay: set DATABASE_URL (replays are recorded)", file=sys.stderr)
         return 2
     if not args.offset and not args.ids and not args.all:
@@ -126,27 +183,40 @@ def _replay(args: argparse.Namespace, settings: Settings) -> int:
     except ValueError as exc:
         print(f"billing-fleet dlt replay: {exc}", file=sys.stderr)
         return 2
-    console = Console(stderr=True)
-    with Progress(
-        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=console
-    ) as progress:
-        task = progress.add_task("replay", total=None)
+    progress = Progress(
+        TextColumn("replaying"), BarColumn(), MofNCompleteColumn(), console=Console(stderr=True)
+    )
+    bar = progress.add_task("replay", total=None)
+
+    def selected(total: int) -> None:
+        # Shown from here on only: a refusal before (no server, an unknown id) is one line.
+        progress.update(bar, total=total)
+        progress.start()
+
+    try:
         try:
-            replayed = asyncio.run(
-                replay_dead_letters(
-                    settings.kafka_bootstrap_servers,
-                    settings.database_url,
+            replayed = _run(
+                settings,
+                lambda: replay_dead_letters(
+                    bootstrap,
+                    database_url,
                     args.topic,
                     offsets=offsets,
                     ids=args.ids,
                     replay_all=args.all,
-                    on_selected=lambda total: progress.update(task, total=total),
-                    on_replayed=lambda letter: progress.advance(task),
-                )
+                    on_selected=selected,
+                    on_replayed=lambda letter: progress.advance(bar),
+                ),
+                database=True,
             )
-        except (LookupError, ValueError) as exc:
-            print(f"billing-fleet dlt replay: {exc}", file=sys.stderr)
-            return 1
+        finally:
+            if progress.live.is_started:
+                progress.stop()
+    except (LookupError, ValueError) as exc:
+        print(f"billing-fleet dlt replay: {exc}", file=sys.stderr)
+        return 1
+    except SERVER_ERRORS as exc:
+        return _failed("replay", exc)
     for letter in replayed:
         origin = letter.header("dlt_origin_topic")
         print(f"replayed {letter.topic} {letter.ref} ({letter.position}) -> {origin}")

@@ -112,8 +112,8 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
 async def read_all(bootstrap: str, topic: str) -> list[Any]:
     """Every record of ``topic`` now (aiokafka ``ConsumerRecord``s), by partition and offset."""
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer that failed to start is closed too
         tps = await topic_partitions(consumer, topic)
         if not tps:
             return []

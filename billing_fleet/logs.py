@@ -30,6 +30,12 @@ gives "faststream" (and its default broker loggers) a coloured handler of their 
 propagating to ours."""
 
 
+def one_line(exc: BaseException) -> str:
+    """``exc``'s message on one line (YAML and PostgreSQL errors, for two, span several),
+    or its class name when it has none: what the CLI prints and the logs carry."""
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(

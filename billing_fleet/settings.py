@@ -9,7 +9,7 @@ from __future__ import annotations
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Final
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
@@ -203,22 +203,39 @@ class Settings(BaseSettings):
 def check_postgres_url(url: str) -> None:
     """ValueError, naming the part, when ``url`` is not a PostgreSQL URL asyncpg can use.
 
-    The messages never quote the URL: it may hold a password.
+    The messages never quote any part of the URL: a password with an unencoded '/', '?',
+    '#' or '@' shifts the parts, so what looks like a port or a host may be the password.
     """
     try:
         parts = urlsplit(url)
-    except ValueError as exc:  # e.g. an unclosed IPv6 bracket
-        raise ValueError(f"not a URL ({exc})") from None
+    except ValueError:  # an unclosed '[', or a bracketed part that is no IPv6 address
+        raise ValueError(
+            "not a URL: bracket only an IPv6 host, and percent-encode '[' and ']' in the password"
+        ) from None
     if parts.scheme not in POSTGRES_SCHEMES:
         raise ValueError(
             "must start with postgresql:// (e.g. postgresql://user:password@host:5432/dbname)"
         )
+    # As asyncpg reads it: the user and password end at the first '@'.
+    hosts = parts.netloc.partition("@")[2] if "@" in parts.netloc else parts.netloc
+    if "@" in hosts:
+        raise ValueError("the host part contains '@': percent-encode '@' in the password")
     # Several hosts are allowed (host1:5432,host2:5433); each port must be a number.
-    for host in parts.netloc.rpartition("@")[2].split(","):
+    for host in hosts.split(","):
         port = host.rpartition("]")[2] if host.startswith("[") else host
         _, colon, number = port.rpartition(":")
         if colon and not (number.isdigit() and 0 < int(number) < 65536):
-            raise ValueError(f"port {number!r} is not a number from 1 to 65535")
+            raise ValueError(
+                "the host part has a port that is not a number from 1 to 65535: "
+                "percent-encode '/', '?' and '#' in the password"
+            )
+    try:
+        parse_qs(parts.query, strict_parsing=bool(parts.query))  # as asyncpg parses it
+    except ValueError:
+        raise ValueError(
+            "the query part is not name=value pairs joined by '&': percent-encode '&' and "
+            "'=' in its values"
+        ) from None
 
 
 @lru_cache

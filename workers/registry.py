@@ -12,6 +12,7 @@ import os
 from collections.abc import Callable
 from typing import Final, cast
 
+from billing_fleet.logs import one_line
 from billing_fleet.settings import Settings
 from workers.runtime.spec import WorkerSpec
 
@@ -37,11 +38,6 @@ def load_factory(reference: str) -> Factory:
     if not attribute:
         raise ImportError(f"{reference!r} is not of the form module:factory")
     return cast(Factory, getattr(importlib.import_module(module_name), attribute))
-
-
-def one_line(exc: BaseException) -> str:
-    """``exc``'s message on one line (YAML errors, for one, span several)."""
-    return " ".join(str(exc).split()) or type(exc).__name__
 
 
 def build(name: str, factory: Factory, settings: Settings) -> WorkerSpec:

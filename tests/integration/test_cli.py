@@ -40,6 +40,40 @@ def test_help_lists_the_commands() -> None:
         assert command in result.stdout
 
 
+# What only `dev` needs: its workers' reloading, its banner (PyJWT), the embedded servers.
+# (watchfiles itself is loaded anyway: uvicorn imports it for its --reload.)
+DEV_ONLY = tuple(
+    f"billing_fleet.{name}" for name in ("dev", "dev_workers", "dev_banner", "embedded")
+)
+
+
+@pytest.mark.parametrize(
+    ("command", "not_loaded"),
+    [
+        (["gateway"], (*DEV_ONLY, "workers")),
+        (["worker", "entitlement"], (*DEV_ONLY, "api_gateway", "jwt")),
+    ],
+)
+def test_production_processes_load_nothing_of_dev(
+    command: list[str], not_loaded: tuple[str, ...]
+) -> None:
+    # Refused for want of a server, once it imported what it runs: Python lists the imports.
+    result = run(*command, env=clean_env(PYTHONPROFILEIMPORTTIME="1"))
+
+    assert result.returncode == 2, result.stderr[-2000:]
+    loaded = {
+        line.rpartition("|")[2].strip()
+        for line in result.stderr.splitlines()
+        if line.startswith("import time:")
+    }
+    assert "billing_fleet.signals" in loaded  # it got as far as its signal handling
+    assert {
+        module
+        for module in loaded
+        if any(module == name or module.startswith(f"{name}.") for name in not_loaded)
+    } == set()
+
+
 async def test_migrate_applies_then_finds_nothing_to_do(create_database: Any) -> None:
     env = clean_env(DATABASE_URL=await create_database())
 

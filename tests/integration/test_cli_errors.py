@@ -72,8 +72,13 @@ def test_dev_with_the_database_unreachable_stops_before_starting_anything(
     ("url", "says"),
     [
         ("localhost:5432/billing", "must start with postgresql://"),
-        ("postgresql://billing:s3cret@db:fivefour/billing", "port 'fivefour' is not a number"),
+        (
+            "postgresql://billing:s3cret@db:fivefour/billing",
+            "the host part has a port that is not a number",
+        ),
         ("postgresql://[::1/billing", "not a URL"),
+        # A '/' in the password: "billing:Xy7" would read as host and port.
+        ("postgresql://billing:Xy7/s3cret@db:5432/billing", "percent-encode '/'"),
     ],
 )
 def test_a_malformed_database_url_is_a_settings_error(url: str, says: str) -> None:
@@ -83,7 +88,7 @@ def test_a_malformed_database_url_is_a_settings_error(url: str, says: str) -> No
         line = one_line(run(command, env=clean_env(DATABASE_URL=url)))
 
         assert line.startswith("billing-fleet: DATABASE_URL or BILLING_DATABASE_URL: "), line
-        assert says in line and "s3cret" not in line
+        assert says in line and "s3cret" not in line and "Xy7" not in line
 
 
 def test_a_short_jwt_secret_is_refused_by_every_process() -> None:

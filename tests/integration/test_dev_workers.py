@@ -10,14 +10,23 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import pytest
 
 from billing_fleet.dev_workers import DevWorkers, WorkerFailed
 from billing_fleet.settings import Settings
+from contracts import BillingEvent
 from tests.cli_support import EXAMPLE_CATALOG
-from tests.runtime_toy import create_topics, unique, wait_for, worker_settings
+from tests.runtime_toy import (
+    create_topics,
+    make_events,
+    publish_events,
+    unique,
+    wait_for,
+    worker_settings,
+)
 from workers.entitlement.worker import NAME, build
-from workers.runtime.spec import WorkerSpec
+from workers.runtime.spec import Outgoing, WorkerSpec
 
 pytestmark = pytest.mark.integration
 
@@ -99,3 +108,55 @@ async def test_a_worker_that_stops_with_an_error_ends_the_workers(
             await workers.run(configured)
 
     assert workers.failure is not None
+
+
+async def test_a_stop_while_the_old_worker_drains_for_a_reload_starts_no_new_one(
+    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    """dev stopped (Ctrl-C) while a reload waits for the old worker's batch: the stop
+    waits for that batch, then ends; the rebuilt worker never starts."""
+    caplog.set_level(logging.INFO)
+    watched = tmp_path / "catalog.yaml"
+    watched.write_text("v1")
+    topic, name = unique("dev.reload-stop"), unique("reload-stop")
+    configured = worker_settings(settings)
+    await create_topics(configured, topic)
+    in_batch, release = asyncio.Event(), asyncio.Event()
+
+    async def handle(conn: asyncpg.Connection, event: BillingEvent) -> list[Outgoing]:
+        in_batch.set()
+        await release.wait()  # the batch the old worker finishes before it stops
+        return []
+
+    def factory(settings: Settings) -> WorkerSpec:
+        return WorkerSpec(name=name, handle=handle, topic=topic, watch_files=(watched,))
+
+    workers = DevWorkers(configured, {name: factory})
+    running = asyncio.create_task(workers.run(configured))
+    try:
+        await wait_for(
+            lambda: _count(caplog, "worker started", 1), timeout=30, message="never started"
+        )
+        assert configured.kafka_bootstrap_servers
+        await publish_events(configured.kafka_bootstrap_servers, topic, make_events(1))
+        async with asyncio.timeout(30):
+            await in_batch.wait()
+        watched.write_text("v2")  # a reload: the old worker stops, its batch still running
+        await wait_for(
+            lambda: _count(caplog, "worker stopping", 1), timeout=20, message="no reload"
+        )
+
+        running.cancel()  # dev stops now
+        await asyncio.sleep(0.5)
+        assert not running.done()  # the old worker's batch is still being waited for
+        release.set()
+        await asyncio.wait({running}, timeout=15)  # not awaited: a lost stop hangs it
+        assert running.done(), "the stop was lost: dev would hang"
+        assert running.cancelled()
+    finally:
+        release.set()
+        running.cancel()
+        await asyncio.wait({running}, timeout=30)
+    assert messages(caplog).count("worker stopped") == 1
+    assert messages(caplog).count("worker started") == 1  # the rebuilt one never started
+    assert "worker reloaded: the new build starts" not in messages(caplog)

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import re
 import shlex
 import time
+from urllib.parse import urlsplit
 
 import pytest
 
+from api_gateway.app import is_admin_path
 from api_gateway.auth import TokenVerifier
 from billing_fleet.dev_banner import Generated, banner
 from billing_fleet.send_test_event import DEFAULT_CUSTOMER_ID, DEFAULT_USER_ID
@@ -68,3 +71,16 @@ def test_tokens_expire(monkeypatch: pytest.MonkeyPatch) -> None:
     )
 
     assert claims["exp"] - time.time() == pytest.approx(24 * 3600, abs=60)
+
+
+@pytest.mark.parametrize("jwt_secret", [JWT_SECRET, None])
+def test_with_an_admin_port_each_url_is_on_the_port_that_serves_it(jwt_secret: str | None) -> None:
+    """The admin paths (the gateway's own rule) on the admin port, the rest on the gateway's."""
+    configured = settings(gateway_port=8000, gateway_admin_port=9000)
+
+    text = banner(configured, Generated("whsec_made_up", jwt_secret), {})
+
+    urls = [urlsplit(word) for word in re.findall(r"http://[^\s()]+", text)]
+    assert {url.path for url in urls} >= {"/metrics", "/docs", "/openapi.json", "/asyncapi.json"}
+    for url in urls:
+        assert url.port == (9000 if is_admin_path(url.path) else 8000), url.geturl()

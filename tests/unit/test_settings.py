@@ -42,14 +42,43 @@ def test_postgres_urls_asyncpg_takes_are_valid(url: str) -> None:
     [
         ("localhost:5432/billing", "must start with postgresql://"),
         ("http://db/billing", "must start with postgresql://"),
-        ("postgresql://user:pw@db:54x2/billing", "port '54x2' is not a number"),
-        ("postgresql://h1:5432,h2:0/billing", "port '0' is not a number"),
+        ("postgresql://user:pw@db:54x2/billing", "the host part has a port that is not a number"),
+        ("postgresql://h1:5432,h2:0/billing", "the host part has a port that is not a number"),
         ("postgresql://[::1/billing", "not a URL"),
     ],
 )
 def test_malformed_postgres_urls_are_invalid(url: str, error: str) -> None:
     with pytest.raises(ValidationError, match=error):
         Settings(database_url=url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        # '/', '?' or '#' in a password end the host part early: "app:Xy7" reads as host:port.
+        "postgresql://app:Xy7/Secr3t@db.internal:5432/billing",
+        "postgresql://app:Xy7?Secr3t@db.internal:5432/billing",
+        "postgresql://app:Xy7#Secr3t@db.internal:5432/billing",
+        # asyncpg ends the password at the first '@': "Zq9:Xy7@db.internal:5432" is the host.
+        "postgresql://app:p@Zq9:Xy7@db.internal:5432/billing",
+        "postgresql://app:p@Zq9@db.internal/billing",
+        # A password in the query, with an '&' that asyncpg would quote as a bad field.
+        "postgresql://app@db.internal/billing?password=Xy7&Secr3t",
+        # urllib quotes the bracketed part when it is not an IPv6 address.
+        "postgresql://app:a[Secr3t]/x@db.internal/billing",
+    ],
+)
+def test_a_password_that_breaks_the_url_is_never_echoed(url: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        Settings(database_url=url)
+
+    [line] = settings_errors(raised.value)
+
+    assert line.startswith("billing-fleet: DATABASE_URL or BILLING_DATABASE_URL: "), line
+    assert "percent-encode" in line, line
+    message = line.split(": ", 2)[2]
+    for part in ("Xy7", "Secr3t", "Zq9", "p@"):
+        assert part not in message, line
 
 
 def test_errors_name_the_variables_and_never_the_values(monkeypatch: pytest.MonkeyPatch) -> None:

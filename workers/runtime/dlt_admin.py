@@ -18,13 +18,14 @@ import asyncpg
 from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 
-from billing_fleet.kafka_admin import read_all
+from billing_fleet.kafka_admin import connect_when_reachable, read_all
 from contracts import dead_letter_topic
 from contracts.labels import bounded_label
 from workers.runtime.dead_letters import DLT_ID, DLT_PREFIX
 from workers.runtime.metrics import DLT_REPLAYS
 
 DLT_SUFFIX = ".dlt"
+CONNECT_TIMEOUT_SECONDS = 5.0
 
 
 @dataclass(frozen=True)
@@ -93,8 +94,8 @@ async def read_records(bootstrap: str, topic: str) -> list[DeadLetter]:
 
 async def dead_letter_topics(bootstrap: str, worker: str | None = None) -> list[str]:
     consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
-    await consumer.start()
     try:
+        await consumer.start()  # inside: a consumer that failed to start is closed too
         topics: set[str] = await consumer.topics()
     finally:
         await consumer.stop()
@@ -173,14 +174,17 @@ async def replay_dead_letters(
         raise LookupError(f"not in {topic}: " + ", ".join(missing))
     on_selected(len(chosen))
     broker = KafkaBroker(bootstrap, acks="all", client_id="billing-fleet-dlt-replay", logger=None)
-    await broker.connect()
-    conn = await asyncpg.connect(database_url)
+    # Stops what it started when it fails: no producer is left unclosed.
+    await connect_when_reachable(broker, bootstrap, CONNECT_TIMEOUT_SECONDS)
     try:
-        for letter in chosen:
-            await _replay_one(broker, conn, letter)
-            on_replayed(letter)
+        conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_SECONDS)
+        try:
+            for letter in chosen:
+                await _replay_one(broker, conn, letter)
+                on_replayed(letter)
+        finally:
+            await conn.close()
     finally:
-        await conn.close()
         await broker.stop()
     return chosen
 
@@ -230,7 +234,7 @@ async def _replayed(database_url: str | None) -> Replays:
     replays = Replays()
     if not database_url:
         return replays
-    conn = await asyncpg.connect(database_url)
+    conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_SECONDS)
     try:
         rows = await conn.fetch('SELECT topic, partition, "offset", dlt_id FROM dlt_replays')
     finally:
