@@ -12,7 +12,7 @@ from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from billing_fleet.db import BoundedPool, bounded_connection, create_pool
+from billing_fleet.db import BoundedPool, bounded_connection, bounded_transaction, create_pool
 from billing_fleet.kafka_admin import KafkaAdminError, connect_when_reachable, ensure_topics
 from billing_fleet.logs import FASTSTREAM
 from billing_fleet.migrate import require_migrated
@@ -22,7 +22,6 @@ from workers.runtime.consumer import BatchConsumer
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.http import HttpServer, create_app
 from workers.runtime.outbox import OutboxRelay, write_outbox
-from workers.runtime.processing import transaction
 from workers.runtime.relay_sender import BatchSender
 from workers.runtime.spec import WorkerSpec
 
@@ -216,7 +215,7 @@ async def _periodic(
     assert spec.periodic is not None
     while True:
         try:
-            async with transaction(pool, timeout) as conn:
+            async with bounded_transaction(pool, timeout) as conn:
                 outgoing = await spec.periodic(conn)
                 await write_outbox(conn, outgoing)
             if outgoing:
