@@ -24,6 +24,19 @@ from pydantic_core import to_json
 # Raised into the block by our own deadline (or a caller's): a query may be in flight.
 _INTERRUPTED = (asyncio.CancelledError, TimeoutError)
 
+# What the database raises when it is down, stalled (a deadline's TimeoutError) or refusing
+# connections: SQLSTATE classes 08 (connection), 53 (resources: too many connections) and
+# 57 (operator intervention: shutting down, cannot connect now). An outage, not the
+# caller's fault: the gateway answers 503, a worker retries the batch.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # ConnectionError is a subclass
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
+
 
 async def _keep_session(_: asyncpg.Connection) -> None:
     """Pool reset: nothing to undo. Our code leaves no session state behind (no SET,
