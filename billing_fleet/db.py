@@ -173,6 +173,16 @@ class BoundedPool(NamedTuple):
             return await conn.fetchval(query, *args)
 
 
+async def database_answers(pool: asyncpg.Pool, seconds: float) -> bool:
+    """Whether the database runs ``SELECT 1`` within ``seconds`` (a readiness probe): a
+    stalled server fails the probe by the deadline."""
+    try:
+        await BoundedPool(pool, seconds).fetchval("SELECT 1")
+    except Exception:
+        return False
+    return True
+
+
 def json_text(value: Any) -> str:
     """``value`` as JSON text, for a ``$n::text::jsonb`` parameter: pydantic-core's encoder
     (several times json.dumps' speed; workers write thousands of these per batch)."""

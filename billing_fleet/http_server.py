@@ -31,6 +31,9 @@ log = logging.getLogger(__name__)
 
 LifespanMode = Literal["auto", "on", "off"]
 
+PROBE_TIMEOUT_SECONDS = 2.0
+"""Longest one probe of a dependency waits (``/readyz``'s checks, a broker's reachability)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:

@@ -23,6 +23,7 @@ import pytest
 
 from billing_fleet.db import BoundedPool, bounded_transaction, create_pool
 from billing_fleet.embedded import EmbeddedPostgres, free_port
+from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.migrate import migrate
 from billing_fleet.settings import Settings
 from contracts import dead_letter_topic
@@ -45,7 +46,7 @@ from tests.stripe_fixtures import PRIMARY_SECRET
 from workers.runtime.dlt_admin import read_records
 from workers.runtime.outbox import OutboxRelay, write_outbox
 from workers.runtime.relay_sender import KafkaRecord
-from workers.runtime.run import PROBE_TIMEOUT_SECONDS, run_worker
+from workers.runtime.run import run_worker
 from workers.runtime.spec import Outgoing
 
 pytestmark = pytest.mark.integration

@@ -12,7 +12,13 @@ from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from billing_fleet.db import BoundedPool, bounded_connection, bounded_transaction, create_pool
+from billing_fleet.db import (
+    bounded_connection,
+    bounded_transaction,
+    create_pool,
+    database_answers,
+)
+from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.kafka_admin import KafkaAdminError, connect_when_reachable, ensure_topics
 from billing_fleet.logs import FASTSTREAM
 from billing_fleet.migrate import require_migrated
@@ -28,7 +34,6 @@ from workers.runtime.spec import WorkerSpec
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PROBE_TIMEOUT_SECONDS = 2.0
 # aiokafka's 16 KiB default holds a few dozen change events; a relay batch is 500 rows.
 RELAY_MAX_BATCH_BYTES = 512 * 1024
 
@@ -102,9 +107,10 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         await _until_up(worker, "kafka producer", settings, producer.start)
         if serve_http:
             asyncapi = AsyncAPI(broker, title=f"billing-fleet {worker} worker", version="1")
+            probe_seconds = min(PROBE_TIMEOUT_SECONDS, db_timeout)
             checks = {
                 "kafka": _async(lambda: consumer.running),
-                "database": _db_check(pool, min(PROBE_TIMEOUT_SECONDS, db_timeout)),
+                "database": lambda: database_answers(pool, probe_seconds),
             }
             app = create_app(checks, asyncapi.to_specification().to_json())
             http = HttpServer(app, settings.gateway_host, settings.worker_http_port)
@@ -234,19 +240,6 @@ async def _periodic(
 def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     async def run() -> bool:
         return check()
-
-    return run
-
-
-def _db_check(pool: asyncpg.Pool, timeout: float) -> Callable[[], Awaitable[bool]]:
-    probe = BoundedPool(pool, timeout)
-
-    async def run() -> bool:
-        try:
-            await probe.fetchval("SELECT 1")
-        except Exception:
-            return False
-        return True
 
     return run
 
