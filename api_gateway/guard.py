@@ -19,6 +19,7 @@ from urllib.parse import unquote_to_bytes
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_gateway.problems import ANSWERED_500, INTERNAL_ERROR, problem
+from contracts.events import storable_text
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +37,6 @@ def storable_path(scope: Scope) -> bool:
     try:
         decoded.decode("utf-8")  # strict: refuses invalid bytes and encoded surrogates
     except UnicodeDecodeError:
-        return False
-    return True
-
-
-def storable_text(text: str) -> bool:
-    """Whether PostgreSQL can store ``text``: no NUL, no lone surrogate."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
         return False
     return True
 
