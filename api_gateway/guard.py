@@ -7,7 +7,8 @@ Two jobs every route needs and no route should repeat:
   uvicorn would otherwise pass on as NUL or silently as U+FFFD. Only a path with a ``%``
   is decoded again: the parser already refuses raw control and non-ASCII bytes.
 - The last resort: an exception no handler expected answers a problem+json 500 with no
-  detail of the error, and is logged once, as one line with its class and the path.
+  detail of the error, and is logged once, as one line with its class and the path (cut
+  to ``contracts.labels.LOG_VALUE_LIMIT`` characters, as every outside value).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_gateway.problems import ANSWERED_500, INTERNAL_ERROR, problem
 from contracts.events import storable_text
+from contracts.labels import log_value
 
 log = logging.getLogger(__name__)
 
@@ -70,7 +72,7 @@ def _log_unexpected(scope: Scope, exc: Exception) -> None:
         extra={
             "error_class": type(exc).__name__,
             "method": scope["method"],
-            "path": scope["path"],
+            "path": log_value(scope["path"]),  # the client's: up to the head limit
             "route": getattr(route, "path", None),
             "outcome": "error",
         },
