@@ -7,6 +7,7 @@ is closed, the server rolls back whatever was open) instead of asyncpg's gracefu
 which on a stalled (not down) server waits for it: a query ``timeout=`` sends a cancel
 request over a new connection and the release waits for that, a rollback waits for its
 answer, a connect for the handshake. The pool opens a fresh connection on a later acquire.
+Closing a pool at shutdown is bounded too (``close_pool``).
 """
 
 from __future__ import annotations
@@ -56,6 +57,17 @@ async def create_pool(
         url, min_size=min_size, max_size=max_size, reset=_keep_session, timeout=connect_timeout
     )
     return pool
+
+
+async def close_pool(pool: asyncpg.Pool, seconds: float) -> None:
+    """Close ``pool`` gracefully within ``seconds``, else terminate it: a graceful close
+    waits for the server to acknowledge each connection's Terminate message, which a
+    stalled server never does."""
+    try:
+        async with asyncio.timeout(seconds):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()  # close() did on its cancellation; again costs nothing
 
 
 def _abandon(proxy: PoolConnectionProxy[asyncpg.Record]) -> None:

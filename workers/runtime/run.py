@@ -15,6 +15,7 @@ from faststream.specification import AsyncAPI
 from billing_fleet.db import (
     bounded_connection,
     bounded_transaction,
+    close_pool,
     create_pool,
     database_answers,
 )
@@ -159,7 +160,7 @@ async def _shutdown(
             await producer.stop()
             if http is not None:
                 await http.stop()
-            await _close_pool(pool, db_timeout)
+            await close_pool(pool, db_timeout)
     except TimeoutError:
         log.error("shutdown timed out, closing hard", extra={"worker": worker})
         pool.terminate()
@@ -247,13 +248,3 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
 async def _require_migrated(pool: asyncpg.Pool, timeout: float) -> None:
     async with bounded_connection(pool, timeout) as conn:
         await require_migrated(conn)
-
-
-async def _close_pool(pool: asyncpg.Pool, timeout: float) -> None:
-    """Close gracefully, or terminate: a graceful close waits for a stalled server to
-    acknowledge each connection's Terminate message."""
-    try:
-        async with asyncio.timeout(timeout):
-            await pool.close()
-    except TimeoutError:
-        pool.terminate()  # close() did on its cancellation; again costs nothing
