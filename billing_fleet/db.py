@@ -82,7 +82,9 @@ class bounded_connection:
     else TimeoutError, and the connection is abandoned.
 
     An error the block raises otherwise (the server refused a statement, a caller's bug)
-    leaves the connection in a known state: it is released, within the deadline too.
+    leaves the connection in a known state: it is released, within the deadline too. That
+    error is the one raised, also when the server dropped the connection under the block
+    (terminated, a failover) and the release fails or finds it released by asyncpg.
 
     The deadline is one timer that cancels the task, as ``asyncio.timeout`` does (same
     cancellation accounting) at a third of its cost and with no task: the read API's
@@ -118,17 +120,31 @@ class bounded_connection:
             if isinstance(exc, _INTERRUPTED):
                 _abandon(self._proxy)
             else:
-                # Cut short by the deadline, a release still completes in the background
-                # (asyncpg shields it): never abandon a connection once it is released.
-                # Its only round trip is the ROLLBACK of a transaction left open: bound
-                # that one (asyncpg's bound costs a timer and a Timeout, like ours).
-                proxy = self._proxy
-                budget = self._seconds if proxy.is_in_transaction() else None
-                await self._pool.release(proxy, timeout=budget)
+                await self._release(exc)
         except BaseException as error:
             self._end(error)
             raise
         self._end(exc)
+
+    async def _release(self, exc: BaseException | None) -> None:
+        proxy = self._proxy
+        try:
+            in_transaction = proxy.is_in_transaction()
+        except asyncpg.InterfaceError:
+            # The server dropped the connection (terminated, failover): asyncpg released it
+            # itself and detached the proxy. Nothing to do; the block's error says why.
+            return
+        # Cut short by the deadline, a release still completes in the background (asyncpg
+        # shields it): never abandon a connection once it is released. Its only round
+        # trip is the ROLLBACK of a transaction left open: bound that one (asyncpg's
+        # bound costs a timer and a Timeout, like ours).
+        try:
+            await self._pool.release(proxy, timeout=self._seconds if in_transaction else None)
+        except Exception:
+            # The ROLLBACK failed (asyncpg then terminates the connection), e.g. on a
+            # connection the server dropped: the block's own error says what happened.
+            if exc is None:
+                raise
 
     def _expire(self) -> None:
         self._expired = True
@@ -164,8 +180,12 @@ async def bounded_transaction(
         except _INTERRUPTED:
             raise
         except BaseException:
-            if not conn.is_closed():
-                await transaction.rollback()
+            # A ROLLBACK that fails (the server dropped the connection: the proxy is
+            # detached, or asyncpg still reads the server's last error) must not replace
+            # the block's own error; leaving the connection then releases or drops it.
+            with contextlib.suppress(Exception):
+                if not conn.is_closed():
+                    await transaction.rollback()
             raise
         await transaction.commit()
 
