@@ -21,14 +21,13 @@ import httpx
 import psutil
 import pytest
 
-from api_gateway.app import GatewayServers, create_app
 from billing_fleet.db import BoundedPool, bounded_transaction, create_pool
 from billing_fleet.embedded import EmbeddedPostgres, free_port
 from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.migrate import migrate
 from billing_fleet.settings import Settings
 from contracts import dead_letter_topic
-from tests.gateway import serve_gateway
+from tests.gateway import serve_gateway, start_gateway
 from tests.integration.test_runtime_process import start_worker
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER, claims, hs256
 from tests.runtime_toy import (
@@ -292,15 +291,11 @@ async def test_the_gateway_stops_in_time_while_postgresql_is_frozen(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=stallable.url,
         stripe_webhook_secrets=[PRIMARY_SECRET],
-        gateway_host="127.0.0.1",
         gateway_port=free_port(),
         gateway_database_timeout_seconds=GATEWAY_BOUND,
     )
-    app = create_app(settings)
-    servers = GatewayServers(app, settings)
-    run = asyncio.create_task(servers.run())
+    app, servers, run = await start_gateway(settings)
     try:
-        await wait_for(lambda: _started(servers, run), timeout=20, interval=0.02, message="gateway")
         assert await app.state.publisher.wait_connected(10), "gateway never reached Kafka"
         base = f"http://127.0.0.1:{settings.gateway_port}"
         async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT) as client:
@@ -320,12 +315,6 @@ async def test_the_gateway_stops_in_time_while_postgresql_is_frozen(
         run.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await run
-
-
-async def _started(servers: GatewayServers, run: asyncio.Task[None]) -> bool:
-    if run.done():
-        run.result()  # startup failed: raise its error
-    return servers.started
 
 
 # -- the workers ---------------------------------------------------------------------------
