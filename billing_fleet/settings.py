@@ -94,6 +94,17 @@ class Settings(BaseSettings):
     gateway_keep_alive_seconds: int = Field(
         default=5, ge=1, description="How long an idle keep-alive connection stays open."
     )
+    gateway_body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a client has to send a request's body once its head arrived (408, "
+        "closed).",
+    )
+    gateway_shutdown_timeout_seconds: int = Field(
+        default=20,
+        ge=1,
+        description="How long SIGTERM waits for in-flight requests before cancelling them.",
+    )
 
     # -- dev -----------------------------------------------------------------------------------
     dev_data_dir: Path = Field(
