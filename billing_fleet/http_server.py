@@ -132,14 +132,14 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         if not self._in_body:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self.transport.is_closing():
-            return
         if self._in_head:
+            if self.transport.is_closing():
+                return
             if self._head_bytes > self.max_header_bytes:
                 self._refuse_too_large()
             elif self._head_timer is None:
                 self._arm_head_timer()
-        elif self._in_body and self._body_timer is None:
+        elif self._in_body and self._body_timer is None and not self.transport.is_closing():
             # The body did not come whole with its head: from now on it has a deadline.
             self._body_timer = self.loop.call_later(self.body_timeout, self._body_timed_out)
 
