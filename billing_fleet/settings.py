@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     kafka_publish_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
-        description="How long the ingress waits for the broker's ack before answering 503.",
+        description="How long the ingress waits for the broker's ack (aiokafka's request "
+        "timeout; the gateway's own bound is 1 s more) before answering 503.",
     )
     kafka_topic_partitions: int = Field(
         default=6, ge=1, description="Partitions for topics the fleet creates."
