@@ -30,21 +30,10 @@ from api_gateway.auth import (
     service_caller,
 )
 from api_gateway.problems import problem
-from billing_fleet.db import BoundedPool
+from billing_fleet.db import DATABASE_UNAVAILABLE, BoundedPool
 
 router = APIRouter(prefix="/v1", tags=["entitlements"])
 T = TypeVar("T")
-
-# What the database raises when it is down, stalled (the deadline's TimeoutError) or
-# refusing connections (starting up, shutting down, too many): a 503, not a 500.
-DATABASE_DOWN = (
-    OSError,
-    TimeoutError,
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.OperatorInterventionError,
-)
 
 
 class Entitlement(BaseModel):
@@ -114,7 +103,7 @@ async def _read(request: Request, query: Callable[[BoundedPool], Awaitable[T]]) 
     try:
         # Bounded: a stalled database gives a 503 by the deadline, not a hung request.
         return await query(BoundedPool(pool, state.settings.gateway_database_timeout_seconds))
-    except DATABASE_DOWN as exc:
+    except DATABASE_UNAVAILABLE as exc:  # down, stalled or refusing: a 503, not a 500
         raise HTTPException(
             503, "database unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}
         ) from exc

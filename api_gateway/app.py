@@ -27,7 +27,7 @@ from api_gateway.docs import DOCS_PATH, install_docs
 from api_gateway.guard import guarded
 from api_gateway.problems import install_problem_handlers, problem
 from api_gateway.publisher import EventPublisher
-from billing_fleet.db import create_pool
+from billing_fleet.db import close_pool, create_pool
 from billing_fleet.http_server import (
     ServerLimits,
     SignalFreeServer,
@@ -59,7 +59,8 @@ def create_app(settings: Settings, *, asyncapi_brokers: Sequence[KafkaBroker] = 
         finally:
             await publisher.close()
             if pool is not None:
-                await pool.close()
+                # Bounded: uvicorn's lifespan shutdown has no timeout of its own.
+                await close_pool(pool, settings.gateway_database_timeout_seconds)
 
     app = FastAPI(
         title="billing-fleet gateway",

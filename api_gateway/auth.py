@@ -20,8 +20,8 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jwt.types import Options
 from starlette.exceptions import HTTPException
 
-from api_gateway.guard import storable_text
 from billing_fleet.settings import Settings
+from contracts.events import storable_text
 
 LEEWAY_SECONDS = 10  # clock skew tolerated on exp/nbf/iat
 JWKS_TTL_SECONDS = 300.0  # how long a fetched key is trusted before the JWKS is read again

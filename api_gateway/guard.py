@@ -7,7 +7,8 @@ Two jobs every route needs and no route should repeat:
   uvicorn would otherwise pass on as NUL or silently as U+FFFD. Only a path with a ``%``
   is decoded again: the parser already refuses raw control and non-ASCII bytes.
 - The last resort: an exception no handler expected answers a problem+json 500 with no
-  detail of the error, and is logged once, as one line with its class and the path.
+  detail of the error, and is logged once, as one line with its class and the path (cut
+  to ``contracts.labels.LOG_VALUE_LIMIT`` characters, as every outside value).
 """
 
 from __future__ import annotations
@@ -19,6 +20,8 @@ from urllib.parse import unquote_to_bytes
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_gateway.problems import ANSWERED_500, INTERNAL_ERROR, problem
+from contracts.events import storable_text
+from contracts.labels import log_value
 
 log = logging.getLogger(__name__)
 
@@ -36,17 +39,6 @@ def storable_path(scope: Scope) -> bool:
     try:
         decoded.decode("utf-8")  # strict: refuses invalid bytes and encoded surrogates
     except UnicodeDecodeError:
-        return False
-    return True
-
-
-def storable_text(text: str) -> bool:
-    """Whether PostgreSQL can store ``text``: no NUL, no lone surrogate."""
-    if "\x00" in text:
-        return False
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
         return False
     return True
 
@@ -80,7 +72,7 @@ def _log_unexpected(scope: Scope, exc: Exception) -> None:
         extra={
             "error_class": type(exc).__name__,
             "method": scope["method"],
-            "path": scope["path"],
+            "path": log_value(scope["path"]),  # the client's: up to the head limit
             "route": getattr(route, "path", None),
             "outcome": "error",
         },

@@ -9,11 +9,10 @@ from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
-from billing_fleet.db import BoundedPool
+from billing_fleet.db import database_answers
+from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 
 router = APIRouter(tags=["health"])
-
-PROBE_TIMEOUT_SECONDS = 2.0
 
 
 @router.get("/healthz", summary="Liveness: the process serves requests")
@@ -25,13 +24,8 @@ async def _database_ok(request: Request) -> bool:
     pool: asyncpg.Pool | None = request.app.state.db_pool
     if pool is None:
         return False
-    timeout = request.app.state.settings.gateway_database_timeout_seconds
-    try:
-        # Bounded like the read API: a stalled server fails the probe by the deadline.
-        await BoundedPool(pool, timeout).fetchval("SELECT 1")
-    except Exception:
-        return False
-    return True
+    # Bounded like the read API.
+    return await database_answers(pool, request.app.state.settings.gateway_database_timeout_seconds)
 
 
 @router.get("/readyz", summary="Readiness: the broker and the database are reachable")

@@ -8,6 +8,7 @@ from typing import Any
 from fastapi import APIRouter, Request, Response
 from fastapi.responses import JSONResponse
 from pydantic_core import from_json
+from starlette.requests import ClientDisconnect
 
 from api_gateway.metrics import (
     API_VERSION_MISMATCHES,
@@ -75,6 +76,7 @@ def _trace_id(traceparent: str | None) -> str | None:
     responses={
         200: {"description": "Published to billing.events.v1, or ignored (unhandled type)."},
         400: {"description": "Bad or missing signature, stale timestamp, or not a Stripe event."},
+        408: {"description": "Body not received within the configured time."},
         413: {"description": "Body over the configured limit."},
         422: {"description": "A handled event type whose object cannot be normalized."},
         503: {"description": "The broker did not acknowledge; Stripe will retry."},
@@ -95,6 +97,12 @@ async def _handle(request: Request, settings: Settings, publisher: EventPublishe
         WEBHOOKS_RECEIVED.labels("unknown", "too_large").inc()
         limit = settings.webhook_max_body_bytes
         return problem(413, f"Body exceeds {limit} bytes.")
+    except ClientDisconnect:
+        # The body never came whole: the server answered 408 at its deadline and closed
+        # (billing_fleet.http_server), or the client left. Nobody reads an answer now.
+        WEBHOOKS_RECEIVED.labels("unknown", "incomplete").inc()
+        log.info("webhook body incomplete", extra={"outcome": "incomplete"})
+        return problem(408, "Request body not received in full.")
 
     try:
         verify_signature(

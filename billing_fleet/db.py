@@ -7,6 +7,7 @@ is closed, the server rolls back whatever was open) instead of asyncpg's gracefu
 which on a stalled (not down) server waits for it: a query ``timeout=`` sends a cancel
 request over a new connection and the release waits for that, a rollback waits for its
 answer, a connect for the handshake. The pool opens a fresh connection on a later acquire.
+Closing a pool at shutdown is bounded too (``close_pool``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,19 @@ from pydantic_core import to_json
 
 # Raised into the block by our own deadline (or a caller's): a query may be in flight.
 _INTERRUPTED = (asyncio.CancelledError, TimeoutError)
+
+# What the database raises when it is down, stalled (a deadline's TimeoutError) or refusing
+# connections: SQLSTATE classes 08 (connection), 53 (resources: too many connections) and
+# 57 (operator intervention: shutting down, cannot connect now). An outage, not the
+# caller's fault: the gateway answers 503, a worker retries the batch.
+DATABASE_UNAVAILABLE: tuple[type[Exception], ...] = (
+    OSError,  # ConnectionError is a subclass
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.InterfaceError,
+    asyncpg.exceptions.InsufficientResourcesError,
+    asyncpg.exceptions.OperatorInterventionError,
+)
 
 
 async def _keep_session(_: asyncpg.Connection) -> None:
@@ -45,6 +59,17 @@ async def create_pool(
     return pool
 
 
+async def close_pool(pool: asyncpg.Pool, seconds: float) -> None:
+    """Close ``pool`` gracefully within ``seconds``, else terminate it: a graceful close
+    waits for the server to acknowledge each connection's Terminate message, which a
+    stalled server never does."""
+    try:
+        async with asyncio.timeout(seconds):
+            await pool.close()
+    except TimeoutError:
+        pool.terminate()  # close() did on its cancellation; again costs nothing
+
+
 def _abandon(proxy: PoolConnectionProxy[asyncpg.Record]) -> None:
     # terminate() also hands the holder back to the pool (without its connection).
     with contextlib.suppress(asyncpg.InterfaceError):  # released already: nothing to do
@@ -57,11 +82,13 @@ class bounded_connection:
     else TimeoutError, and the connection is abandoned.
 
     An error the block raises otherwise (the server refused a statement, a caller's bug)
-    leaves the connection in a known state: it is released, within the deadline too.
+    leaves the connection in a known state: it is released, within the deadline too. That
+    error is the one raised, also when the server dropped the connection under the block
+    (terminated, a failover) and the release fails or finds it released by asyncpg.
 
-    The deadline is one timer that cancels the task, as ``asyncio.timeout`` does (same
-    cancellation accounting) at a third of its cost and with no task: the read API's
-    queries take ~0.2 ms and run thousands of times a second.
+    The deadline is one timer that cancels the task, with ``asyncio.timeout``'s
+    cancellation accounting, kept in this object rather than in a second context manager
+    around the acquire: the read API runs thousands of these a second.
     """
 
     __slots__ = ("_cancelling", "_expired", "_pool", "_proxy", "_seconds", "_task", "_timer")
@@ -93,17 +120,31 @@ class bounded_connection:
             if isinstance(exc, _INTERRUPTED):
                 _abandon(self._proxy)
             else:
-                # Cut short by the deadline, a release still completes in the background
-                # (asyncpg shields it): never abandon a connection once it is released.
-                # Its only round trip is the ROLLBACK of a transaction left open: bound
-                # that one (asyncpg's bound costs a timer and a Timeout, like ours).
-                proxy = self._proxy
-                budget = self._seconds if proxy.is_in_transaction() else None
-                await self._pool.release(proxy, timeout=budget)
+                await self._release(exc)
         except BaseException as error:
             self._end(error)
             raise
         self._end(exc)
+
+    async def _release(self, exc: BaseException | None) -> None:
+        proxy = self._proxy
+        try:
+            in_transaction = proxy.is_in_transaction()
+        except asyncpg.InterfaceError:
+            # The server dropped the connection (terminated, failover): asyncpg released it
+            # itself and detached the proxy. Nothing to do; the block's error says why.
+            return
+        # Cut short by the deadline, a release still completes in the background (asyncpg
+        # shields it): never abandon a connection once it is released. Its only round
+        # trip is the ROLLBACK of a transaction left open: bound that one (asyncpg's
+        # bound costs a timer and a Timeout, like ours).
+        try:
+            await self._pool.release(proxy, timeout=self._seconds if in_transaction else None)
+        except Exception:
+            # The ROLLBACK failed (asyncpg then terminates the connection), e.g. on a
+            # connection the server dropped: the block's own error says what happened.
+            if exc is None:
+                raise
 
     def _expire(self) -> None:
         self._expired = True
@@ -139,8 +180,12 @@ async def bounded_transaction(
         except _INTERRUPTED:
             raise
         except BaseException:
-            if not conn.is_closed():
-                await transaction.rollback()
+            # A ROLLBACK that fails (the server dropped the connection: the proxy is
+            # detached, or asyncpg still reads the server's last error) must not replace
+            # the block's own error; leaving the connection then releases or drops it.
+            with contextlib.suppress(Exception):
+                if not conn.is_closed():
+                    await transaction.rollback()
             raise
         await transaction.commit()
 
@@ -158,6 +203,16 @@ class BoundedPool(NamedTuple):
     async def fetchval(self, query: str, *args: Any) -> Any:
         async with bounded_connection(self.pool, self.seconds) as conn:
             return await conn.fetchval(query, *args)
+
+
+async def database_answers(pool: asyncpg.Pool, seconds: float) -> bool:
+    """Whether the database runs ``SELECT 1`` within ``seconds`` (a readiness probe): a
+    stalled server fails the probe by the deadline."""
+    try:
+        await BoundedPool(pool, seconds).fetchval("SELECT 1")
+    except Exception:
+        return False
+    return True
 
 
 def json_text(value: Any) -> str:

@@ -1,12 +1,14 @@
-"""The uvicorn server every HTTP process of the fleet runs, with limits on request heads.
+"""The uvicorn server every HTTP process of the fleet runs, with limits on requests.
 
 uvicorn's httptools protocol caps neither the size of a request's line and headers nor
-the time they take to arrive: its keep-alive timer stops at a request's first byte, so
-a client trickling header bytes holds its socket forever, and an 8 MB header is read
-whole. ``LimitedHttpToolsProtocol`` adds both bounds with per-connection state only:
-bytes are counted per received chunk (not per byte), and a timer is armed when a
-connection opens and again only when a request's head does not arrive in one chunk,
-so a request whose head fits one read (nearly all) costs no timer.
+the time they or the body take to arrive: its keep-alive timer stops at a request's
+first byte, so a client trickling header bytes, or sending a head and then holding its
+body, holds its socket (and, for a body, a handler and any graceful drain) forever, and
+an 8 MB header is read whole. ``LimitedHttpToolsProtocol`` adds these bounds with
+per-connection state only: bytes are counted per received chunk (not per byte), and a
+timer is armed when a connection opens, again only when a request's head does not
+arrive in one chunk, and for a body only when it does not arrive with its head, so a
+request that fits one read (nearly all) costs no timer.
 """
 
 from __future__ import annotations
@@ -31,12 +33,17 @@ log = logging.getLogger(__name__)
 
 LifespanMode = Literal["auto", "on", "off"]
 
+PROBE_TIMEOUT_SECONDS = 2.0
+"""Longest one probe of a dependency waits (``/readyz``'s checks, a broker's reachability)."""
+
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
     max_header_bytes: int
     header_timeout_seconds: float
     keep_alive_seconds: int
+    body_timeout_seconds: float
+    shutdown_timeout_seconds: int
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ServerLimits:
@@ -44,6 +51,8 @@ class ServerLimits:
             max_header_bytes=settings.gateway_max_header_bytes,
             header_timeout_seconds=settings.gateway_header_timeout_seconds,
             keep_alive_seconds=settings.gateway_keep_alive_seconds,
+            body_timeout_seconds=settings.gateway_body_timeout_seconds,
+            shutdown_timeout_seconds=settings.gateway_shutdown_timeout_seconds,
         )
 
     @classmethod
@@ -75,16 +84,21 @@ class _HeadTooLarge(Exception):
 
 
 class LimitedHttpToolsProtocol(HttpToolsProtocol):
-    """uvicorn's httptools protocol with a byte cap and a deadline on each request head.
+    """uvicorn's httptools protocol with a byte cap and a deadline on each request head,
+    and a deadline on each request body.
 
     A head (request line and headers) larger than ``max_header_bytes`` is answered 431,
     one not complete ``header_timeout`` seconds after the connection opened or after its
-    first chunk arrived is answered 408; both close the connection. Between requests
-    uvicorn's own keep-alive timeout applies. Parse errors answer problem+json 400.
+    first chunk arrived is answered 408; both close the connection. A body not complete
+    ``body_timeout`` seconds after its head is answered 408 (unless the app answered
+    already) and the connection is closed: the app's ``receive`` then says the client
+    disconnected. Between requests uvicorn's own keep-alive timeout applies. Parse errors
+    answer problem+json 400.
     """
 
     max_header_bytes: ClassVar[int]
     header_timeout: ClassVar[float]
+    body_timeout: ClassVar[float]
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
@@ -92,6 +106,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         self._in_head = False  # a request began and its headers are not complete yet
         self._in_body = False  # between a head and the end of its body
         self._head_timer: asyncio.TimerHandle | None = None
+        self._body_timer: asyncio.TimerHandle | None = None
         self._too_large = False
 
     @classmethod
@@ -99,6 +114,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         attributes = {
             "max_header_bytes": limits.max_header_bytes,
             "header_timeout": limits.header_timeout_seconds,
+            "body_timeout": limits.body_timeout_seconds,
         }
         return type(cls.__name__, (cls,), attributes)
 
@@ -109,17 +125,23 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self._cancel_head_timer()
+        self._cancel_body_timer()
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
         if not self._in_body:
             self._head_bytes += len(data)
         super().data_received(data)
-        if self._in_head and not self.transport.is_closing():
+        if self._in_head:
+            if self.transport.is_closing():
+                return
             if self._head_bytes > self.max_header_bytes:
                 self._refuse_too_large()
             elif self._head_timer is None:
                 self._arm_head_timer()
+        elif self._in_body and self._body_timer is None and not self.transport.is_closing():
+            # The body did not come whole with its head: from now on it has a deadline.
+            self._body_timer = self.loop.call_later(self.body_timeout, self._body_timed_out)
 
     def on_message_begin(self) -> None:
         super().on_message_begin()
@@ -139,6 +161,7 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         super().on_message_complete()
         self._in_body = False
+        self._cancel_body_timer()
 
     def send_400_response(self, msg: str) -> None:
         if self._too_large:
@@ -169,6 +192,24 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
         elif not self.transport.is_closing():
             self.transport.close()  # opened and sent nothing
 
+    def _cancel_body_timer(self) -> None:
+        if self._body_timer is not None:
+            self._body_timer.cancel()
+            self._body_timer = None
+
+    def _body_timed_out(self) -> None:
+        self._body_timer = None
+        if not self._in_body or self.transport.is_closing():
+            return
+        # Answer only the request being served: not when the app has begun its answer,
+        # nor when this request waits behind an earlier (pipelined) one still answering.
+        cycle = self.cycle
+        if cycle is not None and not cycle.response_started and not self.pipeline:
+            detail = f"Request body not received within {self.body_timeout} s."
+            default_headers = self.server_state.default_headers
+            self.transport.write(_problem_response(408, detail, default_headers))
+        self.transport.close()
+
     def _refuse(self, status: int, detail: str) -> None:
         """Answer ``status`` and close, unless an earlier pipelined response is still going
         out (writing now would interleave with it): then only close."""
@@ -189,7 +230,8 @@ def server_config(
     lifespan: LifespanMode = "auto",
 ) -> uvicorn.Config:
     """How the fleet serves ``app``: our logging (no uvicorn access log), uvloop where
-    installed, the limited httptools protocol."""
+    installed, the limited httptools protocol, and a bound on the graceful drain (then
+    the requests still in flight are cancelled)."""
     limits = limits or ServerLimits.defaults()
     return uvicorn.Config(
         app,
@@ -197,6 +239,7 @@ def server_config(
         port=port,
         http=LimitedHttpToolsProtocol.with_limits(limits),
         timeout_keep_alive=limits.keep_alive_seconds,
+        timeout_graceful_shutdown=limits.shutdown_timeout_seconds,
         lifespan=lifespan,
         log_config=None,
         access_log=False,

@@ -42,7 +42,8 @@ class Settings(BaseSettings):
     kafka_publish_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
-        description="How long the ingress waits for the broker's ack before answering 503.",
+        description="How long the ingress waits for the broker's ack (aiokafka's request "
+        "timeout; the gateway's own bound is 1 s more) before answering 503.",
     )
     kafka_topic_partitions: int = Field(
         default=6, ge=1, description="Partitions for topics the fleet creates."
@@ -93,6 +94,17 @@ class Settings(BaseSettings):
     )
     gateway_keep_alive_seconds: int = Field(
         default=5, ge=1, description="How long an idle keep-alive connection stays open."
+    )
+    gateway_body_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Time a client has to send a request's body once its head arrived (408, "
+        "closed).",
+    )
+    gateway_shutdown_timeout_seconds: int = Field(
+        default=20,
+        ge=1,
+        description="How long SIGTERM waits for in-flight requests before cancelling them.",
     )
 
     # -- dev -----------------------------------------------------------------------------------

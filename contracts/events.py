@@ -56,6 +56,18 @@ PURCHASE_QUANTITY: Final = r"^[1-9][0-9]{0,8}$"
 _QUANTITY: Final = re.compile(PURCHASE_QUANTITY)
 
 
+def storable_text(text: str) -> bool:
+    """Whether PostgreSQL can store ``text``: no NUL, no lone surrogate (``NO_NUL``'s rule,
+    for text outside the models: request paths, token subjects)."""
+    if "\x00" in text:
+        return False
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
 def event_id_for(stripe_event_id: str) -> uuid.UUID:
     """Our event id: stable for a Stripe event, so every redelivery carries the same id."""
     return uuid.uuid5(EVENT_ID_NAMESPACE, stripe_event_id)

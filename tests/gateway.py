@@ -58,6 +58,19 @@ async def serve_gateway(settings: Settings, *, fast_paths: bool = True) -> Async
     """The gateway on ``settings.gateway_port`` (and its admin port, if set), served as
     `billing-fleet gateway` serves it, on 127.0.0.1 (``fast_paths=False``: FastAPI alone
     answers every route, to compare the two)."""
+    app, servers, task = await start_gateway(settings, fast_paths=fast_paths)
+    try:
+        yield app
+    finally:
+        servers.stop()
+        await task
+
+
+async def start_gateway(
+    settings: Settings, *, fast_paths: bool = True
+) -> tuple[FastAPI, GatewayServers, asyncio.Task[None]]:
+    """The gateway serving (on 127.0.0.1), its servers and the task running them, for a
+    test that stops it itself (``servers.stop()``, then the task ends)."""
     settings = settings.model_copy(update={"gateway_host": "127.0.0.1"})
     app = create_app(settings)
     servers = GatewayServers(app, settings, fast_paths=fast_paths)
@@ -67,11 +80,7 @@ async def serve_gateway(settings: Settings, *, fast_paths: bool = True) -> Async
             task.result()  # startup failed: raise its error, else say so
             raise RuntimeError("the gateway stopped during startup")
         await asyncio.sleep(0.02)
-    try:
-        yield app
-    finally:
-        servers.stop()
-        await task
+    return app, servers, task
 
 
 async def create_topics(settings: Settings) -> None:

@@ -23,10 +23,11 @@ import pytest
 
 from billing_fleet.db import BoundedPool, bounded_transaction, create_pool
 from billing_fleet.embedded import EmbeddedPostgres, free_port
+from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.migrate import migrate
 from billing_fleet.settings import Settings
 from contracts import dead_letter_topic
-from tests.gateway import serve_gateway
+from tests.gateway import serve_gateway, start_gateway
 from tests.integration.test_runtime_process import start_worker
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER, claims, hs256
 from tests.runtime_toy import (
@@ -45,7 +46,7 @@ from tests.stripe_fixtures import PRIMARY_SECRET
 from workers.runtime.dlt_admin import read_records
 from workers.runtime.outbox import OutboxRelay, write_outbox
 from workers.runtime.relay_sender import KafkaRecord
-from workers.runtime.run import PROBE_TIMEOUT_SECONDS, run_worker
+from workers.runtime.run import run_worker
 from workers.runtime.spec import Outgoing
 
 pytestmark = pytest.mark.integration
@@ -279,6 +280,41 @@ async def test_read_api_and_readyz_answer_503_within_the_bound_then_recover(
         mine = await client.get("/v1/entitlements/pro", headers=auth)
         assert mine.json()["entitled"] is True
         assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_the_gateway_stops_in_time_while_postgresql_is_frozen(
+    kafka: Any, stallable: StallablePostgres
+) -> None:
+    """SIGTERM's path (servers stopped, then the lifespan closes the publisher and the
+    pool): closing pooled connections must not wait for a frozen server's answer."""
+    settings = Settings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        database_url=stallable.url,
+        stripe_webhook_secrets=[PRIMARY_SECRET],
+        gateway_port=free_port(),
+        gateway_database_timeout_seconds=GATEWAY_BOUND,
+    )
+    app, servers, run = await start_gateway(settings)
+    try:
+        assert await app.state.publisher.wait_connected(10), "gateway never reached Kafka"
+        base = f"http://127.0.0.1:{settings.gateway_port}"
+        async with httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT) as client:
+            # Idle pooled connections, as a serving gateway has.
+            ready = await asyncio.gather(*(client.get("/readyz") for _ in range(3)))
+            assert [r.status_code for r in ready] == [200] * 3
+        loop = asyncio.get_running_loop()
+        with stallable.frozen():
+            servers.stop()
+            stopping_at = loop.time()
+            await asyncio.wait([run], timeout=CLIENT_TIMEOUT)
+            took = loop.time() - stopping_at
+        assert run.done(), "the gateway's shutdown hung on the frozen PostgreSQL"
+        run.result()
+        assert took < GATEWAY_BOUND + MARGIN
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
 
 
 # -- the workers ---------------------------------------------------------------------------

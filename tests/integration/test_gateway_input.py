@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from billing_fleet.settings import Settings
+from contracts.labels import LOG_VALUE_LIMIT, log_value
 from tests.gateway import Gateway, free_port, serve_gateway
 from tests.gateway_process import GATEWAY, gateway_env
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER, claims, hs256
@@ -184,6 +185,37 @@ async def test_an_unexpected_error_is_a_problem_500_logged_once(
     assert error.__dict__["path"] == "/v1/entitlements"
     # The route template where FastAPI routed the request; the fast paths match no route.
     assert error.__dict__["route"] == (None if fast_paths else "/v1/entitlements")
+
+
+@pytest.mark.parametrize("fast_paths", [True, False], ids=["fast paths", "FastAPI"])
+async def test_the_logged_path_of_an_unexpected_error_is_cut(
+    kafka: Any, unmigrated_database: str, fast_paths: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The path comes from the client (up to the head limit, 64 KiB): the log line keeps
+    its first ``LOG_VALUE_LIMIT`` characters, as every outside value."""
+    settings = Settings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        database_url=unmigrated_database,
+        stripe_webhook_secrets=["whsec_unused"],
+        gateway_port=free_port(),
+        jwt_hs256_secret=HS256_SECRET,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+    )
+    path = "/v1/entitlements/" + "f" * 20_000
+    async with serve_gateway(settings, fast_paths=fast_paths):
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            response = await get(f"http://127.0.0.1:{settings.gateway_port}", path)
+        errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+    assert_problem(response, 500)
+    [error] = errors
+    assert error.__dict__["error_class"] == "UndefinedTableError"
+    logged = error.__dict__["path"]
+    assert len(logged) == LOG_VALUE_LIMIT
+    assert logged == log_value(path)
+    assert path.startswith(logged[:-1])
 
 
 async def test_the_gateway_process_logs_an_unexpected_error_as_one_json_line(

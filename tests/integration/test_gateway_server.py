@@ -4,10 +4,14 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
+import logging
 import re
 import signal
 import socket
 import subprocess
+import time
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
@@ -16,9 +20,17 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from tests.gateway import Gateway, free_port, serve_gateway
+from tests.gateway import Gateway, free_port, serve_gateway, start_gateway
 from tests.gateway_process import GATEWAY, gateway_env
-from tests.http_clients import connect, huge_header, read_response, request, trickle_head
+from tests.http_clients import (
+    connect,
+    huge_header,
+    read_response,
+    read_until_closed,
+    request,
+    trickle_head,
+)
+from tests.stripe_fixtures import load_event, signed
 
 pytestmark = pytest.mark.integration
 
@@ -231,6 +243,90 @@ async def test_the_gateway_applies_its_head_and_keep_alive_settings(gateway: Gat
     assert [a.split(b"\r\n", 1)[0] for a in answers] == [b"HTTP/1.1 200 OK"] * 2
     assert too_big.startswith(b"HTTP/1.1 431 "), too_big[:200]
     assert slow.closed_after is not None and slow.closed_after < 3.0, slow
+
+
+# -- request bodies: a client that sends a head and holds the body ---------------------------
+
+BODY_TIMEOUT = 1.0
+MARGIN = 2.0  # scheduling slack on a loaded 2-core machine; a hang takes forever
+
+
+def hold_webhook_body(port: int, wait: float) -> tuple[bytes, float | None]:
+    """POST a signed webhook's head and the first bytes of its body, then hold the rest:
+    what the gateway sends, and after how long it closed (None: still open at ``wait``)."""
+    body, headers = signed(load_event("customer.created__rubymock__1"))
+    head = [
+        "POST /webhooks/stripe HTTP/1.1",
+        "Host: test",
+        f"Content-Length: {len(body)}",
+        *(f"{name}: {value}" for name, value in headers.items()),
+    ]
+    with connect(port) as sock:
+        sock.sendall(("\r\n".join(head) + "\r\n\r\n").encode() + body[:20])
+        started = time.monotonic()
+        received, closed = read_until_closed(sock, wait)
+        return received, (time.monotonic() - started) if closed else None
+
+
+def incomplete_count(metrics: str) -> float:
+    prefix = 'billing_webhooks_received_total{outcome="incomplete",type="unknown"} '
+    lines = [line for line in metrics.splitlines() if line.startswith(prefix)]
+    return float(lines[0].removeprefix(prefix)) if lines else 0.0
+
+
+async def test_a_webhook_whose_body_is_held_gets_408_and_nothing_is_logged_as_an_error(
+    gateway: Gateway, caplog: pytest.LogCaptureFixture
+) -> None:
+    port = free_port()
+    settings = gateway.settings.model_copy(
+        update={"gateway_port": port, "gateway_body_timeout_seconds": BODY_TIMEOUT}
+    )
+    async with serve_gateway(settings):
+        before = incomplete_count((await get(f"http://127.0.0.1:{port}", "/metrics")).text)
+        caplog.clear()
+        with caplog.at_level(logging.INFO):
+            response, closed_after = await asyncio.to_thread(hold_webhook_body, port, 8.0)
+            await asyncio.sleep(0.2)  # the handler sees the connection closed
+        after = incomplete_count((await get(f"http://127.0.0.1:{port}", "/metrics")).text)
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+
+    assert closed_after is not None, "the gateway held the connection 8 s"
+    assert closed_after < BODY_TIMEOUT + MARGIN
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), response[:300]
+    assert b"content-type: application/problem+json" in head
+    assert json.loads(body)["status"] == 408
+    assert after == before + 1
+    assert errors == []
+
+
+async def test_stopping_the_gateway_while_a_client_holds_a_body_drains_in_time(
+    gateway: Gateway,
+) -> None:
+    """SIGTERM's graceful drain waits for the handler reading that body: the body's
+    deadline ends it (before, the drain waited for as long as the client held on)."""
+    port = free_port()
+    settings = gateway.settings.model_copy(
+        update={"gateway_port": port, "gateway_body_timeout_seconds": BODY_TIMEOUT}
+    )
+    _, servers, run = await start_gateway(settings)
+    try:
+        holder = asyncio.create_task(asyncio.to_thread(hold_webhook_body, port, 8.0))
+        await asyncio.sleep(0.3)  # the head is in, the handler waits for the body
+        loop = asyncio.get_running_loop()
+        servers.stop()
+        stopping_at = loop.time()
+        await asyncio.wait([run], timeout=8.0)
+        took = loop.time() - stopping_at
+        assert run.done(), "the drain waited for the held body"
+        run.result()
+        assert took < BODY_TIMEOUT + MARGIN
+        response, _ = await holder
+        assert response.startswith(b"HTTP/1.1 408 "), response[:300]
+    finally:
+        run.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await run
 
 
 async def test_sigterm_stops_both_servers_of_the_gateway_process(kafka: Any) -> None:

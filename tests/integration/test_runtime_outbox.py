@@ -9,7 +9,7 @@ import asyncpg
 import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
-from billing_fleet.db import create_pool
+from billing_fleet.db import bounded_transaction, create_pool
 from billing_fleet.settings import Settings
 from tests.runtime_toy import (
     create_topics,
@@ -24,7 +24,6 @@ from tests.runtime_toy import (
 )
 from workers.runtime.dlt_admin import read_records
 from workers.runtime.outbox import OutboxRelay, write_outbox
-from workers.runtime.processing import transaction
 from workers.runtime.relay_sender import KafkaRecord
 from workers.runtime.spec import Outgoing
 
@@ -100,7 +99,7 @@ async def test_a_failed_send_deletes_nothing_and_the_next_flush_sends_all_in_ord
 
     pool = await create_pool(await create_database(migrated=True))
     try:
-        async with transaction(pool, 5) as conn:
+        async with bounded_transaction(pool, 5) as conn:
             await write_outbox(conn, rows)
         with pytest.raises(ConnectionError):
             await OutboxRelay(

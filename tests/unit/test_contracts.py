@@ -8,12 +8,12 @@ from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
-from pydantic import ValidationError
+from pydantic import TypeAdapter, ValidationError
 
 from api_gateway.normalize import HANDLED_TYPES, normalize
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, dead_letter_topic, parse_billing_event
 from contracts.compat import breaking_changes
-from contracts.events import NO_NUL, PURCHASE_QUANTITY, TIMESTAMP_YEARS
+from contracts.events import NO_NUL, PURCHASE_QUANTITY, TIMESTAMP_YEARS, Text, storable_text
 from contracts.schema_export import PUBLISHED, render, schema_for, schema_path
 from tests.stripe_fixtures import fixture_files, load_event
 
@@ -187,6 +187,21 @@ def test_committed_schemas_refuse_nul_in_every_text(topic: str) -> None:
     assert all(node.get("pattern") == NO_NUL for node in texts), [
         node for node in texts if node.get("pattern") != NO_NUL
     ]
+
+
+@pytest.mark.parametrize(
+    "text", ["", "cus_1", "café 🎉", "a\x00b", "\x00", "x\ud800", "\udfff"], ids=repr
+)
+def test_storable_text_is_the_rule_the_models_apply(text: str) -> None:
+    """The gateway checks paths and token subjects with ``storable_text``; the models check
+    their text with ``NO_NUL``: both refuse the same text (NUL, lone surrogates)."""
+    try:
+        TypeAdapter(Text).validate_python(text)
+    except ValidationError:
+        accepted = False
+    else:
+        accepted = True
+    assert storable_text(text) is accepted
 
 
 def test_committed_schema_states_what_the_worker_relies_on() -> None:

@@ -1,8 +1,9 @@
-"""The fleet's uvicorn server (billing_fleet.http_server) bounds request heads, on real sockets.
+"""The fleet's uvicorn server (billing_fleet.http_server) bounds requests, on real sockets.
 
-Slow-header clients are closed within the header timeout, an 8 MB header is refused,
-and ordinary requests, keep-alive, slow apps and heads split over several packets are
-served as before.
+Slow-header clients are closed within the header timeout, an 8 MB header is refused, a
+body held or trickled past the body timeout is answered 408, the graceful drain is
+bounded, and ordinary requests, keep-alive, slow apps and heads or bodies split over
+several packets are served as before.
 """
 
 from __future__ import annotations
@@ -29,7 +30,13 @@ from tests.http_clients import (
 from workers.runtime.http import HttpServer, create_app
 
 Message = MutableMapping[str, Any]
-LIMITS = ServerLimits(max_header_bytes=64 * 1024, header_timeout_seconds=1.0, keep_alive_seconds=1)
+LIMITS = ServerLimits(
+    max_header_bytes=64 * 1024,
+    header_timeout_seconds=1.0,
+    keep_alive_seconds=1,
+    body_timeout_seconds=1.0,
+    shutdown_timeout_seconds=1,
+)
 BODY = b"ok"
 
 
@@ -41,9 +48,26 @@ async def app(
     assert scope["type"] == "http"
     if scope["path"] == "/slow":
         await asyncio.sleep(LIMITS.header_timeout_seconds * 2)
-    headers = [(b"content-length", str(len(BODY)).encode())]
+    answer = BODY
+    if scope["path"] == "/read":  # reads the whole body first, answers its length
+        received = b""
+        while True:
+            message = await receive()
+            if message["type"] == "http.disconnect":
+                DISCONNECTED.append(scope["path"])
+                return
+            received += message.get("body", b"")
+            if not message.get("more_body"):
+                break
+        answer = str(len(received)).encode()
+    headers = [(b"content-length", str(len(answer)).encode())]
     await send({"type": "http.response.start", "status": 200, "headers": headers})
-    await send({"type": "http.response.body", "body": BODY})
+    await send({"type": "http.response.body", "body": answer})
+    if scope["path"] == "/hang":  # answered, then never returns (a handler stuck after)
+        await asyncio.sleep(3600)
+
+
+DISCONNECTED: list[str] = []  # paths whose app saw the client disconnect mid-body
 
 
 @pytest.fixture
@@ -175,6 +199,107 @@ async def test_a_malformed_request_gets_a_problem_400(port: int) -> None:
     assert b"content-type: application/problem+json" in head
     assert json.loads(body)["status"] == 400
     assert closed
+
+
+def post(path: str, length: int) -> bytes:
+    return f"POST {path} HTTP/1.1\r\nHost: test\r\nContent-Length: {length}\r\n\r\n".encode()
+
+
+def held_body(port: int, path: str, sent: bytes, length: int, wait: float) -> tuple[bytes, float]:
+    """Send a head declaring ``length`` body bytes and only ``sent`` of them, then hold:
+    what the server sends and how long until it closed (``wait`` if it did not)."""
+    with connect(port) as sock:
+        sock.sendall(post(path, length) + sent)
+        started = time.monotonic()
+        response, closed = read_until_closed(sock, wait)
+        return response, (time.monotonic() - started) if closed else wait
+
+
+async def test_a_client_holding_its_body_gets_408_and_is_closed(port: int) -> None:
+    DISCONNECTED.clear()
+    response, took = await asyncio.to_thread(held_body, port, "/read", b"0123456789", 100, 6.0)
+
+    assert took < LIMITS.body_timeout_seconds + 2.0, "the server held the body's reader"
+    head, _, body = response.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 408 "), response[:200]
+    assert b"content-type: application/problem+json" in head
+    assert json.loads(body)["status"] == 408
+    # The handler waiting for the body was let go (the server's drain would wait for it).
+    await asyncio.sleep(0.1)
+    assert DISCONNECTED == ["/read"]
+
+
+async def test_a_body_trickled_past_the_deadline_gets_408(port: int) -> None:
+    """The deadline bounds the whole body, not the time between its bytes."""
+
+    def trickle() -> tuple[bytes, float]:
+        with connect(port) as sock:
+            sock.sendall(post("/read", 100))
+            started = time.monotonic()
+            sock.settimeout(0.2)
+            received = b""
+            for _ in range(30):  # a byte every 0.2 s: 6 s for 30 bytes
+                try:
+                    sock.sendall(b"x")
+                    chunk = sock.recv(65536)
+                except TimeoutError:
+                    continue
+                except (BrokenPipeError, ConnectionResetError):
+                    break
+                if not chunk:
+                    break
+                received += chunk
+            return received, time.monotonic() - started
+
+    response, took = await asyncio.to_thread(trickle)
+
+    assert response.startswith(b"HTTP/1.1 408 "), response[:200]
+    assert took < LIMITS.body_timeout_seconds + 2.0
+
+
+async def test_a_body_in_pieces_within_the_timeout_is_served(port: int) -> None:
+    def pieces() -> bytes:
+        with connect(port) as sock:
+            sock.sendall(post("/read", 30))
+            for _ in range(3):
+                time.sleep(0.25)  # 0.75 s in all, under the 1 s timeout
+                sock.sendall(b"x" * 10)
+            return read_response(sock)
+
+    response = await asyncio.to_thread(pieces)
+
+    assert response.startswith(b"HTTP/1.1 200 "), response[:200]
+    assert response.endswith(b"\r\n\r\n30")
+
+
+async def test_a_body_held_after_the_app_answered_only_closes_the_connection(port: int) -> None:
+    """The app answered without reading the body: no second answer, but the connection
+    of a client that holds the rest is not kept forever."""
+    response, took = await asyncio.to_thread(held_body, port, "/", b"", 100, 6.0)
+
+    assert took < LIMITS.body_timeout_seconds + 2.0
+    assert response.startswith(b"HTTP/1.1 200 "), response[:200]
+    assert response.count(b"HTTP/1.1") == 1, response
+
+
+async def test_the_graceful_drain_is_bounded_by_the_shutdown_timeout() -> None:
+    port = free_port()
+    server = uvicorn.Server(server_config(app, "127.0.0.1", port, LIMITS, lifespan="off"))
+    task = await start_server(server, "test-http")
+    try:
+        with connect(port) as sock:
+            sock.sendall(request("/hang"))
+            await asyncio.to_thread(read_response, sock)  # its handler is still running
+            loop = asyncio.get_running_loop()
+            server.should_exit = True
+            stopping_at = loop.time()
+            await asyncio.wait([task], timeout=10)
+            took = loop.time() - stopping_at
+    finally:
+        server.should_exit = server.force_exit = True
+        await task
+
+    assert took < LIMITS.shutdown_timeout_seconds + 2.0
 
 
 async def test_the_worker_http_server_bounds_heads_too() -> None:

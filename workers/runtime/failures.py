@@ -13,18 +13,13 @@ from collections.abc import Sequence
 import asyncpg
 from aiokafka.errors import KafkaError
 
+from billing_fleet.db import DATABASE_UNAVAILABLE
 from workers.runtime.spec import Poison
 
-# Whole SQLSTATE classes: 08 connection, 53 resources (too many connections), 57 operator
-# intervention (shutdown, cannot connect now), 40 rollback (serialization, deadlock).
 _DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
-    asyncpg.PostgresConnectionError,
-    asyncpg.InterfaceError,
-    asyncpg.exceptions.InsufficientResourcesError,
-    asyncpg.exceptions.OperatorInterventionError,
+    *DATABASE_UNAVAILABLE,
+    # SQLSTATE class 40 (serialization failure, deadlock): a lost race, not the message.
     asyncpg.exceptions.TransactionRollbackError,
-    OSError,  # ConnectionError is a subclass
-    TimeoutError,
     KafkaError,
 )
 

@@ -9,7 +9,6 @@ worker has one) and their Outgoing to the outbox.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from contextlib import AbstractAsyncContextManager
 from typing import Literal, NamedTuple, get_args
 
 import asyncpg
@@ -53,15 +52,6 @@ def event_type(record: ConsumerRecord[bytes, bytes]) -> str:
     return "unknown"
 
 
-def transaction(
-    pool: asyncpg.Pool, timeout: float
-) -> AbstractAsyncContextManager[asyncpg.Connection]:
-    """A pooled connection inside a transaction, committed when the block ends; the whole
-    of it bounded by ``timeout`` (the worker's database timeout), else TimeoutError, an
-    outage: the connection is abandoned, the server rolls back, the batch is retried."""
-    return bounded_transaction(pool, timeout)
-
-
 async def apply(
     pool: asyncpg.Pool,
     spec: WorkerSpec,
@@ -69,9 +59,10 @@ async def apply(
     timeout: float,
 ) -> tuple[list[Handled], bool]:
     """Apply ``records`` in one transaction, within ``timeout``; returns what happened to
-    each and whether the outbox got rows. Raises (and applies nothing) if any record fails."""
+    each and whether the outbox got rows. Raises (and applies nothing) if any record fails;
+    past ``timeout`` that is a TimeoutError, an outage: the batch is retried."""
     events = [parse_billing_event(record.value or b"") for record in records]
-    async with transaction(pool, timeout) as conn:
+    async with bounded_transaction(pool, timeout) as conn:
         outcomes, outgoing = await apply_events(conn, spec, events)
         await write_outbox(conn, outgoing)
     handled = [

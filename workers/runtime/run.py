@@ -12,7 +12,14 @@ from aiokafka import AIOKafkaProducer
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
 
-from billing_fleet.db import BoundedPool, bounded_connection, create_pool
+from billing_fleet.db import (
+    bounded_connection,
+    bounded_transaction,
+    close_pool,
+    create_pool,
+    database_answers,
+)
+from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.kafka_admin import KafkaAdminError, connect_when_reachable, ensure_topics
 from billing_fleet.logs import FASTSTREAM
 from billing_fleet.migrate import require_migrated
@@ -22,14 +29,12 @@ from workers.runtime.consumer import BatchConsumer
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.http import HttpServer, create_app
 from workers.runtime.outbox import OutboxRelay, write_outbox
-from workers.runtime.processing import transaction
 from workers.runtime.relay_sender import BatchSender
 from workers.runtime.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
-PROBE_TIMEOUT_SECONDS = 2.0
 # aiokafka's 16 KiB default holds a few dozen change events; a relay batch is 500 rows.
 RELAY_MAX_BATCH_BYTES = 512 * 1024
 
@@ -103,9 +108,10 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         await _until_up(worker, "kafka producer", settings, producer.start)
         if serve_http:
             asyncapi = AsyncAPI(broker, title=f"billing-fleet {worker} worker", version="1")
+            probe_seconds = min(PROBE_TIMEOUT_SECONDS, db_timeout)
             checks = {
                 "kafka": _async(lambda: consumer.running),
-                "database": _db_check(pool, min(PROBE_TIMEOUT_SECONDS, db_timeout)),
+                "database": lambda: database_answers(pool, probe_seconds),
             }
             app = create_app(checks, asyncapi.to_specification().to_json())
             http = HttpServer(app, settings.gateway_host, settings.worker_http_port)
@@ -154,7 +160,7 @@ async def _shutdown(
             await producer.stop()
             if http is not None:
                 await http.stop()
-            await _close_pool(pool, db_timeout)
+            await close_pool(pool, db_timeout)
     except TimeoutError:
         log.error("shutdown timed out, closing hard", extra={"worker": worker})
         pool.terminate()
@@ -216,7 +222,7 @@ async def _periodic(
     assert spec.periodic is not None
     while True:
         try:
-            async with transaction(pool, timeout) as conn:
+            async with bounded_transaction(pool, timeout) as conn:
                 outgoing = await spec.periodic(conn)
                 await write_outbox(conn, outgoing)
             if outgoing:
@@ -239,29 +245,6 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     return run
 
 
-def _db_check(pool: asyncpg.Pool, timeout: float) -> Callable[[], Awaitable[bool]]:
-    probe = BoundedPool(pool, timeout)
-
-    async def run() -> bool:
-        try:
-            await probe.fetchval("SELECT 1")
-        except Exception:
-            return False
-        return True
-
-    return run
-
-
 async def _require_migrated(pool: asyncpg.Pool, timeout: float) -> None:
     async with bounded_connection(pool, timeout) as conn:
         await require_migrated(conn)
-
-
-async def _close_pool(pool: asyncpg.Pool, timeout: float) -> None:
-    """Close gracefully, or terminate: a graceful close waits for a stalled server to
-    acknowledge each connection's Terminate message."""
-    try:
-        async with asyncio.timeout(timeout):
-            await pool.close()
-    except TimeoutError:
-        pool.terminate()  # close() did on its cancellation; again costs nothing
