@@ -14,6 +14,7 @@ from contracts.entitlements import (
     parse_entitlement_change,
 )
 from contracts.events import (
+    BILLING_EVENT_TYPES,
     ActiveEntitlement,
     BillingEvent,
     Cancellation,
@@ -44,6 +45,7 @@ from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES, dead
 
 __all__ = [
     "BILLING_EVENTS",
+    "BILLING_EVENT_TYPES",
     "ENTITLEMENT_CHANGES",
     "INVOICES",
     "ActiveEntitlement",

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import uuid
 from datetime import UTC, datetime
-from typing import Annotated, Any, Final, Literal, Self
+from typing import Annotated, Any, Final, Literal, Self, get_args
 
 from pydantic import (
     AwareDatetime,
@@ -458,6 +458,13 @@ BillingEvent = Annotated[
 """Any event on ``billing.events.v1``; ``type`` selects the model."""
 
 billing_event_adapter: TypeAdapter[BillingEvent] = TypeAdapter(BillingEvent)
+
+BILLING_EVENT_TYPES: Final[frozenset[str]] = frozenset(
+    value
+    for model in get_args(get_args(BillingEvent)[0])
+    for value in get_args(model.model_fields["type"].annotation)
+)
+"""Every ``type`` an event on ``billing.events.v1`` may have today (new ones are added)."""
 
 
 def parse_billing_event(data: bytes | str) -> BillingEvent:

@@ -7,9 +7,10 @@ from aiokafka import ConsumerRecord
 from api_gateway.metrics import STRIPE_API_VERSIONS, STRIPE_EVENT_TYPES
 from api_gateway.normalize import HANDLED_TYPES, normalize
 from billing_fleet.settings import Settings
+from contracts import BILLING_EVENT_TYPES
 from contracts.labels import LABEL_LIMIT, LOG_VALUE_LIMIT, OTHER, bounded_label, log_value
 from tests.stripe_fixtures import fixture_files, load_event
-from workers.runtime.processing import EVENT_TYPES, event_type
+from workers.runtime.processing import event_type
 
 
 def test_known_value_is_kept_anything_else_is_other() -> None:
@@ -46,7 +47,7 @@ def test_worker_type_label_is_a_contract_type_other_or_unknown() -> None:
         if event["type"] in HANDLED_TYPES:
             published.add(normalize(event).type)
     assert len(published) > 10
-    assert published <= EVENT_TYPES
+    assert published <= BILLING_EVENT_TYPES
 
     def record(headers: list[tuple[str, bytes]]) -> ConsumerRecord[bytes, bytes]:
         return ConsumerRecord("t", 0, 0, 0, 0, b"k", b"v", None, 1, 1, headers)

@@ -9,13 +9,13 @@ worker has one) and their Outgoing to the outbox.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal, NamedTuple, get_args
+from typing import Literal, NamedTuple
 
 import asyncpg
 from aiokafka import ConsumerRecord
 
 from billing_fleet.db import bounded_transaction
-from contracts import BillingEvent, parse_billing_event
+from contracts import BILLING_EVENT_TYPES, BillingEvent, parse_billing_event
 from contracts.labels import bounded_label
 from workers.runtime.outbox import write_outbox
 from workers.runtime.spec import Outgoing, WorkerSpec
@@ -35,20 +35,12 @@ class Handled(NamedTuple):
     outcome: Outcome
 
 
-# Every ``type`` of the contract's events (the models of the BillingEvent union).
-EVENT_TYPES: frozenset[str] = frozenset(
-    value
-    for model in get_args(get_args(BillingEvent)[0])
-    for value in get_args(model.model_fields["type"].annotation)
-)
-
-
 def event_type(record: ConsumerRecord[bytes, bytes]) -> str:
     """The CloudEvents type header as a metric label, for messages that do not parse: a
     contract event type, ``other`` (anything a producer made up) or ``unknown`` (none)."""
     for name, value in record.headers:
         if name == "ce_type":
-            return bounded_label(value.decode(errors="replace"), EVENT_TYPES)
+            return bounded_label(value.decode(errors="replace"), BILLING_EVENT_TYPES)
     return "unknown"
 
 
