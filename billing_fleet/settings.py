@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Annotated, Final
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 MIN_JWT_HS256_SECRET_BYTES: Final = 32
@@ -162,6 +162,31 @@ class Settings(BaseSettings):
         description="Kafka group session timeout: how soon a dead worker's partitions move.",
     )
 
+    # -- deliveries (effects beyond Kafka) ----------------------------------------------------
+    delivery_concurrency: int = Field(
+        default=16, ge=1, le=1000, description="Sends a worker's delivery dispatcher runs at once."
+    )
+    delivery_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a claimed delivery stays leased to its dispatcher; a crashed "
+        "dispatcher's rows are sent again after it. Longer than any channel's timeout.",
+    )
+    delivery_poll_seconds: float = Field(
+        default=1.0, gt=0, description="Longest wait of an idle dispatcher between two claims."
+    )
+    delivery_http_backoff_seconds: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0],
+        description="Comma-separated waits between attempts at an HTTP delivery whose "
+        "endpoint is out (the last repeats; a longer Retry-After wins).",
+    )
+    delivery_http_max_attempts: int = Field(
+        default=10, ge=1, description="Attempts at an HTTP delivery before it is dead."
+    )
+    delivery_http_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest one HTTP delivery may take (connect to answer)."
+    )
+
     # -- entitlement worker -----------------------------------------------------------------
     entitlement_catalog_path: Path = Field(
         default=Path("catalog.example.yaml"),
@@ -188,7 +213,12 @@ class Settings(BaseSettings):
 
     log_level: str = Field(default="INFO", description="Log level of every process.")
 
-    @field_validator("stripe_webhook_secrets", "worker_retry_backoff_seconds", mode="before")
+    @field_validator(
+        "stripe_webhook_secrets",
+        "worker_retry_backoff_seconds",
+        "delivery_http_backoff_seconds",
+        mode="before",
+    )
     @classmethod
     def _split_commas(cls, value: object) -> object:
         if isinstance(value, str):
@@ -203,6 +233,22 @@ class Settings(BaseSettings):
         if size is not None and size < MIN_JWT_HS256_SECRET_BYTES:
             raise ValueError(f"must be at least {MIN_JWT_HS256_SECRET_BYTES} bytes")
         return value
+
+    @field_validator("delivery_http_backoff_seconds")
+    @classmethod
+    def _not_negative(cls, value: list[float]) -> list[float]:
+        if not value or any(wait < 0 for wait in value):
+            raise ValueError("must be one or more waits, none negative")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_send(self) -> Settings:
+        if self.delivery_lease_seconds <= self.delivery_http_timeout_seconds:
+            raise ValueError(
+                "BILLING_DELIVERY_LEASE_SECONDS must be longer than "
+                "BILLING_DELIVERY_HTTP_TIMEOUT_SECONDS (a send would outlive its lease)"
+            )
+        return self
 
     @field_validator("database_url")
     @classmethod
