@@ -23,6 +23,8 @@ HOLD: Final = -1
 class Answer:
     status: int = 200
     headers: dict[str, str] = field(default_factory=dict)
+    delay: float = 0.0
+    """Seconds to wait before answering (a slow receiver)."""
 
 
 class Receiver:
@@ -73,6 +75,8 @@ class Receiver:
                 if answer == HOLD:
                     await asyncio.Event().wait()  # until the connection is closed
                 assert isinstance(answer, Answer)
+                if answer.delay:
+                    await asyncio.sleep(answer.delay)
                 if 200 <= answer.status < 300:
                     self.accepted[(path, delivery_id)] += 1
                     self.bodies[delivery_id] = body

@@ -149,6 +149,22 @@ async def test_dead_after_its_attempts_then_retry_delivers_it(database_url: str)
         await receiver.stop()
 
 
+async def test_graceful_stop_lets_a_send_in_flight_finish(database_url: str) -> None:
+    worker = unique("dl-stop")
+    receiver = Receiver()
+    receiver.answers["/slow"] = Answer(200, delay=0.5)
+    await receiver.start()
+    await write(database_url, worker, [Delivery.json("http", receiver.url("/slow"), "s-1", {})])
+    try:
+        async with dispatching(database_url, worker, http_channel()):
+            await wait_for(lambda: _requested(receiver, "/slow", 1), message="the send began")
+        # The block's end cancelled the dispatcher while the receiver was still answering.
+        assert await statuses(database_url, worker) == {"s-1": "sent"}
+        assert receiver.ids("/slow", receiver.requests) == {"s-1": 1}
+    finally:
+        await receiver.stop()
+
+
 def test_deliveries_cli_refuses_bad_input_in_one_line() -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres"}
     bad_id = subprocess.run(

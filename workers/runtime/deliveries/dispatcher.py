@@ -75,7 +75,9 @@ class Dispatcher:
 
     async def run(self) -> None:
         """Claim and send until cancelled; outages of PostgreSQL are retried with backoff.
-        On cancellation the sends in flight are cancelled too (their leases expire)."""
+        On cancellation (a graceful stop) nothing more is claimed; the sends in flight get
+        their channel's timeout to finish and are recorded; any still running then is
+        cancelled (its lease expires and it is sent again, with the same key)."""
         failures = 0
         recorder = asyncio.create_task(self._record_results(), name=f"{self._worker}-results")
         try:
@@ -106,6 +108,9 @@ class Dispatcher:
                         await self._wake.wait()
                 self._wake.clear()
         finally:
+            if self._in_flight:
+                longest = max(sender.timeout_seconds for sender in self._channels.values())
+                await asyncio.wait(set(self._in_flight), timeout=longest)
             for task in self._in_flight:
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
