@@ -36,6 +36,12 @@ async def test_one_endpoint_down_does_not_hold_back_the_other(database_url: str)
         async with dispatching(database_url, worker, http_channel(backoff=(0.2, 0.3))):
             await wait_for(lambda: _arrived(up, "/b", 5), message="B delivered while A is down")
             assert down.requests == {}
+
+            async def pending(count: int) -> bool:
+                labels = {"worker": worker, "channel": "http"}
+                return metric("billing_deliveries_pending", **labels) == count
+
+            await wait_for(lambda: pending(5), message="A's five rows counted as pending")
             states = await statuses(database_url, worker)
             assert {k: v for k, v in states.items() if k.startswith("a-")} == {
                 f"a-{i}": "pending" for i in range(5)
@@ -57,6 +63,7 @@ async def test_one_endpoint_down_does_not_hold_back_the_other(database_url: str)
             await wait_for(lambda: _requested(down, "/a", 5), message="A answered 503")
             down.default = Answer(200)
             await wait_for(lambda: _arrived(down, "/a", 5), message="A delivered once back")
+            await wait_for(lambda: pending(0), message="nothing pending once A is delivered")
         assert set((await statuses(database_url, worker)).values()) == {"sent"}
         assert down.ids("/a") == {f"a-{i}": 1 for i in range(5)}  # nothing twice
         assert up.ids("/b") == {f"b-{i}": 1 for i in range(5)}

@@ -86,7 +86,6 @@ class Dispatcher:
                 if free >= self._claim_at_least or (free and not self._in_flight):
                     try:
                         claimed = await self._claim(free)
-                        await self._count_pending()
                         failures = 0
                     except Exception as exc:
                         if not is_dependency_failure(exc):
@@ -101,6 +100,7 @@ class Dispatcher:
                         continue
                     for row in claimed:
                         self._start(row)
+                    await self._count_pending()
                     if len(claimed) == free:
                         continue  # maybe more are due: claim again once slots free up
                 with contextlib.suppress(TimeoutError):
@@ -191,8 +191,12 @@ class Dispatcher:
         if now - self._counted_at < PENDING_COUNT_SECONDS:
             return
         self._counted_at = now
-        async with bounded_connection(self._pool, self._db_timeout) as conn:
-            counts = await pending_counts(conn, self._worker)
+        try:
+            async with bounded_connection(self._pool, self._db_timeout) as conn:
+                counts = await pending_counts(conn, self._worker)
+        except Exception as exc:  # only the gauge waits; the next claim's count retries
+            log.warning("pending deliveries not counted", extra={"error": repr(exc)})
+            return
         for channel in self._channels:
             DELIVERIES_PENDING.labels(self._worker, channel).set(counts.get(channel, 0))
 
