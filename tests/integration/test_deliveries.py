@@ -78,6 +78,24 @@ async def test_one_endpoint_down_does_not_hold_back_the_other(database_url: str)
         await up.stop()
 
 
+async def test_two_dispatchers_share_the_rows_and_send_each_once(database_url: str) -> None:
+    worker = unique("dl-replicas")
+    receiver = Receiver()
+    receiver.default = Answer(200, delay=0.02)  # sends overlap, so both claim while busy
+    await receiver.start()
+    await write(database_url, worker, _deliveries(receiver, "/r", "r", 30))
+    try:
+        async with (
+            dispatching(database_url, worker, http_channel(), concurrency=2),
+            dispatching(database_url, worker, http_channel(), concurrency=2),
+        ):
+            await wait_for(lambda: _status_all(database_url, worker, "sent", 30))
+        assert receiver.ids("/r", receiver.requests) == {f"r-{i}": 1 for i in range(30)}
+        assert {r["attempts"] for r in await rows(database_url, worker)} == {1}
+    finally:
+        await receiver.stop()
+
+
 async def test_same_idempotency_key_creates_no_second_row(database_url: str) -> None:
     worker = unique("dl-dedupe")
     receiver = Receiver()
@@ -256,6 +274,11 @@ async def _arrived(receiver: Receiver, path: str, count: int) -> bool:
 
 async def _requested(receiver: Receiver, path: str, count: int) -> bool:
     return sum(receiver.ids(path, receiver.requests).values()) >= count
+
+
+async def _status_all(database_url: str, worker: str, status: str, count: int) -> bool:
+    found = await statuses(database_url, worker)
+    return len(found) == count and set(found.values()) == {status}
 
 
 async def _status_is(database_url: str, worker: str, key: str, status: str) -> Any:
