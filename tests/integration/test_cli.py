@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
-from billing_fleet.embedded import free_port
 from billing_fleet.kafka_admin import broker_reachable
 from contracts import BILLING_EVENTS
+from fleet.embedded import free_port
 from tests.cli_support import COMMAND as COMMAND  # other tests import these from here
 from tests.cli_support import (
     children,
@@ -43,7 +43,7 @@ def test_help_lists_the_commands() -> None:
 # What only `dev` needs: its workers' reloading, its banner (PyJWT), the embedded servers.
 # (watchfiles itself is loaded anyway: uvicorn imports it for its --reload.)
 DEV_ONLY = tuple(
-    f"billing_fleet.{name}" for name in ("dev", "dev_workers", "dev_banner", "embedded")
+    f"fleet.{name}" for name in ("dev", "dev_workers", "dev_banner", "embedded", "command_settings")
 )
 
 

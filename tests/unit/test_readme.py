@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from billing_fleet.settings import Settings
+from tests.fleet_settings import FleetSettings
 
 README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
 
 
 def test_every_setting_is_in_the_configuration_table() -> None:
-    missing = [f"BILLING_{name.upper()}" for name in Settings.model_fields]
+    missing = [f"BILLING_{name.upper()}" for name in FleetSettings.model_fields]
     missing = [var for var in missing if f"`{var}`" not in README]
     assert missing == []
 
