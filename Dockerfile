@@ -20,6 +20,7 @@ RUN pip install . && useradd --system --uid 10001 --no-create-home billing
 
 USER 10001
 EXPOSE 8000
-ENV BILLING_GATEWAY_HOST=0.0.0.0
+ENV BILLING_GATEWAY_HOST=0.0.0.0 \
+    BILLING_WORKER_HTTP_HOST=0.0.0.0
 ENTRYPOINT ["billing-fleet"]
 CMD ["gateway"]

@@ -62,6 +62,10 @@ def discover(packages: tuple[str, ...]) -> list[Migration]:
             folder = resources.files(package).joinpath("migrations")
         except ModuleNotFoundError:
             raise MigrationError(f"migrations package {package} does not exist") from None
+        except TypeError:  # a module, not a package
+            raise MigrationError(
+                f"migrations package {package} is a module, not a package"
+            ) from None
         if not folder.is_dir():
             raise MigrationError(
                 f"{package} is declared as a migrations package but has no migrations/ folder"

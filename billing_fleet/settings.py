@@ -94,7 +94,7 @@ def variable_of(cls: type[CoreSettings], loc: str) -> str:
         if loc == name or loc in names:
             # The unprefixed one first: DATABASE_URL or BILLING_DATABASE_URL.
             return " or ".join(reversed(names)) if names else f"BILLING_{name.upper()}"
-    return loc or "configuration"
+    return f"BILLING_{loc.upper()}" if loc else "configuration"
 
 
 def variables(cls: type[CoreSettings]) -> list[str]:

@@ -72,7 +72,8 @@ def _migrate(args: argparse.Namespace, settings: DevSettings) -> int:
     from asyncpg import PostgresError
 
     from billing_fleet.migrate import MigrationError, migrate
-    from workers.registry import migration_packages
+    from workers.registry import with_override
+    from workers.runtime.declaration import WorkerBuildError
 
     url = settings.database_url
     if not url:
@@ -85,11 +86,11 @@ def _migrate(args: argparse.Namespace, settings: DevSettings) -> int:
 
     async def run() -> list[str]:
         await check_database(url)  # one clear line when PostgreSQL is not there
-        return await migrate(url, migration_packages())
+        return await migrate(url, with_override())
 
     try:
         applied = asyncio.run(run())
-    except (Unavailable, MigrationError, PostgresError, OSError) as exc:
+    except (Unavailable, MigrationError, WorkerBuildError, PostgresError, OSError) as exc:
         print(f"billing-fleet migrate: {one_line(exc)}", file=sys.stderr)
         return 1
     for name in applied:

@@ -34,6 +34,14 @@ def migration_packages(declarations: Iterable[WorkerDeclaration] | None = None) 
     return tuple(packages)
 
 
+def with_override() -> tuple[str, ...]:
+    """``migration_packages()``, plus those of ``BILLING_WORKER_DECLARATION``'s worker
+    when it is set (``migrate`` before trying a worker that is not registered yet)."""
+    reference = os.environ.get(DECLARATION_OVERRIDE_ENV)
+    extra = [load_declaration(reference)] if reference else []
+    return migration_packages([*WORKERS.values(), *extra])
+
+
 def load_declaration(reference: str) -> WorkerDeclaration:
     """The declaration ``"module:ATTRIBUTE"`` names; ``WorkerBuildError`` when it is not one."""
     module_name, _, attribute = reference.partition(":")

@@ -31,6 +31,8 @@ __all__ = ["COMMAND", "clean_env"]
 
 pytestmark = pytest.mark.integration
 
+ROOT = str(Path(__file__).resolve().parents[2])
+
 
 def test_help_lists_the_commands() -> None:
     result = run("--help", env=clean_env())
@@ -83,6 +85,22 @@ async def test_migrate_applies_then_finds_nothing_to_do(create_database: Any) ->
     assert "applied workers.runtime/0001_runtime.sql" in first.stdout
     assert second.returncode == 0, second.stderr
     assert "nothing to apply" in second.stdout
+
+
+async def test_migrate_applies_an_unregistered_declaration_s_migrations_too(
+    create_database: Any,
+) -> None:
+    env = clean_env(
+        DATABASE_URL=await create_database(),
+        BILLING_WORKER_DECLARATION="tests.toy_worker:DECLARATION",
+        PYTHONPATH=ROOT,  # where `tests.toy_worker` is importable
+    )
+
+    result = run("migrate", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "applied workers.entitlement/0001_entitlements.sql" in result.stdout
+    assert result.stdout.splitlines()[-1] == "applied tests.toy_worker/0001_toy.sql"
 
 
 async def test_worker_refuses_a_database_behind_its_release(

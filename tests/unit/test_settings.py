@@ -72,7 +72,7 @@ def test_a_password_that_breaks_the_url_is_never_echoed(url: str) -> None:
     with pytest.raises(ValidationError) as raised:
         FleetSettings(database_url=url)
 
-    [line] = settings_errors(raised.value)
+    [line] = settings_errors(raised.value, FleetSettings)
 
     assert line.startswith("billing-fleet: DATABASE_URL or BILLING_DATABASE_URL: "), line
     assert "percent-encode" in line, line
@@ -87,7 +87,7 @@ def test_errors_name_the_variables_and_never_the_values(monkeypatch: pytest.Monk
     with pytest.raises(ValidationError) as raised:
         FleetSettings()
 
-    lines = settings_errors(raised.value)
+    lines = settings_errors(raised.value, FleetSettings)
 
     assert lines == [
         "billing-fleet: DATABASE_URL or BILLING_DATABASE_URL: must start with postgresql:// "
