@@ -29,8 +29,8 @@ import httpx
 
 from bench import infra, procs
 from billing_fleet.db import create_pool
-from billing_fleet.embedded import free_port
 from billing_fleet.signals import run_event_loop
+from fleet.embedded import free_port
 from workers.runtime.deliveries.dispatcher import Dispatcher
 from workers.runtime.deliveries.http import ID_HEADER, HttpSender
 from workers.runtime.deliveries.model import Delivery, RetryPolicy

@@ -193,7 +193,7 @@ async def test_graceful_stop_lets_a_send_in_flight_finish(database_url: str) -> 
 def test_deliveries_cli_refuses_bad_input_in_one_line() -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres"}
     bad_id = subprocess.run(
-        [sys.executable, "-m", "billing_fleet.cli", "deliveries", "retry", "abc"],
+        [sys.executable, "-m", "fleet.cli", "deliveries", "retry", "abc"],
         capture_output=True,
         text=True,
         env=env,
@@ -201,7 +201,7 @@ def test_deliveries_cli_refuses_bad_input_in_one_line() -> None:
     )
     assert bad_id.returncode == 2 and "not a number: 'abc'" in bad_id.stderr
     unreachable = subprocess.run(
-        [sys.executable, "-m", "billing_fleet.cli", "deliveries", "list"],
+        [sys.executable, "-m", "fleet.cli", "deliveries", "list"],
         capture_output=True,
         text=True,
         env=env,
@@ -260,7 +260,7 @@ def _dispatcher_process(database_url: str, worker: str) -> subprocess.Popen[byte
 
 def _cli(database_url: str, *args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "billing_fleet.cli", "deliveries", *args],
+        [sys.executable, "-m", "fleet.cli", "deliveries", *args],
         capture_output=True,
         text=True,
         env={**os.environ, "DATABASE_URL": database_url},

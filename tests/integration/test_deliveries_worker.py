@@ -6,9 +6,9 @@ import json
 
 import pytest
 
-from billing_fleet.settings import Settings
 from tests.deliveries_support import rows
 from tests.deliveries_toy import webhook_spec
+from tests.fleet_settings import FleetSettings
 from tests.http_receiver import Receiver
 from tests.runtime_toy import (
     create_topics,
@@ -24,7 +24,7 @@ from tests.runtime_toy import (
 pytestmark = pytest.mark.integration
 
 
-async def test_each_event_reaches_the_receiver_exactly_once(settings: Settings) -> None:
+async def test_each_event_reaches_the_receiver_exactly_once(settings: FleetSettings) -> None:
     assert settings.kafka_bootstrap_servers and settings.database_url
     name, topic = unique("dl-toy"), unique("dl-events")
     await create_topics(settings, topic)

@@ -78,3 +78,5 @@ class WorkerSpec:
     channels: Mapping[str, Sender] = field(default_factory=dict)
     """Senders by channel name for the ``Delivery`` values the handler returns; with any,
     the worker process runs a delivery dispatcher (and closes the senders when it stops)."""
+    is_outage: Callable[[BaseException], bool] | None = None
+    """Errors of the worker's own dependencies that are outages; set from its declaration."""

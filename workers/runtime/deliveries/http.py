@@ -12,8 +12,8 @@ from typing import Final
 
 import httpx
 
-from billing_fleet.settings import Settings
 from workers.runtime.deliveries.model import Delivery, RetryPolicy, SendResult
+from workers.runtime.settings import RuntimeSettings
 
 ID_HEADER: Final = "webhook-id"
 RETRY_AFTER_MAX_SECONDS: Final = 3600.0
@@ -106,7 +106,7 @@ def _detail(exc: BaseException) -> str:
     return text[:DETAIL_CHARS]
 
 
-def http_sender(settings: Settings) -> HttpSender:
+def http_sender(settings: RuntimeSettings) -> HttpSender:
     """The HTTP channel as the ``BILLING_DELIVERY_*`` settings configure it."""
     policy = RetryPolicy(
         tuple(settings.delivery_http_backoff_seconds), settings.delivery_http_max_attempts

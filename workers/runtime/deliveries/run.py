@@ -6,14 +6,16 @@ import logging
 
 import asyncpg
 
-from billing_fleet.settings import Settings
 from workers.runtime.deliveries.dispatcher import Dispatcher
+from workers.runtime.settings import RuntimeSettings
 from workers.runtime.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
 
 
-def dispatcher_for(spec: WorkerSpec, settings: Settings, pool: asyncpg.Pool) -> Dispatcher | None:
+def dispatcher_for(
+    spec: WorkerSpec, settings: RuntimeSettings, pool: asyncpg.Pool
+) -> Dispatcher | None:
     """The worker's dispatcher, or None when it has no channels."""
     if not spec.channels:
         return None

@@ -16,10 +16,10 @@ import asyncpg
 from asyncpg import PostgresError
 
 from billing_fleet.logs import one_line
-from billing_fleet.preflight import CONNECT_TIMEOUT_SECONDS, Unavailable, check_database
-from billing_fleet.settings import Settings
+from fleet.preflight import CONNECT_TIMEOUT_SECONDS, Unavailable, check_database
+from fleet.settings import DevSettings
 
-Command = Callable[[argparse.Namespace, Settings], int]
+Command = Callable[[argparse.Namespace, DevSettings], int]
 T = TypeVar("T")
 STATUSES = ("pending", "dead", "failed", "sent")
 SERVER_ERRORS = (Unavailable, PostgresError, OSError, TimeoutError)
@@ -41,7 +41,7 @@ def add_deliveries_parser(commands: Any, dispatch: Command) -> None:
     retry.set_defaults(deliveries_handler=_retry)
 
 
-def run_deliveries(args: argparse.Namespace, settings: Settings) -> int:
+def run_deliveries(args: argparse.Namespace, settings: DevSettings) -> int:
     if not settings.database_url:
         print(
             "billing-fleet deliveries: set DATABASE_URL (or BILLING_DATABASE_URL), "
@@ -89,7 +89,7 @@ def _failed(action: str, exc: BaseException) -> int:
     return 1
 
 
-def _list(args: argparse.Namespace, settings: Settings) -> int:
+def _list(args: argparse.Namespace, settings: DevSettings) -> int:
     from workers.runtime.deliveries.store import list_deliveries
 
     assert settings.database_url
@@ -116,7 +116,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _retry(args: argparse.Namespace, settings: Settings) -> int:
+def _retry(args: argparse.Namespace, settings: DevSettings) -> int:
     from workers.runtime.deliveries.store import NotRetryable, requeue
 
     assert settings.database_url
