@@ -27,6 +27,15 @@ def _run(args: argparse.Namespace) -> int:
             timeout=args.timeout,
             rounds=args.rounds,
         )
+    if args.command == "deliveries":
+        from bench import deliveries
+
+        return deliveries.run(
+            count=args.deliveries,
+            concurrency=args.concurrency,
+            rounds=args.rounds,
+            timeout=args.timeout,
+        )
     from bench import e2e
 
     return e2e.run(
@@ -68,6 +77,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     e2e.add_argument("--read-rate", type=int, default=2_000, help="fixed-rate read run, req/s")
     e2e.add_argument("--wrk-duration", type=int, default=8, help="seconds per wrk run")
     e2e.add_argument("--connections", type=int, default=32, help="wrk throughput connections")
+
+    deliveries = commands.add_parser(
+        "deliveries", help="delivery dispatcher vs. a raw HTTP client, one endpoint down"
+    )
+    deliveries.add_argument("--deliveries", type=int, default=5_000, help="POSTs per run")
+    deliveries.add_argument("--concurrency", type=int, default=16, help="sends in flight")
+    deliveries.add_argument("--rounds", type=int, default=3, help="alternating (a)/(b) rounds")
+    deliveries.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
     args = parser.parse_args(argv)
 
     try:

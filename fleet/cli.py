@@ -195,6 +195,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_dlt_parser(commands, _dlt)
 
+    from fleet.deliveries_commands import add_deliveries_parser, run_deliveries
+
+    add_deliveries_parser(commands, run_deliveries)
+
     send = commands.add_parser(
         "send-test-event",
         help="POST a signed customer.created (with a user) and customer.subscription.created",
@@ -211,7 +215,7 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--user", default=DEFAULT_USER_ID, help="default: %(default)s")
     send.set_defaults(handler=_send_test_event)
     # Commands an operator runs in a second terminal next to `dev`: they use its servers.
-    for command in (migrate, send, commands.choices["dlt"]):
+    for command in (migrate, send, commands.choices["dlt"], commands.choices["deliveries"]):
         command.set_defaults(next_to_dev=True)
     return parser
 

@@ -3,7 +3,7 @@
 ``apply`` takes several records and applies them all in one transaction, in the order
 given (per partition, offset order), or none of them: one statement claims the
 idempotency rows of all, then the new events go to the handler (the batch handler if the
-worker has one) and their Outgoing to the outbox.
+worker has one), their Outgoing to the outbox and their Delivery values to ``deliveries``.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from aiokafka import ConsumerRecord
 from billing_fleet.db import bounded_transaction
 from contracts import BILLING_EVENT_TYPES, BillingEvent, parse_billing_event
 from contracts.labels import bounded_label
+from workers.runtime.deliveries.model import Delivery
+from workers.runtime.deliveries.store import write_deliveries
 from workers.runtime.outbox import write_outbox
-from workers.runtime.spec import Outgoing, WorkerSpec
+from workers.runtime.spec import Effect, Outgoing, Poison, WorkerSpec
 
 Outcome = Literal["applied", "duplicate", "dead_lettered"]
 
@@ -51,24 +53,33 @@ async def apply(
     timeout: float,
 ) -> tuple[list[Handled], bool]:
     """Apply ``records`` in one transaction, within ``timeout``; returns what happened to
-    each and whether the outbox got rows. Raises (and applies nothing) if any record fails;
-    past ``timeout`` that is a TimeoutError, an outage: the batch is retried."""
+    each and whether the outbox or the deliveries got rows (the relay and the dispatcher
+    are woken then). Raises (and applies nothing) if any record fails; past ``timeout``
+    that is a TimeoutError, an outage: the batch is retried."""
     events = [parse_billing_event(record.value or b"") for record in records]
     async with bounded_transaction(pool, timeout) as conn:
-        outcomes, outgoing = await apply_events(conn, spec, events)
+        outcomes, outgoing, delivered = await _apply_events(conn, spec, events)
         await write_outbox(conn, outgoing)
     handled = [
         Handled(record, event.source.stripe_event_id, event.type, outcome)
         for record, event, outcome in zip(records, events, outcomes, strict=True)
     ]
-    return handled, bool(outgoing)
+    return handled, bool(outgoing) or delivered > 0
 
 
 async def apply_events(
     conn: asyncpg.Connection, spec: WorkerSpec, events: Sequence[BillingEvent]
 ) -> tuple[list[Outcome], list[Outgoing]]:
     """In the open transaction: claim all idempotency rows, hand the new events to the
-    handler; each event's outcome and the Outgoing (not yet written to the outbox)."""
+    handler and write their deliveries; each event's outcome and the Outgoing (not yet
+    written to the outbox)."""
+    outcomes, outgoing, _ = await _apply_events(conn, spec, events)
+    return outcomes, outgoing
+
+
+async def _apply_events(
+    conn: asyncpg.Connection, spec: WorkerSpec, events: Sequence[BillingEvent]
+) -> tuple[list[Outcome], list[Outgoing], int]:
     new = await claim(conn, spec, events)
     outcomes: list[Outcome] = []
     fresh: list[BillingEvent] = []
@@ -79,16 +90,36 @@ async def apply_events(
         if stripe_id in new:
             fresh.append(event)
             new.discard(stripe_id)
-    return outcomes, await handle(conn, spec, fresh)
+    outgoing, delivered = await write_effects(conn, spec, await handle(conn, spec, fresh))
+    return outcomes, outgoing, delivered
 
 
 async def apply_one(
     conn: asyncpg.Connection, spec: WorkerSpec, event: BillingEvent
 ) -> Sequence[Outgoing] | None:
-    """The event's Outgoing, or None if this consumer processed it before."""
+    """The event's Outgoing (its deliveries written), or None if this consumer processed
+    it before."""
     if not await claim(conn, spec, [event]):
         return None
-    return await handle(conn, spec, [event])
+    outgoing, _ = await write_effects(conn, spec, await handle(conn, spec, [event]))
+    return outgoing
+
+
+async def write_effects(
+    conn: asyncpg.Connection, spec: WorkerSpec, effects: Sequence[Effect]
+) -> tuple[list[Outgoing], int]:
+    """Write the Delivery values among ``effects`` (a redelivered key inserts nothing);
+    returns the Outgoing, in order, and how many deliveries are new."""
+    outgoing: list[Outgoing] = []
+    deliveries: list[Delivery] = []
+    for effect in effects:
+        if isinstance(effect, Delivery):
+            if effect.channel not in spec.channels:
+                raise Poison(f"worker {spec.name} has no delivery channel {effect.channel!r}")
+            deliveries.append(effect)
+        else:
+            outgoing.append(effect)
+    return outgoing, await write_deliveries(conn, spec.name, deliveries)
 
 
 async def claim(
@@ -101,13 +132,13 @@ async def claim(
 
 async def handle(
     conn: asyncpg.Connection, spec: WorkerSpec, events: Sequence[BillingEvent]
-) -> list[Outgoing]:
-    """The Outgoing of ``events``, applied in order by the worker's handler."""
+) -> list[Effect]:
+    """The effects of ``events``, applied in order by the worker's handler."""
     if not events:
         return []
     if spec.handle_batch is not None:
         return list(await spec.handle_batch(conn, events))
-    outgoing: list[Outgoing] = []
+    effects: list[Effect] = []
     for event in events:
-        outgoing += await spec.handle(conn, event)
-    return outgoing
+        effects += await spec.handle(conn, event)
+    return effects

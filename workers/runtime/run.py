@@ -26,6 +26,7 @@ from billing_fleet.migrate import require_migrated
 from workers.runtime.asyncapi import register_emitted
 from workers.runtime.consumer import BatchConsumer
 from workers.runtime.declaration import RUNTIME_MIGRATIONS
+from workers.runtime.deliveries.run import close_senders, dispatcher_for
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.http import HttpServer, create_app
 from workers.runtime.outbox import OutboxRelay, write_outbox
@@ -97,7 +98,14 @@ async def run_worker(
         db_timeout=db_timeout,
         backoff_max=settings.worker_dependency_backoff_max_seconds,
     )
-    consumer = BatchConsumer(spec, settings, broker, pool, relay.wake)
+    dispatcher = dispatcher_for(spec, settings, pool)  # None without channels
+
+    def wrote() -> None:  # after a transaction that wrote outbox rows or deliveries
+        relay.wake()
+        if dispatcher is not None:
+            dispatcher.wake()
+
+    consumer = BatchConsumer(spec, settings, broker, pool, wrote)
     http: HttpServer | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -127,6 +135,8 @@ async def run_worker(
             http = HttpServer(app, settings.worker_http_host, settings.worker_http_port)
             await http.start()
         tasks.append(asyncio.create_task(relay.run(), name=f"{worker}-outbox-relay"))
+        if dispatcher is not None:
+            tasks.append(asyncio.create_task(dispatcher.run(), name=f"{worker}-deliveries"))
         if spec.periodic is not None:
             tasks.append(
                 asyncio.create_task(
@@ -168,6 +178,7 @@ async def _shutdown(
                 log.warning("last outbox flush failed", extra={"error": repr(exc)})
             await broker.stop()
             await producer.stop()
+            await close_senders(consumer.spec)
             if http is not None:
                 await http.stop()
             await close_pool(pool, db_timeout)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 from pydantic_settings import NoDecode
 
 from billing_fleet.settings import CoreSettings, split_commas
@@ -61,7 +61,48 @@ class RuntimeSettings(CoreSettings):
         description="Kafka group session timeout: how soon a dead worker's partitions move.",
     )
 
-    @field_validator("worker_retry_backoff_seconds", mode="before")
+    # -- deliveries (effects beyond Kafka) ------------------------------------------------
+    delivery_concurrency: int = Field(
+        default=16, ge=1, le=1000, description="Sends a worker's delivery dispatcher runs at once."
+    )
+    delivery_lease_seconds: float = Field(
+        default=60.0,
+        gt=0,
+        description="How long a claimed delivery stays leased to its dispatcher; a crashed "
+        "dispatcher's rows are sent again after it. Longer than any channel's timeout.",
+    )
+    delivery_poll_seconds: float = Field(
+        default=1.0, gt=0, description="Longest wait of an idle dispatcher between two claims."
+    )
+    delivery_http_backoff_seconds: Annotated[list[float], NoDecode] = Field(
+        default_factory=lambda: [1.0, 5.0, 30.0, 120.0, 600.0],
+        description="Comma-separated waits between attempts at an HTTP delivery whose "
+        "endpoint is out (the last repeats; a longer Retry-After wins).",
+    )
+    delivery_http_max_attempts: int = Field(
+        default=10, ge=1, description="Attempts at an HTTP delivery before it is dead."
+    )
+    delivery_http_timeout_seconds: float = Field(
+        default=10.0, gt=0, description="Longest one HTTP delivery may take (connect to answer)."
+    )
+
+    @field_validator("worker_retry_backoff_seconds", "delivery_http_backoff_seconds", mode="before")
     @classmethod
     def _split_backoff(cls, value: object) -> object:
         return split_commas(value)
+
+    @field_validator("delivery_http_backoff_seconds")
+    @classmethod
+    def _not_negative(cls, value: list[float]) -> list[float]:
+        if not value or any(wait < 0 for wait in value):
+            raise ValueError("must be one or more waits, none negative")
+        return value
+
+    @model_validator(mode="after")
+    def _lease_outlasts_send(self) -> RuntimeSettings:
+        if self.delivery_lease_seconds <= self.delivery_http_timeout_seconds:
+            raise ValueError(
+                "BILLING_DELIVERY_LEASE_SECONDS must be longer than "
+                "BILLING_DELIVERY_HTTP_TIMEOUT_SECONDS (a send would outlive its lease)"
+            )
+        return self

@@ -9,14 +9,16 @@ letters, the outbox, metrics and shutdown.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import NamedTuple
 
 import asyncpg
 
 from contracts import BILLING_EVENTS, BillingEvent
+from workers.runtime.deliveries.channel import Sender
+from workers.runtime.deliveries.model import Delivery
 
 
 class Outgoing(NamedTuple):
@@ -37,17 +39,22 @@ class Poison(Exception):
     """
 
 
-Handler = Callable[[asyncpg.Connection, BillingEvent], Awaitable[Sequence[Outgoing]]]
-"""Apply one event inside the open transaction; return what to emit. Never commits.
+Effect = Outgoing | Delivery
+"""What a handler returns: events for the outbox, deliveries for the worker's channels."""
+
+Handler = Callable[[asyncpg.Connection, BillingEvent], Awaitable[Sequence[Effect]]]
+"""Apply one event inside the open transaction; return what to emit and deliver. Never
+commits.
 
 Transactions on other Kafka keys run at the same time (``worker_lanes``): lock rows that
 another key's events may also write (a deadlock is retried as an outage). Pooled
 connections are not reset: leave no session state (``SET LOCAL``, transaction-level
 advisory locks, no ``LISTEN``)."""
 
-BatchHandler = Callable[[asyncpg.Connection, Sequence[BillingEvent]], Awaitable[Sequence[Outgoing]]]
+BatchHandler = Callable[[asyncpg.Connection, Sequence[BillingEvent]], Awaitable[Sequence[Effect]]]
 """Apply several events, in order, inside the open transaction: the same effects and the
-same Outgoing (in the same order) as ``Handler`` on each in turn. Never commits."""
+same Outgoing and Delivery (in the same order) as ``Handler`` on each in turn. Never
+commits."""
 
 Periodic = Callable[[asyncpg.Connection], Awaitable[Sequence[Outgoing]]]
 """Time-driven work (e.g. expiring access) run in its own transaction, with an outbox."""
@@ -68,5 +75,8 @@ class WorkerSpec:
     watch_files: tuple[Path, ...] = ()
     """Files the factory read (a catalog): ``billing-fleet dev`` rebuilds the worker from
     its factory when one of them changes."""
+    channels: Mapping[str, Sender] = field(default_factory=dict)
+    """Senders by channel name for the ``Delivery`` values the handler returns; with any,
+    the worker process runs a delivery dispatcher (and closes the senders when it stops)."""
     is_outage: Callable[[BaseException], bool] | None = None
     """Errors of the worker's own dependencies that are outages; set from its declaration."""

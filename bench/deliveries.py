@@ -1,0 +1,213 @@
+"""Deliveries benchmark: webhooks/s through the dispatcher against a raw HTTP client.
+
+A local HTTP server (``bench.plain_asgi``: the gateway's uvicorn stack answering 200 after
+reading the body) receives N POSTs of the same JSON body, with a ``webhook-id`` each, at
+the same concurrency, from (a) a bare ``httpx.AsyncClient`` (one shared client, a fixed
+number of coroutines), and (b) the worker runtime's ``Dispatcher`` over the HTTP channel,
+on rows written beforehand to a fresh migrated database: claims, sends and recorded
+results included. (b) is timed from its start to the last row's ``sent_at``. (a) and (b)
+alternate for several rounds; the ratio is the median of the rounds' b/a (a shared VM's
+speed drifts). Then (c): the dispatcher on N rows of which half go to a second endpoint
+that is down (connection refused, retried on the channel's backoff): the up endpoint's
+deliveries/s while the other is down.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import statistics
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Sequence
+from contextlib import ExitStack
+from pathlib import Path
+
+import asyncpg
+import httpx
+
+from bench import infra, procs
+from billing_fleet.db import create_pool
+from billing_fleet.signals import run_event_loop
+from fleet.embedded import free_port
+from workers.runtime.deliveries.dispatcher import Dispatcher
+from workers.runtime.deliveries.http import ID_HEADER, HttpSender
+from workers.runtime.deliveries.model import Delivery, RetryPolicy
+from workers.runtime.deliveries.store import write_deliveries
+
+TARGET_RATIO = 0.5
+BODY = b'{"type":"invoice.paid","id":"evt_bench","data":{"amount":1999,"currency":"eur"}}'
+HEADERS = {"content-type": "application/json"}
+WRITE_CHUNK = 2_000
+
+
+async def raw_client(url: str, count: int, concurrency: int) -> float:
+    """(a): deliveries/s of ``count`` POSTs from ``concurrency`` coroutines, one client."""
+    limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
+    async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
+        ids = iter(range(count))
+
+        async def sender() -> None:
+            for i in ids:
+                response = await client.post(
+                    url, content=BODY, headers={**HEADERS, ID_HEADER: f"raw-{i}"}
+                )
+                if response.status_code != 200:
+                    raise RuntimeError(f"raw client got HTTP {response.status_code}")
+
+        start = time.perf_counter()
+        await asyncio.gather(*(sender() for _ in range(concurrency)))
+        return count / (time.perf_counter() - start)
+
+
+async def _write_rows(database_url: str, worker: str, urls: Sequence[str], count: int) -> None:
+    conn = await asyncpg.connect(database_url)
+    try:
+        for first in range(0, count, WRITE_CHUNK):
+            rows = [
+                Delivery("http", urls[i % len(urls)], f"{worker}-{i}", BODY, HEADERS)
+                for i in range(first, min(count, first + WRITE_CHUNK))
+            ]
+            async with conn.transaction():
+                await write_deliveries(conn, worker, rows)
+    finally:
+        await conn.close()
+
+
+async def dispatched(
+    database_url: str,
+    worker: str,
+    urls: Sequence[str],
+    count: int,
+    concurrency: int,
+    timeout: float,
+) -> tuple[float, int]:
+    """(b)/(c): the first endpoint's deliveries/s through a dispatcher, from its start to
+    its last row's ``sent_at``; and how many attempts the other endpoints cost."""
+    await _write_rows(database_url, worker, urls, count)
+    up = urls[0]
+    expect = sum(1 for i in range(count) if urls[i % len(urls)] == up)
+    pool = await create_pool(database_url, max_size=10, connect_timeout=5.0)
+    sender = HttpSender(
+        RetryPolicy((1.0, 5.0, 30.0), 10), timeout_seconds=10.0, max_connections=concurrency
+    )
+    dispatcher = Dispatcher(
+        pool,
+        {"http": sender},
+        worker=worker,
+        concurrency=concurrency,
+        lease_seconds=60.0,
+        db_timeout=5.0,
+    )
+    try:
+        started = time.time()
+        task = asyncio.create_task(dispatcher.run())
+        deadline = time.monotonic() + timeout
+        while True:
+            row = await pool.fetchrow(
+                "SELECT count(*), extract(epoch FROM max(sent_at)) FROM deliveries"
+                " WHERE worker = $1 AND destination = $2 AND status = 'sent'",
+                worker,
+                up,
+            )
+            assert row is not None
+            sent, last = row
+            if sent >= expect:
+                break
+            if task.done() or time.monotonic() > deadline:
+                raise RuntimeError(f"dispatcher sent {sent} of {expect} within {timeout:.0f} s")
+            await asyncio.sleep(0.1)
+        others = await pool.fetchval(
+            "SELECT count(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id"
+            " WHERE d.worker = $1 AND d.destination <> $2",
+            worker,
+            up,
+        )
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    finally:
+        await sender.aclose()
+        await pool.close()
+    return expect / (float(last) - started), int(others)
+
+
+def run(*, count: int, concurrency: int, rounds: int, timeout: float) -> int:
+    with ExitStack() as stack:
+        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dl-")))
+        server_url = infra.postgres_server(stack, workdir)
+        database_url = stack.enter_context(infra.fresh_database(server_url, "deliveries"))
+        port = free_port()
+        log = workdir / "server.log"
+        server = stack.enter_context(
+            procs.running([sys.executable, "-m", "bench.plain_asgi", str(port)], log_path=log)
+        )
+        url = f"http://127.0.0.1:{port}/hook"
+        procs.wait_http_ok(urllib.request.Request(url, data=b"{}"), server, log)
+        down = f"http://127.0.0.1:{free_port()}/hook"  # nothing listens there
+
+        raws: list[float] = []
+        dispatches: list[float] = []
+        results: dict[str, tuple[float, int]] = {}
+
+        async def measure() -> None:
+            for round_ in range(rounds):
+                raws.append(await raw_client(url, count, concurrency))
+                rate, _ = await dispatched(
+                    database_url, f"bench-{round_}", [url], count, concurrency, timeout
+                )
+                dispatches.append(rate)
+            results["down"] = await dispatched(
+                database_url, "bench-down", [url, down], count * 2, concurrency, timeout
+            )
+
+        print(
+            f"{count:,} POSTs per run, concurrency {concurrency}, {rounds} rounds ...",
+            file=sys.stderr,
+            flush=True,
+        )
+        run_event_loop(measure())
+        if server.poll() is not None:
+            raise RuntimeError(f"the HTTP server stopped:\n{procs.log_tail(log)}")
+        ratios = [b / a for a, b in zip(raws, dispatches, strict=True)]
+        ratio = statistics.median(ratios)
+        down_rate, down_attempts = results["down"]
+        _print(raws, dispatches, ratios, ratio, count, down_rate, down_attempts)
+    return 0
+
+
+def _print(
+    raws: Sequence[float],
+    dispatches: Sequence[float],
+    ratios: Sequence[float],
+    ratio: float,
+    count: int,
+    down_rate: float,
+    down_attempts: int,
+) -> None:
+    def cells(values: Sequence[float], fmt: str) -> str:
+        return "".join(f"{v:{fmt}}" for v in values)
+
+    width = 7 * len(raws)
+    print(f"{'deliveries/s':<52}{'per round':<{width}}   best")
+    print(
+        f"{'(a) raw httpx client, same requests and concurrency':<52}"
+        f"{cells(raws, '7,.0f')}   {max(raws):,.0f}"
+    )
+    print(
+        f"{'(b) dispatcher: claim, send, record':<52}"
+        f"{cells(dispatches, '7,.0f')}   {max(dispatches):,.0f}"
+    )
+    print(f"{'b / a':<52}{cells(ratios, '7.2f')}   {max(ratios):.2f}")
+    verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
+    print(
+        f"b / a = median of the rounds' ratios = {ratio:.2f}    target >= {TARGET_RATIO}: {verdict}"
+    )
+    print(
+        f"(c) one of two endpoints down ({count:,} rows each): the up one at "
+        f"{down_rate:,.0f} deliveries/s, {down_attempts:,} refused attempts at the other"
+    )
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(run(count=5_000, concurrency=16, rounds=3, timeout=300.0))
