@@ -1,16 +1,22 @@
-"""billing-fleet's public vocabulary: event models, topic names and headers.
+"""billing-fleet's public vocabulary: event models, topic names, parse functions, the
+CloudEvents header builder, and the shipped JSON Schemas and AsyncAPI document.
 
-Downstream services may depend on this package alone::
+Downstream services may depend on this package alone (the ``billing-fleet-contracts``
+wheel, which needs only pydantic)::
 
     from contracts import BILLING_EVENTS, parse_billing_event
+
+``__all__`` is that vocabulary. The workers' fast paths (``entitlements.change_id_text``,
+``entitlements.entitlement_change_json``) and the checks behind the schemas stay in their
+submodules: importable, but not part of it.
 """
 
+from contracts.documents import asyncapi_document, json_schema
 from contracts.entitlements import (
     EntitlementChange,
+    EntitlementChangeType,
     change_id_for,
-    change_id_text,
     entitlement_change_adapter,
-    entitlement_change_json,
     parse_entitlement_change,
 )
 from contracts.events import (
@@ -40,8 +46,9 @@ from contracts.events import (
     event_id_for,
     parse_billing_event,
 )
-from contracts.headers import cloudevent_headers
+from contracts.headers import cloudevent_headers, cloudevent_kafka_headers
 from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES, dead_letter_topic
+from contracts.version import __version__ as __version__
 
 __all__ = [
     "BILLING_EVENTS",
@@ -58,6 +65,7 @@ __all__ = [
     "Dispute",
     "DisputeEvent",
     "EntitlementChange",
+    "EntitlementChangeType",
     "EntitlementSummary",
     "EntitlementSummaryEvent",
     "EventSource",
@@ -70,14 +78,15 @@ __all__ = [
     "Subscription",
     "SubscriptionEvent",
     "SubscriptionItem",
+    "asyncapi_document",
     "billing_event_adapter",
     "change_id_for",
-    "change_id_text",
     "cloudevent_headers",
+    "cloudevent_kafka_headers",
     "dead_letter_topic",
     "entitlement_change_adapter",
-    "entitlement_change_json",
     "event_id_for",
+    "json_schema",
     "parse_billing_event",
     "parse_entitlement_change",
 ]

@@ -1,8 +1,10 @@
 """JSON Schemas of every published event, committed under ``contracts/schemas/``.
 
-Regenerate after changing a model: ``python -m contracts.schema_export``. It refuses to
-overwrite a committed schema with a backward-incompatible one (``contracts.compat``):
-such a change needs a new topic version. A test checks the committed files are current.
+Regenerate after changing a model: ``python -m contracts.schema_export`` (it writes the
+AsyncAPI document, ``contracts.asyncapi``, too). It refuses to overwrite a committed schema
+with a backward-incompatible one (``contracts.compat``): such a change needs a new topic
+version. A compatible change is a new schema revision (``contracts.version``). A test
+checks the committed files are current.
 """
 
 from __future__ import annotations
@@ -52,7 +54,9 @@ def main() -> int:
             continue
         path.write_text(render(schema))
         print(f"wrote {path}")
-    return status
+    from contracts import asyncapi  # it reads SCHEMA_TOPICS, which PUBLISHED must match
+
+    return max(status, asyncapi.main())
 
 
 if __name__ == "__main__":

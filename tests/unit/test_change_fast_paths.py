@@ -12,12 +12,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from contracts import (
-    EntitlementChange,
-    change_id_for,
-    change_id_text,
-    entitlement_change_json,
-)
+from contracts import EntitlementChange, change_id_for
+from contracts.entitlements import change_id_text, entitlement_change_json
 from contracts.events import EVENT_ID_NAMESPACE
 
 

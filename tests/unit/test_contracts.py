@@ -2,19 +2,31 @@
 
 from __future__ import annotations
 
+import ast
 import copy
 import json
+from pathlib import Path
 from typing import Any
 
 import pytest
 from jsonschema import Draft202012Validator
 from pydantic import TypeAdapter, ValidationError
 
+import contracts
 from api_gateway.normalize import HANDLED_TYPES, normalize
-from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, dead_letter_topic, parse_billing_event
+from contracts import (
+    BILLING_EVENTS,
+    ENTITLEMENT_CHANGES,
+    INVOICES,
+    asyncapi,
+    dead_letter_topic,
+    parse_billing_event,
+)
 from contracts.compat import breaking_changes
+from contracts.documents import SCHEMA_TOPICS, schemas_digest
 from contracts.events import NO_NUL, PURCHASE_QUANTITY, TIMESTAMP_YEARS, Text, storable_text
 from contracts.schema_export import PUBLISHED, render, schema_for, schema_path
+from contracts.version import SCHEMAS_SHA256
 from tests.stripe_fixtures import fixture_files, load_event
 
 
@@ -305,3 +317,88 @@ def test_a_one_off_purchase_needs_a_customer_and_a_valid_quantity(
         loose["type"] = "payment.failed" if not other else loose["type"]
         assert list(Draft202012Validator(committed(BILLING_EVENTS)).iter_errors(loose)) == []
         parse_billing_event(json.dumps(loose))
+
+
+# -- the shipped documents, the version, the public vocabulary --------------------------------
+
+
+def test_committed_asyncapi_document_is_current() -> None:
+    assert asyncapi.ASYNCAPI_PATH.read_text() == asyncapi.render(asyncapi.document()), (
+        "AsyncAPI document changed: run `python -m contracts.schema_export` and commit"
+    )
+    assert contracts.asyncapi_document() == asyncapi.document()
+
+
+def test_asyncapi_payloads_are_the_shipped_schemas() -> None:
+    doc = contracts.asyncapi_document()
+    assert doc["info"]["version"] == contracts.__version__
+    messages = doc["components"]["messages"]
+    addresses = []
+    for channel in doc["channels"].values():
+        addresses.append(channel["address"])
+        [message] = [messages[m["$ref"].rsplit("/", 1)[1]] for m in channel["messages"].values()]
+        ref = message["payload"]["schema"]["$ref"]
+        topic = channel["address"]
+        shipped = json.loads(asyncapi.ASYNCAPI_PATH.parent.joinpath(ref).read_text())
+        assert shipped == contracts.json_schema(topic) == schema_for(topic)
+    assert sorted(addresses) == sorted(PUBLISHED) == sorted(SCHEMA_TOPICS)
+    for operation in doc["operations"].values():
+        assert operation["action"] == "send"
+        assert operation["channel"]["$ref"].removeprefix("#/channels/") in doc["channels"]
+
+
+def test_an_unknown_topic_has_no_schema() -> None:
+    with pytest.raises(ValueError, match=r"no JSON Schema for topic 'invoices\.v1'; known: "):
+        contracts.json_schema(INVOICES)
+
+
+def test_the_version_names_the_topics_and_the_committed_schemas() -> None:
+    major, revision, patch = (int(part) for part in contracts.__version__.split("."))
+    assert {topic.rsplit(".", 1)[1] for topic in PUBLISHED} == {f"v{major}"}
+    assert (revision, patch) >= (0, 0)
+    assert schemas_digest() == SCHEMAS_SHA256, (
+        "the committed schemas changed: raise the revision in contracts.version.__version__ "
+        f"and set SCHEMAS_SHA256 = {schemas_digest()!r}"
+    )
+
+
+INTERNALS = {"change_id_text", "entitlement_change_json", "storable_text", "breaking_changes"}
+
+
+def test_the_public_vocabulary() -> None:
+    public = set(contracts.__all__)
+    assert len(public) == len(contracts.__all__)
+    assert all(hasattr(contracts, name) for name in public)
+    assert {
+        "BillingEvent",
+        "EntitlementChange",
+        "BILLING_EVENTS",
+        "ENTITLEMENT_CHANGES",
+        "parse_billing_event",
+        "parse_entitlement_change",
+        "cloudevent_kafka_headers",
+        "cloudevent_headers",
+        "json_schema",
+        "asyncapi_document",
+    } <= public
+    assert not public & INTERNALS
+    assert not any(hasattr(contracts, name) for name in INTERNALS), "internals stay in submodules"
+
+
+def test_the_app_imports_from_contracts_only_its_vocabulary() -> None:
+    """What the gateway and the workers take from ``contracts`` itself is public; anything
+    else they name by its submodule."""
+    root = Path(__file__).resolve().parents[2]
+    named: set[str] = set()
+    for path in [*root.glob("api_gateway/**/*.py"), *root.glob("workers/**/*.py")]:
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.module == "contracts":
+                named |= {alias.name for alias in node.names}
+            elif (
+                isinstance(node, ast.Attribute)
+                and isinstance(node.value, ast.Name)
+                and node.value.id == "contracts"
+            ):
+                named.add(node.attr)
+    assert "BillingEvent" in named
+    assert named <= set(contracts.__all__)

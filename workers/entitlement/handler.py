@@ -53,10 +53,9 @@ from contracts import (
     PaymentEvent,
     Subscription,
     SubscriptionEvent,
-    change_id_text,
-    entitlement_change_json,
+    cloudevent_kafka_headers,
 )
-from contracts.entitlements import EntitlementChangeType
+from contracts.entitlements import EntitlementChangeType, change_id_text, entitlement_change_json
 from workers.entitlement import rules, store
 from workers.entitlement.catalog import Catalog
 from workers.entitlement.rules import Effective, Mark, PastDueTrack, SourceGrants
@@ -429,15 +428,9 @@ def change_event(
         sources=list(value.sources) if value is not None else [],
         caused_by=by,
     )
-    headers = {
-        "ce_specversion": "1.0",
-        "ce_id": change_id,
-        "ce_type": change_type,
-        "ce_source": CE_SOURCE,
-        "ce_time": at.isoformat().replace("+00:00", "Z"),
-        "ce_subject": customer_id,
-        "content-type": "application/json",
-    }
+    headers = cloudevent_kafka_headers(
+        id=change_id, type=change_type, source=CE_SOURCE, time=at, subject=customer_id
+    )
     return Outgoing(topic=ENTITLEMENT_CHANGES, key=customer_id, value=body, headers=headers)
 
 
