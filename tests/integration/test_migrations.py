@@ -40,6 +40,7 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
             "workers.runtime/0004_dlt_replays_by_letter_id.sql",
             "workers.entitlement/0001_entitlements.sql",
             "workers.entitlement/0002_source_bases_addons.sql",
+            "workers.entitlement/0003_read_views.sql",
         ]
     )
 
