@@ -39,6 +39,7 @@ MINE = "/entitlements"
 MINE_ONE = "/entitlements/{feature}"
 CUSTOMERS = "/customers/{customer_id}/entitlements"
 CUSTOMERS_ONE = "/customers/{customer_id}/entitlements/{feature}"
+_TEMPLATES = {path: router.prefix + path for path in (MINE, MINE_ONE, CUSTOMERS, CUSTOMERS_ONE)}
 
 
 class Entitlement(BaseModel):
@@ -187,17 +188,17 @@ async def serve_fast(request: Request) -> Response | None:
         return None
     match parts[2:]:
         case ["entitlements"]:
-            scope[ROUTE] = router.prefix + MINE
+            scope[ROUTE] = _TEMPLATES[MINE]
             return await my_entitlements(request, await authenticate(request))
         case ["entitlements", feature]:
-            scope[ROUTE] = router.prefix + MINE_ONE
+            scope[ROUTE] = _TEMPLATES[MINE_ONE]
             return await my_entitlement(request, feature, await authenticate(request))
         case ["customers", customer_id, "entitlements"]:
-            scope[ROUTE] = router.prefix + CUSTOMERS
+            scope[ROUTE] = _TEMPLATES[CUSTOMERS]
             caller = require_service_scope(request, await authenticate(request))
             return await customer_entitlements(request, customer_id, caller)
         case ["customers", customer_id, "entitlements", feature]:
-            scope[ROUTE] = router.prefix + CUSTOMERS_ONE
+            scope[ROUTE] = _TEMPLATES[CUSTOMERS_ONE]
             caller = require_service_scope(request, await authenticate(request))
             return await customer_entitlement(request, customer_id, feature, caller)
         case _:
