@@ -23,13 +23,14 @@ from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.kafka_admin import KafkaAdminError, connect_when_reachable, ensure_topics
 from billing_fleet.logs import FASTSTREAM
 from billing_fleet.migrate import require_migrated
-from billing_fleet.settings import Settings
 from workers.runtime.asyncapi import register_emitted
 from workers.runtime.consumer import BatchConsumer
+from workers.runtime.declaration import RUNTIME_MIGRATIONS
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.http import HttpServer, create_app
 from workers.runtime.outbox import OutboxRelay, write_outbox
 from workers.runtime.relay_sender import BatchSender
+from workers.runtime.settings import RuntimeSettings
 from workers.runtime.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,15 @@ T = TypeVar("T")
 RELAY_MAX_BATCH_BYTES = 512 * 1024
 
 
-async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool = True) -> None:
-    """Consume ``spec.topic`` as consumer group ``spec.name`` until cancelled.
+async def run_worker(
+    spec: WorkerSpec,
+    settings: RuntimeSettings,
+    *,
+    serve_http: bool = True,
+    migrations: tuple[str, ...] = (RUNTIME_MIGRATIONS,),
+) -> None:
+    """Consume ``spec.topic`` as consumer group ``spec.name`` until cancelled, once the
+    ``migrations`` packages (the runtime's and the worker's own) are applied.
 
     Cancellation (SIGTERM/SIGINT through ``ShutdownSignals``) stops fetching, lets the
     in-flight batch finish and commit, flushes the outbox once more and closes, within
@@ -60,7 +68,9 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         lambda: create_pool(database_url, max_size=pool_size, connect_timeout=db_timeout),
     )
     try:
-        await _until_up(worker, "database", settings, lambda: _require_migrated(pool, db_timeout))
+        await _until_up(
+            worker, "database", settings, lambda: _require_migrated(pool, db_timeout, migrations)
+        )
     except BaseException:
         pool.terminate()
         raise
@@ -114,7 +124,7 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
                 "database": lambda: database_answers(pool, probe_seconds),
             }
             app = create_app(checks, asyncapi.to_specification().to_json())
-            http = HttpServer(app, settings.gateway_host, settings.worker_http_port)
+            http = HttpServer(app, settings.worker_http_host, settings.worker_http_port)
             await http.start()
         tasks.append(asyncio.create_task(relay.run(), name=f"{worker}-outbox-relay"))
         if spec.periodic is not None:
@@ -130,7 +140,7 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
 
 
 async def _shutdown(
-    settings: Settings,
+    settings: RuntimeSettings,
     consumer: BatchConsumer,
     broker: KafkaBroker,
     producer: AIOKafkaProducer,
@@ -167,7 +177,7 @@ async def _shutdown(
     log.info("worker stopped", extra={"worker": worker})
 
 
-def relay_producer(settings: Settings, worker: str) -> AIOKafkaProducer:
+def relay_producer(settings: RuntimeSettings, worker: str) -> AIOKafkaProducer:
     """The outbox relay's producer: acks=all, and batches big enough for a relay batch."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -179,7 +189,7 @@ def relay_producer(settings: Settings, worker: str) -> AIOKafkaProducer:
 
 
 async def _until_up(
-    worker: str, what: str, settings: Settings, start: Callable[[], Awaitable[T]]
+    worker: str, what: str, settings: RuntimeSettings, start: Callable[[], Awaitable[T]]
 ) -> T:
     """``await start()``, retried with backoff while it fails for an outage."""
     attempt = 0
@@ -200,7 +210,7 @@ async def _until_up(
             await asyncio.sleep(delay)
 
 
-async def _ensure_topics(settings: Settings, topics: list[str]) -> None:
+async def _ensure_topics(settings: RuntimeSettings, topics: list[str]) -> None:
     assert settings.kafka_bootstrap_servers
     try:
         await ensure_topics(
@@ -245,6 +255,8 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     return run
 
 
-async def _require_migrated(pool: asyncpg.Pool, timeout: float) -> None:
+async def _require_migrated(
+    pool: asyncpg.Pool, timeout: float, migrations: tuple[str, ...]
+) -> None:
     async with bounded_connection(pool, timeout) as conn:
-        await require_migrated(conn)
+        await require_migrated(conn, migrations)

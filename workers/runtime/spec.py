@@ -68,3 +68,5 @@ class WorkerSpec:
     watch_files: tuple[Path, ...] = ()
     """Files the factory read (a catalog): ``billing-fleet dev`` rebuilds the worker from
     its factory when one of them changes."""
+    is_outage: Callable[[BaseException], bool] | None = None
+    """Errors of the worker's own dependencies that are outages; set from its declaration."""
