@@ -29,11 +29,17 @@ from api_gateway.auth import (
     require_service_scope,
     service_caller,
 )
-from api_gateway.problems import problem
+from api_gateway.guard import ROUTE
 from billing_fleet.db import DATABASE_UNAVAILABLE, BoundedPool
 
 router = APIRouter(prefix="/v1", tags=["entitlements"])
 T = TypeVar("T")
+# The routes' paths under the router's prefix; the fast path names them as FastAPI does.
+MINE = "/entitlements"
+MINE_ONE = "/entitlements/{feature}"
+CUSTOMERS = "/customers/{customer_id}/entitlements"
+CUSTOMERS_ONE = "/customers/{customer_id}/entitlements/{feature}"
+_TEMPLATES = {path: router.prefix + path for path in (MINE, MINE_ONE, CUSTOMERS, CUSTOMERS_ONE)}
 
 
 class Entitlement(BaseModel):
@@ -110,7 +116,7 @@ async def _read(request: Request, query: Callable[[BoundedPool], Awaitable[T]]) 
 
 
 @router.get(
-    "/entitlements",
+    MINE,
     summary="The caller's entitlements, across every Stripe customer mapped to the user",
     response_model=None,
     responses={200: {"model": UserEntitlements}, **_ERRORS},
@@ -123,7 +129,7 @@ async def my_entitlements(
 
 
 @router.get(
-    "/entitlements/{feature}",
+    MINE_ONE,
     summary="Whether the caller holds one feature (entitled=false when not, never 404)",
     response_model=None,
     responses={200: {"model": Entitlement}, **_ERRORS},
@@ -138,7 +144,7 @@ async def my_entitlement(
 
 
 @router.get(
-    "/customers/{customer_id}/entitlements",
+    CUSTOMERS,
     summary="A Stripe customer's entitlements (service tokens only)",
     response_model=None,
     responses={200: {"model": CustomerEntitlements}, **_SERVICE_ERRORS},
@@ -153,7 +159,7 @@ async def customer_entitlements(
 
 
 @router.get(
-    "/customers/{customer_id}/entitlements/{feature}",
+    CUSTOMERS_ONE,
     summary="Whether a Stripe customer holds one feature (service tokens only)",
     response_model=None,
     responses={200: {"model": Entitlement}, **_SERVICE_ERRORS},
@@ -171,26 +177,29 @@ async def customer_entitlement(
 
 
 async def serve_fast(request: Request) -> Response | None:
-    """Answer a read route directly; None when ``request`` is not one (FastAPI answers)."""
+    """Answer a read route directly; None when ``request`` is not one (FastAPI answers).
+    Refusals are raised as ``HTTPException``, answered by the edge (``guard.py``)."""
     if request.method != "GET":
         return None
     # "/v1/entitlements[/F]" or "/v1/customers/C/entitlements[/F]", no empty segment
-    parts = request.scope["path"].split("/")
+    scope = request.scope
+    parts = scope["path"].split("/")
     if len(parts) < 3 or parts[1] != "v1" or "" in parts[2:]:
         return None
-    try:
-        match parts[2:]:
-            case ["entitlements"]:
-                return await my_entitlements(request, await authenticate(request))
-            case ["entitlements", feature]:
-                return await my_entitlement(request, feature, await authenticate(request))
-            case ["customers", customer_id, "entitlements"]:
-                caller = require_service_scope(request, await authenticate(request))
-                return await customer_entitlements(request, customer_id, caller)
-            case ["customers", customer_id, "entitlements", feature]:
-                caller = require_service_scope(request, await authenticate(request))
-                return await customer_entitlement(request, customer_id, feature, caller)
-            case _:
-                return None
-    except HTTPException as exc:
-        return problem(exc.status_code, str(exc.detail), headers=exc.headers)
+    match parts[2:]:
+        case ["entitlements"]:
+            scope[ROUTE] = _TEMPLATES[MINE]
+            return await my_entitlements(request, await authenticate(request))
+        case ["entitlements", feature]:
+            scope[ROUTE] = _TEMPLATES[MINE_ONE]
+            return await my_entitlement(request, feature, await authenticate(request))
+        case ["customers", customer_id, "entitlements"]:
+            scope[ROUTE] = _TEMPLATES[CUSTOMERS]
+            caller = require_service_scope(request, await authenticate(request))
+            return await customer_entitlements(request, customer_id, caller)
+        case ["customers", customer_id, "entitlements", feature]:
+            scope[ROUTE] = _TEMPLATES[CUSTOMERS_ONE]
+            caller = require_service_scope(request, await authenticate(request))
+            return await customer_entitlement(request, customer_id, feature, caller)
+        case _:
+            return None

@@ -1,9 +1,12 @@
-"""The read API's SQL: one indexed query per request over the entitlement worker's tables.
+"""The read API's SQL: one indexed query per request, over the entitlement worker's views.
 
-A user's rows come through ``entitlement_customers (user_id)`` and the primary key of
-``entitlements (customer_id, feature)``; expired rows are filtered in the query, so a row
-the worker has not swept yet is never answered as entitled. Each query is bounded
-(``BoundedPool``: connection, query and release within the gateway's database timeout).
+The gateway reads only the views of the worker's read contract (``READ_VIEWS``, created
+by ``workers/entitlement/migrations/0003_read_views.sql``), never its tables, so the
+worker may change its tables behind them and a gateway role needs SELECT on the views
+alone. The views inline: a user's rows still come through ``entitlement_customers
+(user_id)`` and the primary key of ``entitlements (customer_id, feature)``, and expired
+rows are filtered there. Each query is bounded (``BoundedPool``: connection, query and
+release within the gateway's database timeout).
 """
 
 from __future__ import annotations
@@ -16,30 +19,31 @@ import asyncpg
 
 from billing_fleet.db import BoundedPool
 
-_UNEXPIRED = "(e.expires_at IS NULL OR e.expires_at > now())"
-_COLUMNS = 'e.feature, e."limit", e.expires_at, e.sources'
+ENTITLEMENTS_VIEW = "read_v1_entitlements"
+USER_ENTITLEMENTS_VIEW = "read_v1_user_entitlements"
+READ_VIEWS = frozenset({ENTITLEMENTS_VIEW, USER_ENTITLEMENTS_VIEW})
+_COLUMNS = 'feature, "limit", expires_at, sources'
 
 USER_SQL = f"""
-SELECT {_COLUMNS}
-FROM entitlement_customers c JOIN entitlements e ON e.customer_id = c.customer_id
-WHERE c.user_id = $1 AND {_UNEXPIRED}
-ORDER BY e.feature, e.customer_id
+SELECT {_COLUMNS} FROM {USER_ENTITLEMENTS_VIEW}
+WHERE user_id = $1
+ORDER BY feature, customer_id
 """
 USER_FEATURE_SQL = f"""
-SELECT {_COLUMNS}
-FROM entitlement_customers c JOIN entitlements e ON e.customer_id = c.customer_id
-WHERE c.user_id = $1 AND e.feature = $2 AND {_UNEXPIRED}
-ORDER BY e.customer_id
+SELECT {_COLUMNS} FROM {USER_ENTITLEMENTS_VIEW}
+WHERE user_id = $1 AND feature = $2
+ORDER BY customer_id
 """
 CUSTOMER_SQL = f"""
-SELECT {_COLUMNS} FROM entitlements e
-WHERE e.customer_id = $1 AND {_UNEXPIRED}
-ORDER BY e.feature
+SELECT {_COLUMNS} FROM {ENTITLEMENTS_VIEW}
+WHERE customer_id = $1
+ORDER BY feature
 """
 CUSTOMER_FEATURE_SQL = f"""
-SELECT {_COLUMNS} FROM entitlements e
-WHERE e.customer_id = $1 AND e.feature = $2 AND {_UNEXPIRED}
+SELECT {_COLUMNS} FROM {ENTITLEMENTS_VIEW}
+WHERE customer_id = $1 AND feature = $2
 """
+QUERIES = (USER_SQL, USER_FEATURE_SQL, CUSTOMER_SQL, CUSTOMER_FEATURE_SQL)
 
 
 @dataclass(frozen=True, slots=True)

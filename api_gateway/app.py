@@ -19,12 +19,14 @@ import uvicorn
 from fastapi import FastAPI, Request, Response
 from faststream.kafka import KafkaBroker
 from faststream.specification import AsyncAPI
+from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api_gateway import access, health, webhooks
 from api_gateway.auth import TokenVerifier
 from api_gateway.docs import DOCS_PATH, install_docs
-from api_gateway.guard import guarded
+from api_gateway.guard import ROUTE, guarded
+from api_gateway.metrics import WEBHOOKS_RECEIVED
 from api_gateway.problems import install_problem_handlers, problem
 from api_gateway.publisher import EventPublisher
 from api_gateway.settings import GatewaySettings
@@ -37,6 +39,7 @@ from billing_fleet.http_server import (
 
 # Read API queries are short; more connections than cores keeps them from queueing.
 DB_POOL_SIZE = 16
+ROUTERS = (webhooks.router, health.router, access.router)
 
 
 def create_app(
@@ -78,9 +81,8 @@ def create_app(
     # No network here: a JWKS is fetched on the first RS256 token, then cached.
     app.state.token_verifier = TokenVerifier.from_settings(settings)
     install_problem_handlers(app)
-    app.include_router(webhooks.router)
-    app.include_router(health.router)
-    app.include_router(access.router)
+    for router in ROUTERS:
+        app.include_router(router)
     install_docs(app)
     asyncapi_json = (
         AsyncAPI(publisher.broker, *asyncapi_brokers, title="billing-fleet gateway", version="1")
@@ -100,7 +102,9 @@ def with_fast_paths(app: FastAPI) -> ASGIApp:
 
     ``POST /webhooks/stripe`` and the read API's GETs: those layers cost 3-4x the handlers
     themselves at their rates (bench/ingress, bench/e2e). The same handler functions run;
-    the routes stay registered on ``app`` for OpenAPI and for everything else.
+    the routes stay registered on ``app`` for OpenAPI and for everything else. What
+    every route needs is not here but in the edge in front of both (``guard.py``): a fast
+    path only names its route (``ROUTE``) and may raise ``HTTPException``.
     """
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
@@ -109,6 +113,7 @@ def with_fast_paths(app: FastAPI) -> ASGIApp:
             request = Request(scope, receive)
             response: Response | None
             if scope["method"] == "POST" and scope["path"] == webhooks.WEBHOOK_PATH:
+                scope[ROUTE] = webhooks.WEBHOOK_PATH
                 response = await webhooks.receive_stripe_webhook(request)
             else:
                 response = await access.serve_fast(request)
@@ -140,18 +145,55 @@ def _serving_only(app: ASGIApp, serves: Callable[[str], bool]) -> ASGIApp:
     return asgi
 
 
+def route_finder(app: FastAPI) -> Callable[[Scope], str | None]:
+    """The template of the route a request would take (the path matching, when only the
+    method does not), for requests the edge answers before any route ran."""
+    # The routers' own routes: how FastAPI keeps included routers varies by version.
+    routes = [r for r in app.router.routes if isinstance(getattr(r, "path", None), str)]
+    routes += [route for router in ROUTERS for route in router.routes]
+
+    def route_of(scope: Scope) -> str | None:
+        partial: str | None = None
+        for route in routes:
+            match, _ = route.matches(scope)
+            if match is Match.FULL:
+                return getattr(route, "path", None)
+            if match is Match.PARTIAL and partial is None:
+                partial = getattr(route, "path", None)
+        return partial
+
+    return route_of
+
+
+def _count_too_large(route: str) -> None:
+    # The webhook's own series keeps counting its refused bodies, as before the edge.
+    if route == webhooks.WEBHOOK_PATH:
+        WEBHOOKS_RECEIVED.labels("unknown", "too_large").inc()
+
+
+def edge(app: FastAPI, served: ASGIApp) -> ASGIApp:
+    """``served`` (``app``, its fast paths, or a part of them) behind the edge."""
+    settings: GatewaySettings = app.state.settings
+    return guarded(
+        served,
+        max_body_bytes=settings.webhook_max_body_bytes,
+        route_of=route_finder(app),
+        on_too_large=_count_too_large,
+    )
+
+
 def public_asgi(app: FastAPI, settings: GatewaySettings, *, fast_paths: bool = True) -> ASGIApp:
     """What the public port serves: everything, or all but the admin paths when they have
-    their own port. The guard is outermost, in front of the fast paths and of FastAPI."""
+    their own port. The edge is outermost, in front of the fast paths and of FastAPI."""
     served: ASGIApp = with_fast_paths(app) if fast_paths else app
     if settings.gateway_admin_port is not None:
         served = _serving_only(served, lambda path: not is_admin_path(path))
-    return guarded(served)
+    return edge(app, served)
 
 
 def admin_asgi(app: FastAPI) -> ASGIApp:
     """What the admin port serves: the admin paths and the probes (FastAPI's routes)."""
-    return guarded(_serving_only(app, lambda path: is_admin_path(path) or path in PROBE_PATHS))
+    return edge(app, _serving_only(app, lambda path: is_admin_path(path) or path in PROBE_PATHS))
 
 
 class _PublicServer(uvicorn.Server):

@@ -9,15 +9,18 @@ from __future__ import annotations
 import secrets
 import socket
 from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+from api_gateway.access_store import READ_VIEWS
 from tests.fleet_settings import FleetSettings
 from tests.gateway import Gateway, free_port, serve_gateway
 from tests.jwt_tokens import (
@@ -429,3 +432,75 @@ async def test_database_down_answers_503_with_retry_after(kafka: Any) -> None:
         )
     assert assert_problem(response, 503)["detail"] == "database unavailable"
     assert response.headers["retry-after"] == "5"
+
+
+# -- the read views: the only relations the gateway reads -----------------------------------
+
+
+@asynccontextmanager
+async def reader_role(database_url: str) -> AsyncIterator[str]:
+    """A login role granted SELECT on the entitlement worker's read views and nothing else
+    (PUBLIC keeps only its defaults: CONNECT, USAGE on schema public); its database URL.
+    Roles are cluster-wide, so it is dropped after the test."""
+    role, password = f"billing_reader_{secrets.token_hex(4)}", secrets.token_hex(12)
+    conn = await asyncpg.connect(database_url)
+    try:
+        await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
+        await conn.execute(f"GRANT SELECT ON {', '.join(sorted(READ_VIEWS))} TO {role}")
+        parts = urlsplit(database_url)
+        host = parts.netloc.rpartition("@")[2]  # host:port, empty with a socket ?host=
+        yield urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))
+    finally:
+        await conn.execute(f"DROP OWNED BY {role}")  # its grants, in this database
+        await conn.execute(f"DROP ROLE {role}")
+        await conn.close()
+
+
+async def test_a_role_with_select_on_the_read_views_only_serves_every_route(
+    kafka: Any, create_database: Any
+) -> None:
+    """The gateway reads no table of the worker: with a role that may read the views and
+    nothing else, every read route answers as it does for the owner."""
+    database_url = await create_database(migrated=True)
+    user, cus_a, cus_b = uid("user"), uid("cus"), uid("cus")
+    await seed(
+        database_url,
+        {cus_a: user, cus_b: user},
+        [
+            (cus_a, "seats", 5, LATER, ["sub_a"]),
+            (cus_b, "seats", 10, LATEST, ["sub_b"]),
+            (cus_a, "legacy", 1, EARLIER, ["sub_0"]),
+        ],
+    )
+    async with reader_role(database_url) as reader_url:
+        refused = await asyncpg.connect(reader_url)
+        try:  # the restriction is real: the tables themselves are closed to the role
+            for table in ("entitlements", "entitlement_customers"):
+                with pytest.raises(asyncpg.InsufficientPrivilegeError):
+                    await refused.fetch(f"SELECT 1 FROM {table} LIMIT 1")
+        finally:
+            await refused.close()
+        settings = gateway_settings(
+            kafka,
+            reader_url,
+            jwt_hs256_secret=HS256_SECRET,
+            jwt_issuer=ISSUER,
+            jwt_audience=AUDIENCE,
+        )
+        async with serve_gateway(settings):
+            url = f"http://127.0.0.1:{settings.gateway_port}"
+            mine, service = user_token(user), service_token()
+            everything = await get(url, "/v1/entitlements", mine)
+            seats = await get(url, "/v1/entitlements/seats", mine)
+            expired = await get(url, "/v1/entitlements/legacy", mine)
+            customer = await get(url, f"/v1/customers/{cus_a}/entitlements", service)
+            customer_seats = await get(url, f"/v1/customers/{cus_b}/entitlements/seats", service)
+
+    for response in (everything, seats, expired, customer, customer_seats):
+        assert response.status_code == 200, response.text
+    assert [e["feature"] for e in everything.json()["entitlements"]] == ["seats"]
+    assert (seats.json()["limit"], seats.json()["sources"]) == (10, ["sub_b", "sub_a"])
+    assert when(seats.json()["expires_at"]) == LATEST
+    assert expired.json()["entitled"] is False
+    assert [(e["feature"], e["limit"]) for e in customer.json()["entitlements"]] == [("seats", 5)]
+    assert customer_seats.json()["limit"] == 10

@@ -42,6 +42,7 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
             "workers.runtime/0006_deliveries.sql",
             "workers.entitlement/0001_entitlements.sql",
             "workers.entitlement/0002_source_bases_addons.sql",
+            "workers.entitlement/0003_read_views.sql",
         ]
     )
 
