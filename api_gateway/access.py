@@ -9,6 +9,7 @@ for OpenAPI and for requests the fast path does not match.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, TypeVar
@@ -32,6 +33,7 @@ from api_gateway.auth import (
 from api_gateway.guard import ROUTE
 from billing_fleet.db import DATABASE_UNAVAILABLE, BoundedPool
 
+log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["entitlements"])
 T = TypeVar("T")
 # The routes' paths under the router's prefix; the fast path names them as FastAPI does.
@@ -112,6 +114,15 @@ async def _read(request: Request, query: Callable[[BoundedPool], Awaitable[T]]) 
     except DATABASE_UNAVAILABLE as exc:  # down, stalled or refusing: a 503, not a 500
         raise HTTPException(
             503, "database unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}
+        ) from exc
+    except asyncpg.UndefinedTableError as exc:
+        # The read views come with the entitlement worker's migrations: a gateway started
+        # before `billing-fleet migrate` answers 503 until they exist, then recovers.
+        log.error("read views missing: run `billing-fleet migrate`", extra={"error": repr(exc)})
+        raise HTTPException(
+            503,
+            "database schema not migrated",
+            headers={"Retry-After": RETRY_AFTER_SECONDS},
         ) from exc
 
 

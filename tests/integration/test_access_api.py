@@ -434,6 +434,23 @@ async def test_database_down_answers_503_with_retry_after(kafka: Any) -> None:
     assert response.headers["retry-after"] == "5"
 
 
+async def test_unmigrated_database_answers_503_naming_the_schema(
+    kafka: Any, create_database: Any
+) -> None:
+    """A gateway started before `billing-fleet migrate` has no read views to query."""
+    bare = await create_database(migrated=False)
+    settings = gateway_settings(
+        kafka, bare, jwt_hs256_secret=HS256_SECRET, jwt_issuer=ISSUER, jwt_audience=AUDIENCE
+    )
+    async with serve_gateway(settings):
+        url = f"http://127.0.0.1:{settings.gateway_port}"
+        mine = await get(url, "/v1/entitlements", user_token("u"))
+        one = await get(url, "/v1/entitlements/seats", user_token("u"))
+    for response in (mine, one):
+        assert assert_problem(response, 503)["detail"] == "database schema not migrated"
+        assert response.headers["retry-after"] == "5"
+
+
 # -- the read views: the only relations the gateway reads -----------------------------------
 
 
