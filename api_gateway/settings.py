@@ -30,7 +30,9 @@ class GatewaySettings(CoreSettings):
         description="API version pinned on the webhook endpoint; others are counted.",
     )
     webhook_max_body_bytes: int = Field(
-        default=1_048_576, ge=1024, description="Larger webhook bodies are refused with 413."
+        default=1_048_576,
+        ge=1024,
+        description="Larger request bodies (on any route) are refused with 413.",
     )
 
     # -- HTTP ----------------------------------------------------------------------------------
