@@ -5,10 +5,10 @@ from __future__ import annotations
 from datetime import timedelta
 
 from billing_fleet.settings import Settings
-from contracts import ENTITLEMENT_CHANGES
+from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
 from workers.entitlement.catalog import load_catalog
 from workers.entitlement.handler import EntitlementHandler
-from workers.runtime.spec import WorkerSpec
+from workers.runtime.spec import Subscription, WorkerSpec
 
 NAME = "entitlement"
 EXPIRY_INTERVAL_SECONDS = 30.0
@@ -23,8 +23,9 @@ def build(settings: Settings) -> WorkerSpec:
     )
     return WorkerSpec(
         name=NAME,
-        handle=handler.handle,
-        handle_batch=handler.handle_batch,
+        subscriptions=(
+            Subscription(BILLING_EVENTS, handler.handle, handle_batch=handler.handle_batch),
+        ),
         periodic=handler.expire,
         periodic_interval_seconds=EXPIRY_INTERVAL_SECONDS,
         emits=(ENTITLEMENT_CHANGES,),
