@@ -218,3 +218,11 @@ async def applied(database_url: str, consumer: str) -> list[str]:
     finally:
         await conn.close()
     return [row["stripe_event_id"] for row in rows]
+
+
+def build_entitlement(settings: Settings) -> WorkerSpec:
+    """The real entitlement worker, as the registry builds it, consuming ``TOY_TOPIC``
+    (a test's own input topic) instead of billing.events.v1."""
+    from workers.entitlement.worker import build as build_real
+
+    return build_real(settings).consuming(os.environ["TOY_TOPIC"])

@@ -39,14 +39,15 @@ def documentation_broker(spec: WorkerSpec, settings: Settings) -> KafkaBroker:
     (on the same servers, so a document merging it with the host's names one server)."""
     broker = KafkaBroker(settings.kafka_bootstrap_servers or "localhost", logger=None)
 
-    for topic in spec.topics:
+    for subscription in spec.subscriptions:
+        topic, group = subscription.topic, spec.consumer_key(subscription)
 
         @broker.subscriber(
             topic,
             batch=True,
-            group_id=spec.name,
+            group_id=group,
             title=f"{topic}:{spec.name}",
-            description=f"Consumer group {spec.name}: exactly-once effects in PostgreSQL.",
+            description=f"Consumer group {group}: exactly-once effects in PostgreSQL.",
         )
         async def consume(events: list[SkipValidation[BillingEvent]]) -> None:  # pragma: no cover
             raise NotImplementedError("a documentation broker is never started")

@@ -1,14 +1,14 @@
 """A worker's Kafka subscriber of one topic: fetch a batch, apply it, dead-letter poison,
 commit.
 
-A worker has one of these per subscribed topic, all in its consumer group: each topic is
-fetched, retried and committed on its own, so poison or a slow batch on one topic does
-not hold another's. FastStream owns the consumer (a batch subscriber with
-``AckPolicy.MANUAL``: it never commits by itself). Our handler applies the whole batch
-and commits the batch's offsets explicitly, only after the database transaction(s)
-committed. While the handler runs, FastStream does not fetch: an outage or a poison
-retry holds the consumer where it is (every partition of the topic waits, which is what
-an outage of the shared database needs).
+A worker has one of these per subscribed topic, each its own consumer in its own group
+(``WorkerSpec.consumer_key``): each topic is fetched, retried and committed on its own,
+so poison or a slow batch on one topic does not hold another's. FastStream owns the
+consumer (a batch subscriber with ``AckPolicy.MANUAL``: it never commits by itself). Our
+handler applies the whole batch and commits the batch's offsets explicitly, only after
+the database transaction(s) committed. While the handler runs, FastStream does not
+fetch: an outage or a poison retry holds the consumer where it is (every partition of
+the topic waits, which is what an outage of the shared database needs).
 """
 
 from __future__ import annotations
@@ -84,6 +84,10 @@ class BatchConsumer:
         self.spec, self._settings, self._pool = spec, settings, pool
         self.subscription, topic = subscription, subscription.topic
         self._is_outage = spec.is_outage
+        # A Kafka consumer group per topic (one group whose members consume different
+        # topics rebalanced endlessly on the broker of the tests after a restart); the
+        # first topic's group is the worker's name, as before there were several.
+        self.group = spec.consumer_key(subscription)
         self._on_outbox_written = on_outbox_written
         self.stopping = asyncio.Event()
         self._backoff_max = settings.worker_dependency_backoff_max_seconds
@@ -97,7 +101,7 @@ class BatchConsumer:
             # for its whole fetch_max_wait_ms even when data arrives: both add latency.
             batch_timeout_ms=settings.worker_fetch_wait_ms,
             fetch_max_wait_ms=settings.worker_fetch_wait_ms,
-            group_id=spec.name,
+            group_id=self.group,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
@@ -106,7 +110,7 @@ class BatchConsumer:
             parser=_raw_records,
             decoder=_records_of,
             title=f"{topic}:{spec.name}",
-            description=f"Consumer group {spec.name}: exactly-once effects in PostgreSQL.",
+            description=f"Consumer group {self.group}: exactly-once effects in PostgreSQL.",
         )
         self.dead_letter_topic = dead_letter_topic(topic, spec.name)
         self._dead_letters = broker.publisher(
@@ -247,6 +251,7 @@ class BatchConsumer:
         done.add((record.partition, record.offset))
 
     async def _dead_letter(self, record: Record, failure: FailureLog) -> None:
+        # The worker's name, as in the dead-letter topic's name: what `dlt` looks for.
         headers = dead_letter_headers(record, failure, self.spec.name)
         # Awaiting the broker's ack (acks=all) before the offset commit; a Kafka error or
         # timeout here is an outage and retries the batch (the attempts are remembered).

@@ -128,12 +128,13 @@ def on_entitlement_changes(
 @dataclass(frozen=True)
 class WorkerSpec:
     name: str
-    """Consumer group (of every subscribed topic), the outbox rows' ``worker`` and the
-    metrics label."""
+    """The outbox rows' ``worker``, the metrics label, the dead-letter topics' group part,
+    and the Kafka consumer group and ``processed_events.consumer`` of the first topic."""
     subscriptions: tuple[Subscription[Any], ...]
-    """The consumed topics, each with its own consumer, dead-letter topic and idempotency
-    key space. The first one's ``processed_events.consumer`` is ``name``, every later
-    one's ``name@topic`` (see ``consumer_key``): keep the first one first."""
+    """The consumed topics, each with its own consumer, dead-letter topic
+    (``<topic>.<name>.dlt``) and idempotency key space. The first one's consumer group and
+    ``processed_events.consumer`` is ``name``, every later one's ``name@topic`` (see
+    ``consumer_key``): keep the first one first."""
     periodic: Periodic | None = None
     periodic_interval_seconds: float = 30.0
     emits: tuple[str, ...] = ()
@@ -179,7 +180,7 @@ class WorkerSpec:
         return tuple(s.topic for s in self.subscriptions)
 
     def consumer_key(self, subscription: Subscription[Any]) -> str:
-        """``processed_events.consumer`` for ``subscription``'s events.
+        """The Kafka consumer group and ``processed_events.consumer`` of ``subscription``.
 
         Event ids are unique within a topic only (Stripe event ids, change uuids), so each
         topic gets its own key space. The first subscription keeps the bare worker name
