@@ -3,7 +3,8 @@
 The toy records each event it applies in ``toy_applied`` (no unique key: a second apply
 would show as a second row), rejects as poison the Stripe event ids (or entitlement change
 ids) listed in ``toy_rejects`` (the "catalog"), and emits one Outgoing per billing event
-when given a topic. It may consume entitlement changes on a second topic.
+when given a topic. It may consume entitlement changes on a second topic. While a
+``toy_down`` row names it, it raises ``ToyServiceDown`` (an outage with ``toy_outage``).
 ``build`` reads its configuration from ``TOY_*`` variables, for ``billing-fleet worker``
 run as a subprocess with ``BILLING_WORKER_FACTORY=tests.runtime_toy:build``.
 """
@@ -30,6 +31,7 @@ from tests.stripe_fixtures import load_event
 from workers.runtime.dlt_admin import DeadLetter, read_records
 from workers.runtime.run import run_worker
 from workers.runtime.spec import (
+    OutageCheck,
     Outgoing,
     Poison,
     Subscription,
@@ -45,7 +47,17 @@ CREATE TABLE IF NOT EXISTS toy_applied (
     applied_at      timestamptz NOT NULL DEFAULT now()
 );
 CREATE TABLE IF NOT EXISTS toy_rejects (stripe_event_id text PRIMARY KEY);
+CREATE TABLE IF NOT EXISTS toy_down (consumer text PRIMARY KEY);
 """
+
+
+class ToyServiceDown(Exception):
+    """What the toy's (pretend) own dependency raises while a ``toy_down`` row names it."""
+
+
+def toy_outage(exc: BaseException) -> bool:
+    return isinstance(exc, ToyServiceDown)
+
 
 FIXTURE = "customer.subscription.created__syncengine__1"
 
@@ -57,11 +69,14 @@ def toy_spec(
     out_topic: str | None = None,
     sleep_seconds: float = 0.0,
     changes_topic: str | None = None,
+    is_outage: OutageCheck | None = None,
 ) -> WorkerSpec:
     """Consumes billing events on ``topic`` and, given ``changes_topic``, entitlement
     changes there too (recorded by change id, rejected as poison by it too)."""
 
     async def apply_one(conn: asyncpg.Connection, event_id: str, type_: str) -> None:
+        if await conn.fetchval("SELECT 1 FROM toy_down WHERE consumer = $1", name):
+            raise ToyServiceDown(f"{name}'s service is down")
         if await conn.fetchval("SELECT 1 FROM toy_rejects WHERE stripe_event_id = $1", event_id):
             raise Poison(f"{event_id} is not in the catalog")
         await conn.execute(
@@ -89,7 +104,8 @@ def toy_spec(
     subscriptions: list[Subscription[Any]] = [Subscription(topic, handle)]
     if changes_topic is not None:
         subscriptions.append(on_entitlement_changes(handle_change, topic=changes_topic))
-    return WorkerSpec(name, tuple(subscriptions), emits=(out_topic,) if out_topic else ())
+    emits = (out_topic,) if out_topic else ()
+    return WorkerSpec(name, tuple(subscriptions), emits=emits, is_outage=is_outage)
 
 
 def build(settings: Settings) -> WorkerSpec:
