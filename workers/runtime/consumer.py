@@ -278,7 +278,8 @@ class BatchConsumer:
                     extra={
                         "worker": self.spec.name,
                         "topic": item.record.topic,
-                        "event_id": item.event_id,
+                        # processed_events.event_id (event_id is the ce_id elsewhere)
+                        "processed_event_id": item.event_id,
                         "trace_id": _trace_id(item.record),
                         "outcome": item.outcome,
                     },

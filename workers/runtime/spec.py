@@ -186,6 +186,6 @@ class WorkerSpec:
         topic gets its own key space. The first subscription keeps the bare worker name
         (the rows of releases that had one topic per worker stay valid); a worker name has
         no ``@``, so ``name@topic`` collides with no other worker's or topic's key."""
-        if subscription is self.subscriptions[0]:
+        if subscription.topic == self.subscriptions[0].topic:
             return self.name
         return f"{self.name}@{subscription.topic}"
