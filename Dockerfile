@@ -13,12 +13,14 @@ COPY contracts ./contracts
 COPY api_gateway ./api_gateway
 COPY workers ./workers
 COPY billing_fleet ./billing_fleet
+COPY fleet ./fleet
 # The example catalog is the default; mount your own and set BILLING_ENTITLEMENT_CATALOG_PATH.
 COPY catalog.example.yaml ./
 RUN pip install . && useradd --system --uid 10001 --no-create-home billing
 
 USER 10001
 EXPOSE 8000
-ENV BILLING_GATEWAY_HOST=0.0.0.0
+ENV BILLING_GATEWAY_HOST=0.0.0.0 \
+    BILLING_WORKER_HTTP_HOST=0.0.0.0
 ENTRYPOINT ["billing-fleet"]
 CMD ["gateway"]

@@ -27,20 +27,21 @@ from api_gateway.docs import DOCS_PATH, install_docs
 from api_gateway.guard import guarded
 from api_gateway.problems import install_problem_handlers, problem
 from api_gateway.publisher import EventPublisher
+from api_gateway.settings import GatewaySettings
 from billing_fleet.db import close_pool, create_pool
 from billing_fleet.http_server import (
-    ServerLimits,
     SignalFreeServer,
     bind_socket,
     server_config,
 )
-from billing_fleet.settings import Settings
 
 # Read API queries are short; more connections than cores keeps them from queueing.
 DB_POOL_SIZE = 16
 
 
-def create_app(settings: Settings, *, asyncapi_brokers: Sequence[KafkaBroker] = ()) -> FastAPI:
+def create_app(
+    settings: GatewaySettings, *, asyncapi_brokers: Sequence[KafkaBroker] = ()
+) -> FastAPI:
     """``asyncapi_brokers``: more channels for /asyncapi.json (the workers ``dev`` hosts)."""
     publisher = EventPublisher(settings)  # connects in the lifespan, not here
 
@@ -139,7 +140,7 @@ def _serving_only(app: ASGIApp, serves: Callable[[str], bool]) -> ASGIApp:
     return asgi
 
 
-def public_asgi(app: FastAPI, settings: Settings, *, fast_paths: bool = True) -> ASGIApp:
+def public_asgi(app: FastAPI, settings: GatewaySettings, *, fast_paths: bool = True) -> ASGIApp:
     """What the public port serves: everything, or all but the admin paths when they have
     their own port. The guard is outermost, in front of the fast paths and of FastAPI."""
     served: ASGIApp = with_fast_paths(app) if fast_paths else app
@@ -170,8 +171,8 @@ class GatewayServers:
     """The public server (it runs the app's lifespan and takes the signals) and, with an
     admin port, the admin server (no lifespan of its own), on one event loop."""
 
-    def __init__(self, app: FastAPI, settings: Settings, *, fast_paths: bool = True) -> None:
-        limits = ServerLimits.from_settings(settings)
+    def __init__(self, app: FastAPI, settings: GatewaySettings, *, fast_paths: bool = True) -> None:
+        limits = settings.server_limits()
         host, admin_port = settings.gateway_host, settings.gateway_admin_port
         self.admin: uvicorn.Server | None = None
         if admin_port is not None:
@@ -209,7 +210,7 @@ class GatewayServers:
                 await admin_task
 
 
-async def serve(settings: Settings, *, asyncapi_brokers: Sequence[KafkaBroker] = ()) -> None:
+async def serve(settings: GatewaySettings, *, asyncapi_brokers: Sequence[KafkaBroker] = ()) -> None:
     """Run the gateway until SIGINT/SIGTERM (uvicorn drains in-flight requests first);
     ``asyncapi_brokers``: the workers' topics, when they run in the same process (dev)."""
     app = create_app(settings, asyncapi_brokers=asyncapi_brokers)

@@ -20,7 +20,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from jwt.types import Options
 from starlette.exceptions import HTTPException
 
-from billing_fleet.settings import Settings
+from api_gateway.settings import GatewaySettings
 from contracts.events import storable_text
 
 LEEWAY_SECONDS = 10  # clock skew tolerated on exp/nbf/iat
@@ -109,7 +109,7 @@ class TokenVerifier:
         }
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> TokenVerifier | None:
+    def from_settings(cls, settings: GatewaySettings) -> TokenVerifier | None:
         """The verifier the settings describe, or None when the read API is not configured."""
         secret = settings.jwt_hs256_secret
         if secret is None and not settings.jwt_jwks_url:

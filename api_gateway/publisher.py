@@ -25,7 +25,7 @@ from faststream.kafka import KafkaBroker
 
 from api_gateway.metrics import PUBLISH_SECONDS
 from billing_fleet.kafka_admin import connect_when_reachable
-from billing_fleet.settings import Settings
+from billing_fleet.settings import CoreSettings
 from contracts import BILLING_EVENTS, BillingEvent
 
 log = logging.getLogger(__name__)
@@ -41,7 +41,7 @@ class PublishFailed(Exception):
 
 
 class EventPublisher:
-    def __init__(self, settings: Settings) -> None:
+    def __init__(self, settings: CoreSettings) -> None:
         if not settings.kafka_bootstrap_servers:
             raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set")
         self._bootstrap = settings.kafka_bootstrap_servers

@@ -21,8 +21,8 @@ from api_gateway.metrics import (
 from api_gateway.normalize import UnhandledEventType, UnmappableEvent, normalize, partition_key
 from api_gateway.problems import problem
 from api_gateway.publisher import EventPublisher, PublishFailed
+from api_gateway.settings import GatewaySettings
 from api_gateway.signature import InvalidSignature, verify_signature
-from billing_fleet.settings import Settings
 from contracts import cloudevent_headers
 from contracts.labels import bounded_label, log_value
 
@@ -90,7 +90,9 @@ async def receive_stripe_webhook(request: Request) -> Response:
         IN_FLIGHT.dec()
 
 
-async def _handle(request: Request, settings: Settings, publisher: EventPublisher) -> Response:
+async def _handle(
+    request: Request, settings: GatewaySettings, publisher: EventPublisher
+) -> Response:
     try:
         body = await _read_body(request, settings.webhook_max_body_bytes)
     except BodyTooLarge:

@@ -35,10 +35,10 @@ import jwt
 import stripe
 
 from bench import events, infra, procs, wrk
-from billing_fleet.embedded import EmbeddedKafka, free_port
 from billing_fleet.kafka_admin import ensure_topics
-from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS
+from fleet.command_settings import DevFleetSettings
+from fleet.embedded import EmbeddedKafka, free_port
 from workers.entitlement.worker import NAME as WORKER_NAME
 
 WEBHOOK_SECRET = "whsec_bench_e2e"
@@ -58,7 +58,7 @@ class Gateway:
     log: Path
 
 
-def service_token(settings: Settings) -> str:
+def service_token(settings: DevFleetSettings) -> str:
     now = int(time.time())
     claims = {"sub": "bench-e2e", "scope": settings.jwt_service_scope, "iat": now}
     return jwt.encode({**claims, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
@@ -329,7 +329,7 @@ def run(
     except wrk.WrkError as exc:
         print(f"bench e2e: {exc}", file=sys.stderr)
         return 2
-    settings = Settings()
+    settings = DevFleetSettings()
     token = service_token(settings)
     with procs.stopped_by_sigterm(), ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-e2e-")))

@@ -16,9 +16,10 @@ from aiokafka import AIOKafkaProducer
 
 from api_gateway.publisher import MAX_BATCH_BYTES
 from bench.events import Message
-from billing_fleet.embedded import EmbeddedPostgres
 from billing_fleet.migrate import migrate
 from contracts import BILLING_EVENTS
+from fleet.embedded import EmbeddedPostgres
+from workers.registry import migration_packages
 
 # Settings the subprocesses must not inherit from the caller's shell.
 _SCRUBBED = ("DATABASE_URL", "BILLING_DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
@@ -53,7 +54,7 @@ def fresh_database(server_url: str, label: str) -> Iterator[str]:
     asyncio.run(_admin(server_url, f'CREATE DATABASE "{name}"'))
     try:
         url = _with_database(server_url, name)
-        asyncio.run(migrate(url))
+        asyncio.run(migrate(url, migration_packages()))
         yield url
     finally:
         # FORCE: a subprocess that was killed hard may still hold a connection.
@@ -64,7 +65,7 @@ def billing_fleet(*args: str) -> list[str]:
     script = Path(sys.executable).with_name("billing-fleet")
     if script.exists():
         return [str(script), *args]
-    return [sys.executable, "-m", "billing_fleet.cli", *args]
+    return [sys.executable, "-m", "fleet.cli", *args]
 
 
 def child_env(**settings: str) -> dict[str, str]:

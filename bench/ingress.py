@@ -30,10 +30,10 @@ from api_gateway.normalize import normalize, partition_key
 from api_gateway.publisher import MAX_BATCH_BYTES
 from api_gateway.webhooks import CE_SOURCE
 from bench import plain_asgi, procs, wrk
-from billing_fleet.embedded import EmbeddedKafka, free_port
 from billing_fleet.kafka_admin import ensure_topics
-from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, cloudevent_headers
+from fleet.command_settings import DevFleetSettings
+from fleet.embedded import EmbeddedKafka, free_port
 
 FIXTURE = (
     Path(__file__).resolve().parents[1]
@@ -173,7 +173,7 @@ def _gateway_command() -> list[str]:
     script = Path(sys.executable).with_name("billing-fleet")
     if script.exists():
         return [str(script), "gateway"]
-    return [sys.executable, "-m", "billing_fleet.cli", "gateway"]
+    return [sys.executable, "-m", "fleet.cli", "gateway"]
 
 
 def _gateway_env(bootstrap: str, port: int) -> dict[str, str]:
@@ -299,7 +299,7 @@ def run(*, duration_s: int, connections: int, messages: int, rate: int) -> int:
     except wrk.WrkError as exc:
         print(f"bench ingress: {exc}", file=sys.stderr)
         return 2
-    settings = Settings()
+    settings = DevFleetSettings()
     payload = load_payload(FIXTURE)
     with procs.stopped_by_sigterm(), ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-ingress-")))

@@ -1,6 +1,6 @@
 """A bare ASGI app answering 200, served exactly as ``billing-fleet gateway`` serves its app.
 
-Same path as ``api_gateway.app.serve`` under ``billing_fleet.cli``: a ``uvicorn.Server``
+Same path as ``api_gateway.app.serve`` under ``fleet.cli``: a ``uvicorn.Server``
 on ``billing_fleet.http_server.server_config`` awaited inside ``ShutdownSignals.run``
 (``asyncio.run``), so the loop and the HTTP protocol are the gateway's, not what
 ``uvicorn.run`` would pick.

@@ -13,7 +13,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO
 
-from billing_fleet.embedded import die_with_parent_hook, stop_process_group
+from fleet.embedded import die_with_parent_hook, stop_process_group
 
 
 @contextlib.contextmanager

@@ -32,10 +32,10 @@ from pathlib import Path
 import asyncpg
 
 from bench import events, infra, procs
-from billing_fleet.embedded import EmbeddedKafka, free_port
 from billing_fleet.kafka_admin import ensure_topics
-from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS
+from fleet.command_settings import DevFleetSettings
+from fleet.embedded import EmbeddedKafka, free_port
 from workers.entitlement.worker import NAME as WORKER_NAME
 
 RAW_GROUP = "bench-raw"
@@ -272,7 +272,7 @@ def report(
 def run(
     *, count: int, customers: int | None, batch: int | None, timeout: float, rounds: int
 ) -> int:
-    settings = Settings()
+    settings = DevFleetSettings()
     batch = batch or settings.worker_batch_max_records
     customers = customers or max(1, count // 4)
     fetch_wait_ms, lanes = settings.worker_fetch_wait_ms, settings.worker_lanes

@@ -27,8 +27,6 @@ import uvicorn
 from uvicorn.config import STARTUP_FAILURE
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from billing_fleet.settings import Settings
-
 log = logging.getLogger(__name__)
 
 LifespanMode = Literal["auto", "on", "off"]
@@ -39,26 +37,13 @@ PROBE_TIMEOUT_SECONDS = 2.0
 
 @dataclass(frozen=True, slots=True)
 class ServerLimits:
-    max_header_bytes: int
-    header_timeout_seconds: float
-    keep_alive_seconds: int
-    body_timeout_seconds: float
-    shutdown_timeout_seconds: int
+    """A server's limits; the defaults are the gateway settings' defaults."""
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> ServerLimits:
-        return cls(
-            max_header_bytes=settings.gateway_max_header_bytes,
-            header_timeout_seconds=settings.gateway_header_timeout_seconds,
-            keep_alive_seconds=settings.gateway_keep_alive_seconds,
-            body_timeout_seconds=settings.gateway_body_timeout_seconds,
-            shutdown_timeout_seconds=settings.gateway_shutdown_timeout_seconds,
-        )
-
-    @classmethod
-    def defaults(cls) -> ServerLimits:
-        """The settings' defaults, without reading the environment."""
-        return cls.from_settings(Settings.model_construct())
+    max_header_bytes: int = 65_536
+    header_timeout_seconds: float = 10.0
+    keep_alive_seconds: int = 5
+    body_timeout_seconds: float = 10.0
+    shutdown_timeout_seconds: int = 20
 
 
 def _problem_response(
@@ -232,7 +217,7 @@ def server_config(
     """How the fleet serves ``app``: our logging (no uvicorn access log), uvloop where
     installed, the limited httptools protocol, and a bound on the graceful drain (then
     the requests still in flight are cancelled)."""
-    limits = limits or ServerLimits.defaults()
+    limits = limits or ServerLimits()
     return uvicorn.Config(
         app,
         host=host,

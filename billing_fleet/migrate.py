@@ -1,10 +1,11 @@
 """Ordered SQL migrations, each file kept next to the package that owns its tables.
 
 An owning package has a ``migrations/`` folder of ``NNNN_name.sql`` files; they run in
-the order of ``MIGRATION_PACKAGES``, then by number. Each file runs in its own
-transaction and is recorded in ``schema_migrations`` with its checksum. The whole run
-holds a PostgreSQL advisory lock, so replicas that start together apply each file once:
-the others wait, then find nothing left to do.
+the order of the packages the caller passes (the worker registry derives them from each
+worker's declaration: ``workers.registry.migration_packages``), then by number. Each
+file runs in its own transaction and is recorded in ``schema_migrations`` with its
+checksum. The whole run holds a PostgreSQL advisory lock, so replicas that start
+together apply each file once: the others wait, then find nothing left to do.
 """
 
 from __future__ import annotations
@@ -16,8 +17,6 @@ from importlib import resources
 from typing import Final
 
 import asyncpg
-
-MIGRATION_PACKAGES: tuple[str, ...] = ("workers.runtime", "workers.entitlement")
 
 # Arbitrary but fixed: every billing-fleet process must use the same key ("billing").
 ADVISORY_LOCK_KEY: Final = 0x62696C6C696E67
@@ -55,14 +54,21 @@ class Migration:
         return f"{self.package}/{self.name}"
 
 
-def discover(packages: tuple[str, ...] = MIGRATION_PACKAGES) -> list[Migration]:
+def discover(packages: tuple[str, ...]) -> list[Migration]:
     """Every migration file, in the order they must run."""
     found: list[Migration] = []
     for package in packages:
-        folder = resources.files(package).joinpath("migrations")
+        try:
+            folder = resources.files(package).joinpath("migrations")
+        except ModuleNotFoundError:
+            raise MigrationError(f"migrations package {package} does not exist") from None
+        except TypeError:  # a module, not a package
+            raise MigrationError(
+                f"migrations package {package} is a module, not a package"
+            ) from None
         if not folder.is_dir():
             raise MigrationError(
-                f"{package} is listed in MIGRATION_PACKAGES but has no migrations/"
+                f"{package} is declared as a migrations package but has no migrations/ folder"
             )
         numbers: dict[str, str] = {}
         for entry in sorted(folder.iterdir(), key=lambda item: item.name):
@@ -85,7 +91,7 @@ def discover(packages: tuple[str, ...] = MIGRATION_PACKAGES) -> list[Migration]:
     return found
 
 
-async def migrate(url: str, packages: tuple[str, ...] = MIGRATION_PACKAGES) -> list[str]:
+async def migrate(url: str, packages: tuple[str, ...]) -> list[str]:
     """Apply pending migrations on the database at ``url``; returns what it applied."""
     migrations = discover(packages)
     conn = await asyncpg.connect(url)
@@ -101,10 +107,11 @@ async def migrate(url: str, packages: tuple[str, ...] = MIGRATION_PACKAGES) -> l
 
 
 async def require_migrated(
-    db: asyncpg.Pool | asyncpg.Connection, packages: tuple[str, ...] = MIGRATION_PACKAGES
+    db: asyncpg.Pool | asyncpg.Connection, packages: tuple[str, ...]
 ) -> None:
-    """Raise SchemaBehind unless every migration of this release is applied: a worker of
-    a newer release must not write to a schema without the columns it maintains."""
+    """Raise SchemaBehind unless every migration of ``packages`` in this release is
+    applied: a worker of a newer release must not write to a schema without the columns
+    it maintains (a worker checks the runtime's packages and its own only)."""
     try:
         rows = await db.fetch("SELECT package, name FROM schema_migrations")
     except asyncpg.UndefinedTableError:

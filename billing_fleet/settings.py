@@ -1,25 +1,30 @@
-"""All configuration, read from the environment (prefix ``BILLING_``) by pydantic-settings.
+"""Configuration, read from the environment (prefix ``BILLING_``) by pydantic-settings.
 
+The core's fields live here; each component's in its own package (``api_gateway.settings``,
+``workers.runtime.settings``, ``workers.<name>.settings``, ``fleet.settings``).
 ``DATABASE_URL`` and ``KAFKA_BOOTSTRAP_SERVERS`` are also accepted unprefixed, the names
 every platform already exports.
 """
 
 from __future__ import annotations
 
-from functools import lru_cache
-from pathlib import Path
-from typing import Annotated, Final
+from typing import Final, cast
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AliasChoices, Field, SecretStr, field_validator
-from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+from pydantic import AliasChoices, Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
 
-MIN_JWT_HS256_SECRET_BYTES: Final = 32
-"""RFC 7518 §3.2: an HS256 key at least as long as the hash output."""
 POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
 
 
-class Settings(BaseSettings):
+class CoreSettings(BaseSettings):
+    """What every process reads: its servers, the Kafka producer and topic defaults, logs.
+
+    Each component (the gateway, the worker runtime, each worker, dev) subclasses it with
+    its own fields; a process composes the classes of what it runs (``compose``) and so
+    validates only those.
+    """
+
     model_config = SettingsConfigDict(env_prefix="BILLING_", extra="ignore")
 
     # -- servers ---------------------------------------------------------------------------
@@ -52,157 +57,7 @@ class Settings(BaseSettings):
         default=1, ge=1, description="Replication factor for topics the fleet creates."
     )
 
-    # -- Stripe webhook ingress ----------------------------------------------------------------
-    stripe_webhook_secrets: Annotated[list[SecretStr], NoDecode] = Field(
-        default_factory=list,
-        description="Comma-separated webhook signing secrets; any may match (secret rolling).",
-    )
-    stripe_webhook_tolerance_seconds: int = Field(
-        default=300, ge=1, description="Maximum age of a Stripe-Signature timestamp."
-    )
-    stripe_api_version: str = Field(
-        default="2025-11-17.clover",
-        description="API version pinned on the webhook endpoint; others are counted.",
-    )
-    webhook_max_body_bytes: int = Field(
-        default=1_048_576, ge=1024, description="Larger webhook bodies are refused with 413."
-    )
-
-    # -- HTTP ----------------------------------------------------------------------------------
-    gateway_host: str = Field(default="127.0.0.1", description="Gateway bind address.")
-    gateway_port: int = Field(default=8000, description="Gateway port.")
-    gateway_database_timeout_seconds: float = Field(
-        default=1.0,
-        gt=0,
-        description="Longest a read API request or /readyz waits for PostgreSQL (connection, "
-        "query and release together) before it answers 503.",
-    )
-    gateway_admin_port: int | None = Field(
-        default=None,
-        description="Port (same bind address) serving /metrics, /docs, /openapi.json and "
-        "/asyncapi.json instead of the gateway port; unset: everything on the gateway port.",
-    )
-    gateway_max_header_bytes: int = Field(
-        default=65_536,
-        ge=1024,
-        description="Largest request line plus headers; larger requests get 431.",
-    )
-    gateway_header_timeout_seconds: float = Field(
-        default=10.0,
-        gt=0,
-        description="Time a client has to send a request's line and headers (408, closed).",
-    )
-    gateway_keep_alive_seconds: int = Field(
-        default=5, ge=1, description="How long an idle keep-alive connection stays open."
-    )
-    gateway_body_timeout_seconds: float = Field(
-        default=10.0,
-        gt=0,
-        description="Time a client has to send a request's body once its head arrived (408, "
-        "closed).",
-    )
-    gateway_shutdown_timeout_seconds: int = Field(
-        default=20,
-        ge=1,
-        description="How long SIGTERM waits for in-flight requests before cancelling them.",
-    )
-
-    # -- dev -----------------------------------------------------------------------------------
-    dev_data_dir: Path = Field(
-        default=Path(".billing-fleet"),
-        description="Where `dev` keeps the embedded PostgreSQL data, the broker's log and, "
-        "while it runs, dev.json (its servers, for commands in other terminals).",
-    )
-    dev_kafka_port: int = Field(default=9092, description="Port of the embedded broker in dev.")
-
-    # -- workers ---------------------------------------------------------------------------
-    worker_batch_max_records: int = Field(
-        default=500, ge=1, description="Most messages a worker applies in one transaction."
-    )
-    worker_max_attempts: int = Field(
-        default=3, ge=1, description="Attempts at a failing message before it is dead-lettered."
-    )
-    worker_retry_backoff_seconds: Annotated[list[float], NoDecode] = Field(
-        default_factory=lambda: [0.2, 1.0, 5.0],
-        description="Comma-separated waits between attempts at a failing message.",
-    )
-    worker_dependency_backoff_max_seconds: float = Field(
-        default=30.0,
-        gt=0,
-        description="Longest wait between retries while PostgreSQL or Kafka is down.",
-    )
-    worker_database_timeout_seconds: float = Field(
-        default=5.0,
-        gt=0,
-        description="Longest one worker transaction (connection, batch, commit) may take before "
-        "it is abandoned and retried as an outage; keep it under a third of the shutdown timeout.",
-    )
-    worker_http_port: int = Field(
-        default=9100, description="Port of a worker's /healthz, /readyz and /metrics."
-    )
-    worker_shutdown_timeout_seconds: float = Field(
-        default=20.0, gt=0, description="How long SIGTERM waits for in-flight work."
-    )
-    worker_lanes: int = Field(
-        default=2,
-        ge=1,
-        le=8,
-        description="Transactions a worker runs at once on a batch, each over its own keys "
-        "(customers): one computes while another waits for PostgreSQL.",
-    )
-    worker_fetch_wait_ms: int = Field(
-        default=10,
-        ge=1,
-        le=5000,
-        description="Longest wait of an idle fetch, at the broker and between empty polls.",
-    )
-    worker_session_timeout_ms: int = Field(
-        default=10_000,
-        ge=100,
-        description="Kafka group session timeout: how soon a dead worker's partitions move.",
-    )
-
-    # -- entitlement worker -----------------------------------------------------------------
-    entitlement_catalog_path: Path = Field(
-        default=Path("catalog.example.yaml"),
-        description="YAML catalog mapping Stripe prices/products to features.",
-    )
-    entitlement_past_due_grace_days: float = Field(
-        default=3.0, ge=0, description="Days a past_due subscription keeps its access."
-    )
-
-    # -- read API (JWT) ----------------------------------------------------------------------
-    jwt_hs256_secret: SecretStr | None = Field(
-        default=None,
-        description=f"Shared secret for HS256 bearer tokens (at least "
-        f"{MIN_JWT_HS256_SECRET_BYTES} bytes; `dev` generates one unless this or the JWKS "
-        "URL is set).",
-    )
-    jwt_jwks_url: str | None = Field(default=None, description="JWKS URL for RS256 bearer tokens.")
-    jwt_issuer: str | None = Field(default=None, description="Required `iss` of bearer tokens.")
-    jwt_audience: str | None = Field(default=None, description="Required `aud` of bearer tokens.")
-    jwt_service_scope: str = Field(
-        default="entitlements:read:any",
-        description="Scope that lets a service read any customer's entitlements.",
-    )
-
     log_level: str = Field(default="INFO", description="Log level of every process.")
-
-    @field_validator("stripe_webhook_secrets", "worker_retry_backoff_seconds", mode="before")
-    @classmethod
-    def _split_commas(cls, value: object) -> object:
-        if isinstance(value, str):
-            return [part.strip() for part in value.split(",") if part.strip()]
-        return value
-
-    @field_validator("jwt_hs256_secret")
-    @classmethod
-    def _long_enough(cls, value: SecretStr | None) -> SecretStr | None:
-        # Checked here so that every process refuses it at startup, not at the first token.
-        size = len(value.get_secret_value().encode()) if value is not None else None
-        if size is not None and size < MIN_JWT_HS256_SECRET_BYTES:
-            raise ValueError(f"must be at least {MIN_JWT_HS256_SECRET_BYTES} bytes")
-        return value
 
     @field_validator("database_url")
     @classmethod
@@ -210,6 +65,41 @@ class Settings(BaseSettings):
         if value is not None:
             check_postgres_url(value)
         return value
+
+
+def split_commas(value: object) -> object:
+    """A comma list from the environment as a list (a ``mode="before"`` validator)."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
+def compose(name: str, *classes: type[CoreSettings]) -> type[CoreSettings]:
+    """One settings class with the fields and validators of all ``classes`` (repeats and
+    classes another one already includes are dropped): what one process runs."""
+    bases: list[type[CoreSettings]] = []
+    for cls in classes:
+        if not any(issubclass(other, cls) for other in bases) and cls not in bases:
+            bases = [base for base in bases if not issubclass(cls, base)] + [cls]
+    if len(bases) == 1:
+        return bases[0]
+    return cast("type[CoreSettings]", type(name, tuple(bases), {"__module__": __name__}))
+
+
+def variable_of(cls: type[CoreSettings], loc: str) -> str:
+    """The variable(s) of the setting an error's ``loc`` names (its field or an alias)."""
+    for name, info in cls.model_fields.items():
+        aliases = info.validation_alias
+        names = [str(c) for c in aliases.choices] if isinstance(aliases, AliasChoices) else []
+        if loc == name or loc in names:
+            # The unprefixed one first: DATABASE_URL or BILLING_DATABASE_URL.
+            return " or ".join(reversed(names)) if names else f"BILLING_{name.upper()}"
+    return f"BILLING_{loc.upper()}" if loc else "configuration"
+
+
+def variables(cls: type[CoreSettings]) -> list[str]:
+    """Every variable ``cls`` reads, as the README names them (the prefixed name)."""
+    return [f"BILLING_{name.upper()}" for name in cls.model_fields]
 
 
 def check_postgres_url(url: str) -> None:
@@ -248,8 +138,3 @@ def check_postgres_url(url: str) -> None:
             "the query part is not name=value pairs joined by '&': percent-encode '&' and "
             "'=' in its values"
         ) from None
-
-
-@lru_cache
-def get_settings() -> Settings:
-    return Settings()

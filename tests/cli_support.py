@@ -18,7 +18,7 @@ from pathlib import Path
 import httpx
 
 SCRIPT = shutil.which("billing-fleet", path=str(Path(sys.executable).parent))
-COMMAND = [SCRIPT] if SCRIPT else [sys.executable, "-m", "billing_fleet.cli"]
+COMMAND = [SCRIPT] if SCRIPT else [sys.executable, "-m", "fleet.cli"]
 BANNER_END = "  Ctrl-C"
 EXAMPLE_CATALOG = Path(__file__).resolve().parents[1] / "catalog.example.yaml"
 # Where commands run unless told: no `.billing-fleet/dev.json` of a dev the developer may

@@ -8,7 +8,7 @@
 - ``create_database`` (session): ``await create_database(migrated=False) -> url`` of a new
   empty database ``billing_test_<hex>``, dropped at the end of the session.
 - ``database_url`` (session): one fresh, migrated database for the whole session.
-- ``settings`` (function): ``Settings`` on the two above, webhook secrets
+- ``settings`` (function): ``FleetSettings`` on the two above, webhook secrets
   ``whsec_test_primary`` and ``whsec_test_secondary``, publish timeout 2 s.
 - ``kafka_messages`` (function): ``await read(topic, *, expect, timeout=10)``, see below.
 
@@ -30,9 +30,10 @@ import pytest
 import pytest_asyncio
 from aiokafka import AIOKafkaConsumer
 
-from billing_fleet.embedded import EmbeddedKafka, EmbeddedPostgres
 from billing_fleet.migrate import migrate
-from billing_fleet.settings import Settings
+from fleet.embedded import EmbeddedKafka, EmbeddedPostgres
+from tests.fleet_settings import FleetSettings
+from workers.registry import migration_packages
 
 # The `gateway` fixture (a real uvicorn gateway on the fixtures below) lives with its helpers.
 pytest_plugins = ("tests.gateway",)
@@ -119,7 +120,7 @@ async def create_database(postgres_server_url: str) -> AsyncIterator[CreateDatab
         created.append(name)
         url = with_database(postgres_server_url, name)
         if migrated:
-            await migrate(url)
+            await migrate(url, migration_packages())
         return url
 
     yield create
@@ -149,8 +150,8 @@ async def conn(database_url: str) -> AsyncIterator[asyncpg.Connection]:
 
 
 @pytest.fixture
-def settings(kafka: KafkaServer, database_url: str) -> Settings:
-    return Settings(
+def settings(kafka: KafkaServer, database_url: str) -> FleetSettings:
+    return FleetSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=database_url,
         stripe_webhook_secrets=TEST_WEBHOOK_SECRETS,

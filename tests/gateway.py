@@ -14,8 +14,8 @@ from fastapi import FastAPI
 
 from api_gateway.app import GatewayServers, create_app
 from billing_fleet.kafka_admin import ensure_topics, read_all
-from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, event_id_for
+from tests.fleet_settings import FleetSettings
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER
 from tests.stripe_fixtures import PRIMARY_SECRET, SECONDARY_SECRET
 
@@ -30,12 +30,12 @@ def free_port() -> int:
 @dataclass
 class Gateway:
     url: str
-    settings: Settings
+    settings: FleetSettings
 
 
 @pytest.fixture(scope="session")
 async def gateway(kafka: Any, database_url: str) -> AsyncIterator[Gateway]:
-    settings = Settings(
+    settings = FleetSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=database_url,
         stripe_webhook_secrets=[PRIMARY_SECRET, SECONDARY_SECRET],
@@ -54,7 +54,9 @@ async def gateway(kafka: Any, database_url: str) -> AsyncIterator[Gateway]:
 
 
 @asynccontextmanager
-async def serve_gateway(settings: Settings, *, fast_paths: bool = True) -> AsyncIterator[FastAPI]:
+async def serve_gateway(
+    settings: FleetSettings, *, fast_paths: bool = True
+) -> AsyncIterator[FastAPI]:
     """The gateway on ``settings.gateway_port`` (and its admin port, if set), served as
     `billing-fleet gateway` serves it, on 127.0.0.1 (``fast_paths=False``: FastAPI alone
     answers every route, to compare the two)."""
@@ -67,7 +69,7 @@ async def serve_gateway(settings: Settings, *, fast_paths: bool = True) -> Async
 
 
 async def start_gateway(
-    settings: Settings, *, fast_paths: bool = True
+    settings: FleetSettings, *, fast_paths: bool = True
 ) -> tuple[FastAPI, GatewayServers, asyncio.Task[None]]:
     """The gateway serving (on 127.0.0.1), its servers and the task running them, for a
     test that stops it itself (``servers.stop()``, then the task ends)."""
@@ -83,7 +85,7 @@ async def start_gateway(
     return app, servers, task
 
 
-async def create_topics(settings: Settings) -> None:
+async def create_topics(settings: FleetSettings) -> None:
     """The topics as ``dev`` and the chart create them (Tansu forgets them on restart)."""
     assert settings.kafka_bootstrap_servers
     await ensure_topics(

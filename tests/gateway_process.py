@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 SCRIPT = shutil.which("billing-fleet", path=str(Path(sys.executable).parent))
-COMMAND = [SCRIPT] if SCRIPT else [sys.executable, "-m", "billing_fleet.cli"]
+COMMAND = [SCRIPT] if SCRIPT else [sys.executable, "-m", "fleet.cli"]
 GATEWAY = [*COMMAND, "gateway"]
 UNPREFIXED = ("DATABASE_URL", "KAFKA_BOOTSTRAP_SERVERS")
 

@@ -6,7 +6,8 @@ ids) listed in ``toy_rejects`` (the "catalog"), and emits one Outgoing per billi
 when given a topic. It may consume entitlement changes on a second topic. While a
 ``toy_down`` row names it, it raises ``ToyServiceDown`` (an outage with ``toy_outage``).
 ``build`` reads its configuration from ``TOY_*`` variables, for ``billing-fleet worker``
-run as a subprocess with ``BILLING_WORKER_FACTORY=tests.runtime_toy:build``.
+run as a subprocess with ``BILLING_WORKER_DECLARATION=tests.toy_worker:DECLARATION``
+(``tests/toy_worker`` declares it, with its tables).
 """
 
 from __future__ import annotations
@@ -25,8 +26,10 @@ from prometheus_client import REGISTRY
 
 from api_gateway.normalize import normalize
 from billing_fleet.kafka_admin import ensure_topics
-from billing_fleet.settings import Settings
+from billing_fleet.migrate import migrate
 from contracts import BillingEvent, EntitlementChange, cloudevent_headers
+from tests import toy_worker
+from tests.fleet_settings import FleetSettings
 from tests.stripe_fixtures import load_event
 from workers.runtime.dlt_admin import DeadLetter, read_records
 from workers.runtime.run import run_worker
@@ -38,17 +41,6 @@ from workers.runtime.spec import (
     WorkerSpec,
     on_entitlement_changes,
 )
-
-TABLES = """
-CREATE TABLE IF NOT EXISTS toy_applied (
-    consumer        text NOT NULL,
-    stripe_event_id text NOT NULL,
-    type            text NOT NULL,
-    applied_at      timestamptz NOT NULL DEFAULT now()
-);
-CREATE TABLE IF NOT EXISTS toy_rejects (stripe_event_id text PRIMARY KEY);
-CREATE TABLE IF NOT EXISTS toy_down (consumer text PRIMARY KEY);
-"""
 
 
 class ToyServiceDown(Exception):
@@ -108,7 +100,7 @@ def toy_spec(
     return WorkerSpec(name, tuple(subscriptions), emits=emits, is_outage=is_outage)
 
 
-def build(settings: Settings) -> WorkerSpec:
+def build(settings: FleetSettings) -> WorkerSpec:
     out_topic = os.environ.get("TOY_OUT_TOPIC") or None
     return toy_spec(
         os.environ["TOY_NAME"],
@@ -148,7 +140,7 @@ def event_message(event: BillingEvent) -> tuple[bytes, bytes, list[tuple[str, by
     )
 
 
-async def create_topics(settings: Settings, *topics: str, partitions: int = 2) -> None:
+async def create_topics(settings: FleetSettings, *topics: str, partitions: int = 2) -> None:
     assert settings.kafka_bootstrap_servers
     await ensure_topics(settings.kafka_bootstrap_servers, topics, partitions, 1)
 
@@ -168,14 +160,11 @@ async def publish_events(bootstrap: str, topic: str, events: Sequence[BillingEve
 
 
 async def prepare_tables(database_url: str) -> None:
-    conn = await asyncpg.connect(database_url)
-    try:
-        await conn.execute(TABLES)
-    finally:
-        await conn.close()
+    """The toy worker's migrations (``tests/toy_worker/migrations``), as ``migrate`` runs them."""
+    await migrate(database_url, (toy_worker.MIGRATIONS,))
 
 
-def worker_settings(settings: Settings, **overrides: Any) -> Settings:
+def worker_settings(settings: FleetSettings, **overrides: Any) -> FleetSettings:
     """Settings for fast tests: short group session (Tansu holds a join for half of it),
     short retry waits, two partitions."""
     values: dict[str, Any] = {
@@ -190,7 +179,7 @@ def worker_settings(settings: Settings, **overrides: Any) -> Settings:
 
 
 @contextlib.asynccontextmanager
-async def running(spec: WorkerSpec, settings: Settings) -> AsyncIterator[asyncio.Task[None]]:
+async def running(spec: WorkerSpec, settings: FleetSettings) -> AsyncIterator[asyncio.Task[None]]:
     """``run_worker`` in a task for the block, cancelled (graceful stop) at its end."""
     task = asyncio.create_task(run_worker(spec, settings, serve_http=False))
     try:
@@ -236,7 +225,7 @@ async def applied(database_url: str, consumer: str) -> list[str]:
     return [row["stripe_event_id"] for row in rows]
 
 
-def build_entitlement(settings: Settings) -> WorkerSpec:
+def build_entitlement(settings: FleetSettings) -> WorkerSpec:
     """The real entitlement worker, as the registry builds it, consuming ``TOY_TOPIC``
     (a test's own input topic) instead of billing.events.v1."""
     from workers.entitlement.worker import build as build_real

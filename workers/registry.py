@@ -1,4 +1,4 @@
-"""The workers the fleet runs: name → ``"module:factory"``, factory ``build(settings)``.
+"""The workers the fleet runs: one declaration each (``workers/<name>/declaration.py``).
 
 Factories are imported only when a worker is started. One that fails to import or build
 (a broken catalog) stops the command that needed it: ``billing-fleet worker NAME`` and
@@ -9,55 +9,63 @@ from __future__ import annotations
 
 import importlib
 import os
-from collections.abc import Callable
-from typing import Final, cast
+from collections.abc import Iterable
+from typing import Final
 
 from billing_fleet.logs import one_line
-from billing_fleet.settings import Settings
-from workers.runtime.spec import WorkerSpec
+from workers.entitlement.declaration import DECLARATION as ENTITLEMENT
+from workers.runtime.declaration import RUNTIME_MIGRATIONS, WorkerBuildError, WorkerDeclaration
 
-Factory = Callable[[Settings], WorkerSpec]
-
-
-class WorkerBuildError(RuntimeError):
-    """A worker's factory failed to import or build; the message is one line naming it."""
-
-
-WORKERS: dict[str, str] = {
-    "entitlement": "workers.entitlement.worker:build",
+WORKERS: dict[str, WorkerDeclaration] = {
+    declaration.name: declaration for declaration in (ENTITLEMENT,)
 }
 
-FACTORY_OVERRIDE_ENV: Final = "BILLING_WORKER_FACTORY"
-"""``module:factory`` that ``billing-fleet worker NAME`` runs instead of the registry's
-entry (tests, and trying a worker before it is registered)."""
+DECLARATION_OVERRIDE_ENV: Final = "BILLING_WORKER_DECLARATION"
+"""``module:ATTRIBUTE`` naming a ``WorkerDeclaration`` that ``billing-fleet worker NAME``
+runs instead of the registry's entry (tests, and trying a worker before it is registered)."""
 
 
-def load_factory(reference: str) -> Factory:
-    """Import ``"module:attribute"``; ImportError/AttributeError when it is not there."""
+def migration_packages(declarations: Iterable[WorkerDeclaration] | None = None) -> tuple[str, ...]:
+    """What ``migrate`` applies, in order: the runtime's tables, then each worker's."""
+    chosen = WORKERS.values() if declarations is None else declarations
+    packages = [RUNTIME_MIGRATIONS]
+    for declaration in chosen:
+        packages += [p for p in declaration.migration_packages if p not in packages]
+    return tuple(packages)
+
+
+def with_override() -> tuple[str, ...]:
+    """``migration_packages()``, plus those of ``BILLING_WORKER_DECLARATION``'s worker
+    when it is set (``migrate`` before trying a worker that is not registered yet)."""
+    reference = os.environ.get(DECLARATION_OVERRIDE_ENV)
+    extra = [load_declaration(reference)] if reference else []
+    return migration_packages([*WORKERS.values(), *extra])
+
+
+def load_declaration(reference: str) -> WorkerDeclaration:
+    """The declaration ``"module:ATTRIBUTE"`` names; ``WorkerBuildError`` when it is not one."""
     module_name, _, attribute = reference.partition(":")
-    if not attribute:
-        raise ImportError(f"{reference!r} is not of the form module:factory")
-    return cast(Factory, getattr(importlib.import_module(module_name), attribute))
-
-
-def build(name: str, factory: Factory, settings: Settings) -> WorkerSpec:
-    """``factory(settings)``; any failure (a broken catalog) as ``WorkerBuildError``."""
     try:
-        return factory(settings)
-    except Exception as exc:  # whatever the factory raises, it cannot run: say so, once
-        raise WorkerBuildError(f"worker {name}: {one_line(exc)}") from exc
-
-
-def factory_of(name: str, reference: str) -> Factory:
-    """``load_factory(reference)``, failures as ``WorkerBuildError`` naming worker ``name``."""
-    try:
-        return load_factory(reference)
+        if not attribute:
+            raise ImportError(f"{reference!r} is not of the form module:ATTRIBUTE")
+        found = getattr(importlib.import_module(module_name), attribute)
     except (ImportError, AttributeError) as exc:
-        raise WorkerBuildError(f"worker {name}: {one_line(exc)}") from exc
+        raise WorkerBuildError(f"{DECLARATION_OVERRIDE_ENV}: {one_line(exc)}") from exc
+    if not isinstance(found, WorkerDeclaration):
+        raise WorkerBuildError(f"{DECLARATION_OVERRIDE_ENV}: {reference} is no WorkerDeclaration")
+    return found
 
 
-def build_worker(name: str, settings: Settings) -> WorkerSpec:
-    """The spec of worker ``name`` (KeyError when it is not registered, else
-    ``WorkerBuildError`` when it does not build)."""
-    reference = os.environ.get(FACTORY_OVERRIDE_ENV) or WORKERS[name]
-    return build(name, factory_of(name, reference), settings)
+def declaration_of(name: str) -> WorkerDeclaration:
+    """The declaration ``billing-fleet worker NAME`` runs: the override's, else the
+    registry's (KeyError when ``name`` is not registered)."""
+    reference = os.environ.get(DECLARATION_OVERRIDE_ENV)
+    if not reference:
+        return WORKERS[name]
+    declaration = load_declaration(reference)
+    if declaration.name != name:
+        raise WorkerBuildError(
+            f"{DECLARATION_OVERRIDE_ENV}: {reference} declares worker {declaration.name!r}, "
+            f"not {name!r}"
+        )
+    return declaration

@@ -16,7 +16,6 @@ import stripe
 from aiokafka import AIOKafkaConsumer
 
 from billing_fleet.kafka_admin import topic_partitions
-from billing_fleet.settings import Settings
 from contracts import (
     BILLING_EVENTS,
     ENTITLEMENT_CHANGES,
@@ -24,6 +23,7 @@ from contracts import (
     parse_entitlement_change,
 )
 from tests.e2e.conftest import subscribe_with_card
+from tests.fleet_settings import FleetSettings
 from tests.gateway import Gateway
 from tests.jwt_tokens import claims, hs256
 from tests.runtime_toy import running, wait_for, worker_settings
@@ -96,7 +96,7 @@ async def my_entitlements(gateway_url: str, user_id: str) -> dict[str, Any]:
 
 
 async def test_subscribing_grants_and_canceling_revokes_through_the_api(
-    stripe_client: stripe.StripeClient, gateway: Gateway, settings: Settings, tmp_path: Path
+    stripe_client: stripe.StripeClient, gateway: Gateway, settings: FleetSettings, tmp_path: Path
 ) -> None:
     assert settings.kafka_bootstrap_servers
     bootstrap = settings.kafka_bootstrap_servers

@@ -18,7 +18,7 @@ import httpx
 import pytest
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from billing_fleet.settings import Settings
+from tests.fleet_settings import FleetSettings
 from tests.gateway import Gateway, free_port, serve_gateway
 from tests.jwt_tokens import (
     AUDIENCE,
@@ -36,7 +36,7 @@ from tests.jwt_tokens import (
 
 pytestmark = pytest.mark.integration
 
-SERVICE_SCOPE = Settings().jwt_service_scope
+SERVICE_SCOPE = FleetSettings().jwt_service_scope
 NOW = datetime.now(UTC)
 LATER = (NOW + timedelta(days=30)).replace(microsecond=0)
 LATEST = (NOW + timedelta(days=60)).replace(microsecond=0)
@@ -338,8 +338,8 @@ class Rs256Gateway:
     key: rsa.RSAPrivateKey
 
 
-def gateway_settings(kafka: Any, database_url: str, **read_api: Any) -> Settings:
-    return Settings(
+def gateway_settings(kafka: Any, database_url: str, **read_api: Any) -> FleetSettings:
+    return FleetSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=database_url,
         stripe_webhook_secrets=["whsec_unused"],

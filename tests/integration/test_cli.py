@@ -11,9 +11,9 @@ import asyncpg
 import httpx
 import pytest
 
-from billing_fleet.embedded import free_port
 from billing_fleet.kafka_admin import broker_reachable
 from contracts import BILLING_EVENTS
+from fleet.embedded import free_port
 from tests.cli_support import COMMAND as COMMAND  # other tests import these from here
 from tests.cli_support import (
     children,
@@ -31,6 +31,8 @@ __all__ = ["COMMAND", "clean_env"]
 
 pytestmark = pytest.mark.integration
 
+ROOT = str(Path(__file__).resolve().parents[2])
+
 
 def test_help_lists_the_commands() -> None:
     result = run("--help", env=clean_env())
@@ -43,7 +45,7 @@ def test_help_lists_the_commands() -> None:
 # What only `dev` needs: its workers' reloading, its banner (PyJWT), the embedded servers.
 # (watchfiles itself is loaded anyway: uvicorn imports it for its --reload.)
 DEV_ONLY = tuple(
-    f"billing_fleet.{name}" for name in ("dev", "dev_workers", "dev_banner", "embedded")
+    f"fleet.{name}" for name in ("dev", "dev_workers", "dev_banner", "embedded", "command_settings")
 )
 
 
@@ -83,6 +85,22 @@ async def test_migrate_applies_then_finds_nothing_to_do(create_database: Any) ->
     assert "applied workers.runtime/0001_runtime.sql" in first.stdout
     assert second.returncode == 0, second.stderr
     assert "nothing to apply" in second.stdout
+
+
+async def test_migrate_applies_an_unregistered_declaration_s_migrations_too(
+    create_database: Any,
+) -> None:
+    env = clean_env(
+        DATABASE_URL=await create_database(),
+        BILLING_WORKER_DECLARATION="tests.toy_worker:DECLARATION",
+        PYTHONPATH=ROOT,  # where `tests.toy_worker` is importable
+    )
+
+    result = run("migrate", env=env)
+
+    assert result.returncode == 0, result.stderr
+    assert "applied workers.entitlement/0001_entitlements.sql" in result.stdout
+    assert result.stdout.splitlines()[-1] == "applied tests.toy_worker/0001_toy.sql"
 
 
 async def test_worker_refuses_a_database_behind_its_release(

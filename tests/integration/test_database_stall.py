@@ -22,11 +22,11 @@ import psutil
 import pytest
 
 from billing_fleet.db import BoundedPool, bounded_transaction, create_pool
-from billing_fleet.embedded import EmbeddedPostgres, free_port
 from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.migrate import migrate
-from billing_fleet.settings import Settings
 from contracts import dead_letter_topic
+from fleet.embedded import EmbeddedPostgres, free_port
+from tests.fleet_settings import FleetSettings
 from tests.gateway import serve_gateway, start_gateway
 from tests.integration.test_runtime_process import start_worker
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER, claims, hs256
@@ -43,6 +43,7 @@ from tests.runtime_toy import (
     worker_settings,
 )
 from tests.stripe_fixtures import PRIMARY_SECRET
+from workers.registry import migration_packages
 from workers.runtime.dlt_admin import read_records
 from workers.runtime.outbox import OutboxRelay, write_outbox
 from workers.runtime.relay_sender import KafkaRecord
@@ -94,7 +95,7 @@ async def stallable(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[S
     server = EmbeddedPostgres(tmp_path_factory.mktemp("stall") / "pgdata", delete_on_stop=True)
     await asyncio.to_thread(server.start)
     try:
-        await migrate(server.url)
+        await migrate(server.url, migration_packages())
         await prepare_tables(server.url)
         yield StallablePostgres(server)
     finally:
@@ -228,7 +229,7 @@ async def test_read_api_and_readyz_answer_503_within_the_bound_then_recover(
         )
     finally:
         await conn.close()
-    settings = Settings(
+    settings = FleetSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=stallable.url,
         stripe_webhook_secrets=[PRIMARY_SECRET],
@@ -287,7 +288,7 @@ async def test_the_gateway_stops_in_time_while_postgresql_is_frozen(
 ) -> None:
     """SIGTERM's path (servers stopped, then the lifespan closes the publisher and the
     pool): closing pooled connections must not wait for a frozen server's answer."""
-    settings = Settings(
+    settings = FleetSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=stallable.url,
         stripe_webhook_secrets=[PRIMARY_SECRET],
@@ -321,7 +322,7 @@ async def test_the_gateway_stops_in_time_while_postgresql_is_frozen(
 
 
 async def test_worker_counts_dependency_retries_and_is_not_ready_then_applies_once(
-    settings: Settings, stallable: StallablePostgres
+    settings: FleetSettings, stallable: StallablePostgres
 ) -> None:
     settings = worker_settings(
         settings,
@@ -383,7 +384,7 @@ async def test_worker_counts_dependency_retries_and_is_not_ready_then_applies_on
 
 
 async def test_sigterm_while_postgres_is_frozen_stops_gracefully_in_time(
-    settings: Settings, stallable: StallablePostgres, tmp_path: Path
+    settings: FleetSettings, stallable: StallablePostgres, tmp_path: Path
 ) -> None:
     shutdown_timeout = 8.0
     settings = settings.model_copy(update={"database_url": stallable.url})

@@ -18,8 +18,8 @@ import httpx
 import pytest
 import yaml
 
-from billing_fleet.embedded import free_port
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, dead_letter_topic
+from fleet.embedded import free_port
 from tests.cli_support import (
     EXAMPLE_CATALOG,
     Dev,

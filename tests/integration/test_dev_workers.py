@@ -12,10 +12,10 @@ from typing import Any
 import asyncpg
 import pytest
 
-from billing_fleet.dev_workers import DevWorkers, WorkerFailed
-from billing_fleet.settings import Settings
 from contracts import BillingEvent
+from fleet.dev_workers import DevWorkers, WorkerFailed
 from tests.cli_support import EXAMPLE_CATALOG
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import (
     create_topics,
     make_events,
@@ -33,7 +33,7 @@ pytestmark = pytest.mark.integration
 def on_topic(topic: str) -> Any:
     """The entitlement factory, consuming ``topic`` (not the session's shared input)."""
 
-    def factory(settings: Settings) -> WorkerSpec:
+    def factory(settings: FleetSettings) -> WorkerSpec:
         return build(settings).consuming(topic)
 
     return factory
@@ -44,7 +44,7 @@ def messages(caplog: pytest.LogCaptureFixture) -> list[str]:
 
 
 async def test_a_failed_rebuild_keeps_the_worker_and_a_good_one_replaces_it(
-    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    settings: FleetSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.INFO)
     catalog = tmp_path / "catalog.yaml"
@@ -96,7 +96,7 @@ async def _count(caplog: pytest.LogCaptureFixture, message: str, count: int) -> 
 
 
 async def test_a_worker_that_stops_with_an_error_ends_the_workers(
-    settings: Settings, create_database: Any
+    settings: FleetSettings, create_database: Any
 ) -> None:
     """A database behind the release: the worker refuses to run (SchemaBehind)."""
     configured = worker_settings(settings, database_url=await create_database())
@@ -110,7 +110,7 @@ async def test_a_worker_that_stops_with_an_error_ends_the_workers(
 
 
 async def test_a_stop_while_the_old_worker_drains_for_a_reload_starts_no_new_one(
-    settings: Settings, tmp_path: Path, caplog: pytest.LogCaptureFixture
+    settings: FleetSettings, tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     """dev stopped (Ctrl-C) while a reload waits for the old worker's batch: the stop
     waits for that batch, then ends; the rebuilt worker never starts."""
@@ -127,7 +127,7 @@ async def test_a_stop_while_the_old_worker_drains_for_a_reload_starts_no_new_one
         await release.wait()  # the batch the old worker finishes before it stops
         return []
 
-    def factory(settings: Settings) -> WorkerSpec:
+    def factory(settings: FleetSettings) -> WorkerSpec:
         return WorkerSpec.single(name, handle, topic=topic, watch_files=(watched,))
 
     workers = DevWorkers(configured, {name: factory})

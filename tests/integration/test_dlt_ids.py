@@ -11,9 +11,9 @@ from typing import Any
 import asyncpg
 import pytest
 
-from billing_fleet.embedded import EmbeddedKafka
-from billing_fleet.settings import Settings
 from contracts import BillingEvent, dead_letter_topic
+from fleet.embedded import EmbeddedKafka
+from tests.fleet_settings import FleetSettings
 from tests.integration.test_cli import COMMAND, clean_env
 from tests.runtime_toy import (
     applied,
@@ -53,7 +53,7 @@ async def execute(url: str, query: str, *args: Any) -> list[asyncpg.Record]:
 
 
 async def test_new_letter_at_a_replayed_offset_after_a_broker_restart_is_not_replayed(
-    settings: Settings,
+    settings: FleetSettings,
 ) -> None:
     assert settings.database_url
     url = settings.database_url
@@ -136,7 +136,7 @@ async def _applied_is(url: str, name: str, expected: set[str]) -> bool:
 
 
 async def test_letters_written_before_ids_are_listed_shown_and_replayed_by_position(
-    settings: Settings, kafka: Any
+    settings: FleetSettings, kafka: Any
 ) -> None:
     assert settings.database_url
     bootstrap, url = kafka.bootstrap_servers, settings.database_url

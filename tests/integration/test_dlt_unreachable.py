@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 from aiokafka.errors import KafkaConnectionError
 
-from billing_fleet.embedded import free_port
 from billing_fleet.kafka_admin import read_all
+from fleet.embedded import free_port
 from tests.cli_support import clean_env, run
 from tests.integration.test_cli_errors import one_line
 from workers.runtime.dlt_admin import dead_letter_topics

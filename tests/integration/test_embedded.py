@@ -11,8 +11,8 @@ import asyncpg
 import pytest
 from aiokafka import AIOKafkaProducer
 
-from billing_fleet.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedUnavailable, free_port
 from billing_fleet.kafka_admin import broker_reachable, ensure_topics
+from fleet.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedUnavailable, free_port
 
 pytestmark = pytest.mark.integration
 

@@ -20,7 +20,6 @@ import asyncpg
 import pytest
 
 from api_gateway.normalize import normalize
-from billing_fleet.settings import Settings
 from contracts import (
     ENTITLEMENT_CHANGES,
     BillingEvent,
@@ -30,6 +29,7 @@ from contracts import (
     parse_entitlement_change,
 )
 from tests.entitlement_support import TEST_CATALOG_YAML, entitlement_rows
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import (
     create_topics,
     metric,
@@ -94,7 +94,7 @@ def write_catalog(path: Path, extra: str = "") -> Path:
     return path
 
 
-def catalog_settings(settings: Settings, catalog: Path) -> tuple[Settings, str, str]:
+def catalog_settings(settings: FleetSettings, catalog: Path) -> tuple[FleetSettings, str, str]:
     """Worker settings on the test catalog written to ``catalog``; with the bootstrap
     servers and database URL they carry."""
     settings = worker_settings(settings, entitlement_catalog_path=write_catalog(catalog))
@@ -102,7 +102,7 @@ def catalog_settings(settings: Settings, catalog: Path) -> tuple[Settings, str, 
     return settings, settings.kafka_bootstrap_servers, settings.database_url
 
 
-def entitlement_spec(settings: Settings, topic: str) -> WorkerSpec:
+def entitlement_spec(settings: FleetSettings, topic: str) -> WorkerSpec:
     """The real worker, as ``billing-fleet worker entitlement`` builds it, on ``topic``."""
     spec = build(settings)
     assert spec.name == NAME
@@ -150,7 +150,7 @@ async def processed(url: str, stripe_event_ids: Sequence[str]) -> list[str]:
 
 
 async def test_subscription_events_grant_and_publish_changes(
-    settings: Settings, tmp_path: Path
+    settings: FleetSettings, tmp_path: Path
 ) -> None:
     settings, bootstrap, url = catalog_settings(settings, tmp_path / "catalog.yaml")
     topic = unique("entitlement.events")
@@ -198,7 +198,7 @@ async def test_subscription_events_grant_and_publish_changes(
 
 
 async def test_unmapped_price_is_dead_lettered_then_replayed_once(
-    settings: Settings, tmp_path: Path
+    settings: FleetSettings, tmp_path: Path
 ) -> None:
     catalog = tmp_path / "catalog.yaml"
     settings, bootstrap, url = catalog_settings(settings, catalog)
@@ -279,7 +279,7 @@ def stripe_event(name: str, customer_id: str, created: int, **changes: Any) -> B
 
 
 async def test_refund_and_user_change_are_published_through_the_outbox(
-    settings: Settings, tmp_path: Path
+    settings: FleetSettings, tmp_path: Path
 ) -> None:
     settings, bootstrap, url = catalog_settings(settings, tmp_path / "catalog.yaml")
     topic = unique("entitlement.refunds")

@@ -21,15 +21,15 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from billing_fleet.settings import Settings
 from contracts.labels import LOG_VALUE_LIMIT, log_value
+from tests.fleet_settings import FleetSettings
 from tests.gateway import Gateway, free_port, serve_gateway
 from tests.gateway_process import GATEWAY, gateway_env
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER, claims, hs256
 
 pytestmark = pytest.mark.integration
 
-SERVICE_SCOPE = Settings().jwt_service_scope
+SERVICE_SCOPE = FleetSettings().jwt_service_scope
 USER = hs256(claims(sub="user-input-test"))
 SERVICE = hs256(claims(sub="svc-input-test", scope=SERVICE_SCOPE))
 
@@ -162,7 +162,7 @@ async def unmigrated_database(create_database: Any) -> str:
 async def test_an_unexpected_error_is_a_problem_500_logged_once(
     kafka: Any, unmigrated_database: str, fast_paths: bool, caplog: pytest.LogCaptureFixture
 ) -> None:
-    settings = Settings(
+    settings = FleetSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=unmigrated_database,
         stripe_webhook_secrets=["whsec_unused"],
@@ -193,7 +193,7 @@ async def test_the_logged_path_of_an_unexpected_error_is_cut(
 ) -> None:
     """The path comes from the client (up to the head limit, 64 KiB): the log line keeps
     its first ``LOG_VALUE_LIMIT`` characters, as every outside value."""
-    settings = Settings(
+    settings = FleetSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
         database_url=unmigrated_database,
         stripe_webhook_secrets=["whsec_unused"],

@@ -13,9 +13,9 @@ from typing import Any
 import httpx
 import pytest
 
-from billing_fleet.embedded import EmbeddedKafka
-from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, event_id_for, parse_billing_event
+from fleet.embedded import EmbeddedKafka
+from tests.fleet_settings import FleetSettings
 from tests.gateway import Gateway, create_topics, free_port, read_topic, records_for, serve_gateway
 from tests.runtime_toy import (
     applied,
@@ -212,7 +212,7 @@ async def test_health_readiness_openapi_and_metrics(gateway: Gateway) -> None:
 
 
 async def test_frozen_broker_is_503_then_redelivery_is_200_and_applied_once(
-    settings: Settings,
+    settings: FleetSettings,
 ) -> None:
     """What does hold: 2xx only after the broker's ack, a 503 when none comes within the
     publish timeout, and a 503'd event may still land once the broker resumes (its

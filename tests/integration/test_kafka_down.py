@@ -11,9 +11,9 @@ from collections.abc import Iterator
 import pytest
 from faststream.kafka import KafkaBroker
 
-from billing_fleet.embedded import EmbeddedKafka
 from billing_fleet.kafka_admin import connect_when_reachable
-from billing_fleet.settings import Settings
+from fleet.embedded import EmbeddedKafka
+from tests.fleet_settings import FleetSettings
 from tests.gateway import free_port, serve_gateway
 from tests.runtime_toy import (
     applied,
@@ -53,7 +53,7 @@ def retries(caplog: pytest.LogCaptureFixture, text: str) -> int:
 
 
 async def test_gateway_retrying_while_kafka_is_down_leaks_no_producer(
-    settings: Settings, kafka_later: EmbeddedKafka, caplog: pytest.LogCaptureFixture
+    settings: FleetSettings, kafka_later: EmbeddedKafka, caplog: pytest.LogCaptureFixture
 ) -> None:
     caplog.set_level(logging.WARNING)
     gateway_settings = settings.model_copy(
@@ -105,7 +105,7 @@ async def test_worker_broker_retrying_while_kafka_is_down_leaks_no_producer(
 
 
 async def test_worker_waits_out_kafka_down_then_applies_and_leaks_nothing(
-    settings: Settings, kafka_later: EmbeddedKafka, caplog: pytest.LogCaptureFixture
+    settings: FleetSettings, kafka_later: EmbeddedKafka, caplog: pytest.LogCaptureFixture
 ) -> None:
     assert settings.database_url
     caplog.set_level(logging.WARNING)

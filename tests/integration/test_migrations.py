@@ -13,10 +13,11 @@ import asyncpg
 import pytest
 
 from billing_fleet.migrate import ADVISORY_LOCK_KEY, MigrationError, discover, migrate
+from workers.registry import migration_packages
 
 pytestmark = pytest.mark.integration
 
-ALL = [m.label for m in discover()]
+ALL = [m.label for m in discover(migration_packages())]
 
 
 async def _fetch(url: str, query: str) -> list[asyncpg.Record]:
@@ -31,7 +32,7 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
     url = await create_database()
 
     assert (
-        await migrate(url)
+        await migrate(url, migration_packages())
         == ALL
         == [
             "workers.runtime/0001_runtime.sql",
@@ -46,7 +47,7 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
 
     recorded = await _fetch(url, "SELECT package, name, checksum FROM schema_migrations")
     assert {(r["package"], r["name"], r["checksum"]) for r in recorded} == {
-        (m.package, m.name, m.checksum) for m in discover()
+        (m.package, m.name, m.checksum) for m in discover(migration_packages())
     }
     tables = await _fetch(url, "SELECT tablename FROM pg_tables WHERE schemaname = 'public'")
     expected = {"processed_events", "outbox", "dlt_replays", "schema_migrations"}
@@ -68,7 +69,7 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
 
 
 async def test_second_run_applies_nothing(database_url: str) -> None:
-    assert await migrate(database_url) == []
+    assert await migrate(database_url, migration_packages()) == []
 
 
 async def test_concurrent_runs_wait_for_the_lock_and_apply_each_file_once(
@@ -78,7 +79,7 @@ async def test_concurrent_runs_wait_for_the_lock_and_apply_each_file_once(
     holder = await asyncpg.connect(url)
     try:
         await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
-        runs = [asyncio.create_task(migrate(url)) for _ in range(2)]
+        runs = [asyncio.create_task(migrate(url, migration_packages())) for _ in range(2)]
         await asyncio.sleep(0.5)
         assert not any(run.done() for run in runs), "migrate() did not wait for the lock"
         await holder.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
@@ -98,7 +99,7 @@ async def test_changed_file_is_refused_and_the_lock_released(create_database: An
         await conn.execute("UPDATE schema_migrations SET checksum = 'edited-by-hand'")
 
         with pytest.raises(MigrationError, match="changed after it was applied"):
-            await migrate(url)
+            await migrate(url, migration_packages())
 
         assert await conn.fetchval("SELECT pg_try_advisory_lock($1)", ADVISORY_LOCK_KEY)
     finally:

@@ -6,7 +6,7 @@ from collections import Counter
 
 import pytest
 
-from billing_fleet.settings import Settings
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import (
     applied,
     create_topics,
@@ -24,7 +24,7 @@ from tests.runtime_toy import (
 pytestmark = pytest.mark.integration
 
 
-async def test_duplicates_and_redelivery_change_nothing(settings: Settings) -> None:
+async def test_duplicates_and_redelivery_change_nothing(settings: FleetSettings) -> None:
     settings = worker_settings(settings)
     assert settings.kafka_bootstrap_servers and settings.database_url
     bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url

@@ -17,8 +17,8 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from billing_fleet.db import bounded_transaction, create_pool
-from billing_fleet.settings import Settings
 from contracts import ENTITLEMENT_CHANGES
+from tests.fleet_settings import FleetSettings
 from tests.integration.test_entitlement_worker import (
     SYNCENGINE_CREATED,
     new_customer,
@@ -77,7 +77,7 @@ async def changes_of(bootstrap: str, customers: set[str]) -> list[DeadLetter]:
 
 
 async def test_two_worker_processes_each_apply_once_and_relay_only_their_own_rows(
-    settings: Settings, create_database: Any, tmp_path: Path
+    settings: FleetSettings, create_database: Any, tmp_path: Path
 ) -> None:
     url = await create_database(migrated=True)  # an outbox no other test writes to
     settings = settings.model_copy(update={"database_url": url})
@@ -91,7 +91,7 @@ async def test_two_worker_processes_each_apply_once_and_relay_only_their_own_row
     entitlement_env = {
         "TOY_NAME": "entitlement",
         "TOY_TOPIC": topic,
-        "BILLING_WORKER_FACTORY": "tests.runtime_toy:build_entitlement",
+        "BILLING_WORKER_DECLARATION": "tests.toy_worker:ENTITLEMENT_ON_TOPIC",
         "BILLING_ENTITLEMENT_CATALOG_PATH": str(catalog),
     }
     toy_env = {"TOY_NAME": toy, "TOY_TOPIC": topic, "TOY_OUT_TOPIC": toy_out}

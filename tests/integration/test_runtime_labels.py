@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from prometheus_client import REGISTRY
 
-from billing_fleet.settings import Settings
 from contracts import dead_letter_topic
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import (
     create_topics,
     prepare_tables,
@@ -33,7 +33,9 @@ def type_labels(worker: str) -> set[str]:
     }
 
 
-async def test_made_up_ce_types_of_dead_letters_are_counted_as_other(settings: Settings) -> None:
+async def test_made_up_ce_types_of_dead_letters_are_counted_as_other(
+    settings: FleetSettings,
+) -> None:
     # One attempt each: nothing to wait for between retries.
     settings = worker_settings(settings, worker_max_attempts=1)
     assert settings.kafka_bootstrap_servers and settings.database_url

@@ -9,10 +9,10 @@ import pytest
 from aiokafka import AIOKafkaConsumer, TopicPartition
 from prometheus_client import REGISTRY
 
-from billing_fleet.embedded import EmbeddedPostgres
 from billing_fleet.migrate import migrate
-from billing_fleet.settings import Settings
 from contracts import dead_letter_topic
+from fleet.embedded import EmbeddedPostgres
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import (
     applied,
     create_topics,
@@ -25,6 +25,7 @@ from tests.runtime_toy import (
     wait_for,
     worker_settings,
 )
+from workers.registry import migration_packages
 from workers.runtime.dlt_admin import read_records
 
 pytestmark = pytest.mark.integration
@@ -44,12 +45,12 @@ async def committed(bootstrap: str, group: str, topic: str) -> int:
 
 
 async def test_postgres_outage_waits_then_applies_everything_once(
-    settings: Settings, tmp_path: Path
+    settings: FleetSettings, tmp_path: Path
 ) -> None:
     postgres = EmbeddedPostgres(tmp_path / "pgdata")  # data kept across stop/start
     url = postgres.start().url
     try:
-        await migrate(url)
+        await migrate(url, migration_packages())
         await prepare_tables(url)
         settings = worker_settings(settings, database_url=url)
         assert settings.kafka_bootstrap_servers

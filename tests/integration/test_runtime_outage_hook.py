@@ -6,8 +6,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from billing_fleet.settings import Settings
 from contracts import dead_letter_topic
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import (
     applied,
     create_topics,
@@ -37,7 +37,7 @@ async def execute(url: str, sql: str, *args: str) -> None:
 
 
 async def test_an_error_the_worker_calls_an_outage_is_retried_and_never_dead_lettered(
-    settings: Settings,
+    settings: FleetSettings,
 ) -> None:
     settings = worker_settings(settings, worker_max_attempts=1)
     assert settings.kafka_bootstrap_servers and settings.database_url

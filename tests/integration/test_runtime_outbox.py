@@ -10,7 +10,7 @@ import pytest
 from aiokafka.partitioner import DefaultPartitioner
 
 from billing_fleet.db import bounded_transaction, create_pool
-from billing_fleet.settings import Settings
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import (
     create_topics,
     make_events,
@@ -32,7 +32,7 @@ PARTITIONS = 3
 
 
 async def test_outbox_rows_are_published_in_order_then_deleted(
-    settings: Settings, kafka_messages: Any
+    settings: FleetSettings, kafka_messages: Any
 ) -> None:
     settings = worker_settings(settings)
     assert settings.kafka_bootstrap_servers and settings.database_url

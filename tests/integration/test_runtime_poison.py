@@ -5,8 +5,8 @@ from __future__ import annotations
 import asyncpg
 import pytest
 
-from billing_fleet.settings import Settings
 from contracts import dead_letter_topic
+from tests.fleet_settings import FleetSettings
 from tests.integration.test_cli import COMMAND, clean_env
 from tests.runtime_toy import (
     applied,
@@ -43,7 +43,7 @@ DLT_HEADERS = {
 }
 
 
-async def test_poison_is_dead_lettered_then_replayed_once(settings: Settings) -> None:
+async def test_poison_is_dead_lettered_then_replayed_once(settings: FleetSettings) -> None:
     settings = worker_settings(settings)
     assert settings.kafka_bootstrap_servers and settings.database_url
     bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url

@@ -13,8 +13,8 @@ import asyncpg
 import httpx
 import pytest
 
-from billing_fleet.embedded import free_port
-from billing_fleet.settings import Settings
+from fleet.embedded import free_port
+from tests.fleet_settings import FleetSettings
 from tests.integration.test_cli import COMMAND, clean_env
 from tests.integration.test_runtime_outage import committed
 from tests.runtime_toy import (
@@ -32,14 +32,16 @@ pytestmark = pytest.mark.integration
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def start_worker(settings: Settings, log: Path, **toy: str) -> tuple[subprocess.Popen[bytes], int]:
+def start_worker(
+    settings: FleetSettings, log: Path, **toy: str
+) -> tuple[subprocess.Popen[bytes], int]:
     assert settings.kafka_bootstrap_servers and settings.database_url
     port = free_port()
-    # ``toy`` may override the defaults (another factory).
+    # ``toy`` may override the defaults (another declaration).
     values = {
         "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
         "DATABASE_URL": settings.database_url,
-        "BILLING_WORKER_FACTORY": "tests.runtime_toy:build",
+        "BILLING_WORKER_DECLARATION": "tests.toy_worker:DECLARATION",
         "BILLING_WORKER_SESSION_TIMEOUT_MS": "1000",
         "BILLING_WORKER_HTTP_PORT": str(port),
         "BILLING_KAFKA_TOPIC_PARTITIONS": "2",
@@ -68,7 +70,7 @@ async def in_transaction(url: str) -> bool:
 
 
 async def test_sigkill_mid_batch_then_restart_applies_everything_once(
-    settings: Settings, kafka_messages: Any, tmp_path: Path
+    settings: FleetSettings, kafka_messages: Any, tmp_path: Path
 ) -> None:
     assert settings.kafka_bootstrap_servers and settings.database_url
     bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url
@@ -117,7 +119,7 @@ async def test_sigkill_mid_batch_then_restart_applies_everything_once(
 
 
 async def test_sigterm_finishes_the_batch_commits_and_exits_zero(
-    settings: Settings, tmp_path: Path
+    settings: FleetSettings, tmp_path: Path
 ) -> None:
     assert settings.kafka_bootstrap_servers and settings.database_url
     bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url

@@ -12,8 +12,8 @@ import pytest
 
 from billing_fleet.db import bounded_transaction, create_pool
 from billing_fleet.migrate import discover
-from billing_fleet.settings import Settings
 from contracts import ENTITLEMENT_CHANGES
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import create_topics, unique
 from workers.runtime.dlt_admin import read_records
 from workers.runtime.outbox import (
@@ -119,7 +119,7 @@ def test_the_lock_key_is_stable_per_worker_and_differs_between_workers() -> None
 
 
 async def test_migration_0005_assigns_earlier_rows_to_the_entitlement_worker_which_relays_them(
-    settings: Settings, create_database: Any
+    settings: FleetSettings, create_database: Any
 ) -> None:
     assert settings.kafka_bootstrap_servers
     bootstrap = settings.kafka_bootstrap_servers

@@ -9,8 +9,8 @@ from datetime import UTC, datetime
 import asyncpg
 import pytest
 
-from billing_fleet.settings import Settings
 from contracts import BILLING_EVENTS, dead_letter_topic, entitlement_change_json
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import (
     applied,
     create_topics,
@@ -63,7 +63,7 @@ async def consumers_of(url: str, event_ids: list[str]) -> dict[str, str]:
 
 
 async def test_poison_on_one_topic_is_dead_lettered_there_while_the_other_applies(
-    settings: Settings,
+    settings: FleetSettings,
 ) -> None:
     assert settings.kafka_bootstrap_servers and settings.database_url
     bootstrap, url = settings.kafka_bootstrap_servers, settings.database_url

@@ -12,9 +12,9 @@ import httpx
 import pytest
 from faststream.specification import AsyncAPI
 
-from billing_fleet.embedded import free_port
-from billing_fleet.settings import Settings
 from contracts import ENTITLEMENT_CHANGES, dead_letter_topic
+from fleet.embedded import free_port
+from tests.fleet_settings import FleetSettings
 from tests.runtime_toy import create_topics, unique, wait_for, worker_settings
 from workers.entitlement.worker import NAME, build
 from workers.runtime.asyncapi import documentation_broker
@@ -33,7 +33,7 @@ async def _document(base: str) -> dict[str, Any] | None:
     return document
 
 
-async def test_the_entitlement_worker_documents_every_topic(settings: Settings) -> None:
+async def test_the_entitlement_worker_documents_every_topic(settings: FleetSettings) -> None:
     topic = unique("asyncapi.in")
     spec = build(settings).consuming(topic)  # not the shared input topic
     port = free_port()

@@ -21,7 +21,7 @@ from api_gateway.auth import (
     TokenVerifier,
     token_scopes,
 )
-from billing_fleet.settings import Settings
+from tests.fleet_settings import FleetSettings
 from tests.jwt_tokens import (
     AUDIENCE,
     HS256_SECRET,
@@ -133,8 +133,8 @@ def test_short_hs256_secret_is_refused_at_startup() -> None:
 
 
 def test_no_verifier_without_a_secret_or_jwks() -> None:
-    assert TokenVerifier.from_settings(Settings()) is None
-    configured = TokenVerifier.from_settings(Settings(jwt_hs256_secret=HS256_SECRET))
+    assert TokenVerifier.from_settings(FleetSettings()) is None
+    configured = TokenVerifier.from_settings(FleetSettings(jwt_hs256_secret=HS256_SECRET))
     assert isinstance(configured, TokenVerifier)
 
 

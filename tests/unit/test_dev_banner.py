@@ -11,15 +11,15 @@ import pytest
 
 from api_gateway.app import is_admin_path
 from api_gateway.auth import TokenVerifier
-from billing_fleet.dev_banner import Generated, banner
-from billing_fleet.send_test_event import DEFAULT_CUSTOMER_ID, DEFAULT_USER_ID
-from billing_fleet.settings import Settings
+from fleet.dev_banner import Generated, banner
+from fleet.send_test_event import DEFAULT_CUSTOMER_ID, DEFAULT_USER_ID
+from tests.fleet_settings import FleetSettings
 
 JWT_SECRET = "generated-jwt-secret-0123456789abcdef"
 
 
-def settings(**overrides: object) -> Settings:
-    return Settings(
+def settings(**overrides: object) -> FleetSettings:
+    return FleetSettings(
         kafka_bootstrap_servers="127.0.0.1:9092",
         database_url="postgresql://postgres:pw@/postgres?host=/tmp/x",
         **overrides,  # type: ignore[arg-type]

@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from billing_fleet import dev_state
-from billing_fleet.dev_state import DevAlreadyRunning, DevState
-from billing_fleet.settings import Settings
+from fleet import dev_state
+from fleet.dev_state import DevAlreadyRunning, DevState
+from tests.fleet_settings import FleetSettings
 
 STATE = DevState(
     pid=os.getpid(),
@@ -43,7 +43,7 @@ def test_the_file_of_a_killed_dev_is_stale(tmp_path: Path) -> None:
         f"""
         import sys, time
         from pathlib import Path
-        from billing_fleet import dev_state
+        from fleet import dev_state
         from tests.unit.test_dev_state import STATE
         with dev_state.hold(Path({str(tmp_path)!r})):
             dev_state.publish(Path({str(tmp_path)!r}), STATE)
@@ -81,7 +81,7 @@ def test_only_unset_variables_are_filled(tmp_path: Path, monkeypatch: pytest.Mon
     with dev_state.hold(tmp_path):
         dev_state.publish(tmp_path, STATE)
 
-        settings = dev_state.fill_from_dev(Settings())
+        settings = dev_state.fill_from_dev(FleetSettings())
 
     assert settings.database_url == "postgresql://db.example/billing"  # the variable wins
     assert settings.kafka_bootstrap_servers == STATE.kafka_bootstrap_servers
@@ -94,6 +94,6 @@ def test_a_configured_webhook_secret_is_not_in_the_file(tmp_path: Path) -> None:
     with dev_state.hold(tmp_path):
         dev_state.publish(tmp_path, state)
 
-        settings = dev_state.fill_from_dev(Settings(dev_data_dir=tmp_path))
+        settings = dev_state.fill_from_dev(FleetSettings(dev_data_dir=tmp_path))
 
     assert settings.stripe_webhook_secrets == []

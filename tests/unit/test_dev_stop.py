@@ -6,7 +6,7 @@ import asyncio
 
 import pytest
 
-from billing_fleet.dev_workers import stop_all
+from fleet.dev_workers import stop_all
 
 
 async def slow_to_stop(stopped: list[str], name: str) -> None:

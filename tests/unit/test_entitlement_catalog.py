@@ -8,8 +8,8 @@ from typing import Any
 import pytest
 import yaml
 
-from billing_fleet.settings import Settings
 from tests.entitlement_support import make_catalog
+from tests.fleet_settings import FleetSettings
 from workers.entitlement.catalog import (
     CatalogError,
     FeatureSpec,
@@ -34,7 +34,7 @@ def test_example_catalog_loads_and_documents_every_form() -> None:
 
 
 def test_build_loads_the_configured_catalog(tmp_path: Path) -> None:
-    spec = build(Settings(entitlement_catalog_path=REPO / "catalog.example.yaml"))
+    spec = build(FleetSettings(entitlement_catalog_path=REPO / "catalog.example.yaml"))
     assert spec.name == "entitlement"
     assert spec.periodic is not None
     assert spec.periodic_interval_seconds > 0
@@ -44,7 +44,7 @@ def test_build_refuses_a_broken_catalog(tmp_path: Path) -> None:
     path = tmp_path / "catalog.yaml"
     path.write_text("products:\n  pro:\n    prices: [p]\n    features: {sso: maybe}\n")
     with pytest.raises(CatalogError, match=r"catalog\.yaml.*products\.pro\.features\.sso"):
-        build(Settings(entitlement_catalog_path=path))
+        build(FleetSettings(entitlement_catalog_path=path))
 
 
 def test_missing_file_is_a_clear_error(tmp_path: Path) -> None:

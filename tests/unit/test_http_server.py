@@ -17,8 +17,8 @@ from typing import Any
 import pytest
 import uvicorn
 
-from billing_fleet.embedded import free_port
 from billing_fleet.http_server import ServerLimits, server_config, start_server
+from fleet.embedded import free_port
 from tests.http_clients import (
     connect,
     huge_header,

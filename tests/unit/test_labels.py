@@ -6,9 +6,9 @@ from aiokafka import ConsumerRecord
 
 from api_gateway.metrics import STRIPE_API_VERSIONS, STRIPE_EVENT_TYPES
 from api_gateway.normalize import HANDLED_TYPES, normalize
-from billing_fleet.settings import Settings
 from contracts import BILLING_EVENT_TYPES
 from contracts.labels import LABEL_LIMIT, LOG_VALUE_LIMIT, OTHER, bounded_label, log_value
+from tests.fleet_settings import FleetSettings
 from tests.stripe_fixtures import fixture_files, load_event
 from workers.runtime.processing import event_type
 
@@ -34,7 +34,7 @@ def test_known_stripe_values_come_from_stripe_python() -> None:
     assert HANDLED_TYPES <= STRIPE_EVENT_TYPES
     assert {"product.created", "invoice.upcoming", "account.updated"} <= STRIPE_EVENT_TYPES
     assert "*" not in STRIPE_EVENT_TYPES
-    pinned = Settings.model_fields["stripe_api_version"].default
+    pinned = FleetSettings.model_fields["stripe_api_version"].default
     assert {"2014-11-05", pinned} <= STRIPE_API_VERSIONS
     assert all(len(value) <= LABEL_LIMIT for value in STRIPE_EVENT_TYPES | STRIPE_API_VERSIONS)
 

@@ -6,8 +6,8 @@ import socket
 
 import pytest
 
-from billing_fleet.embedded import free_port
-from billing_fleet.preflight import (
+from fleet.embedded import free_port
+from fleet.preflight import (
     Unavailable,
     check_database,
     port_free,

@@ -5,19 +5,19 @@ from __future__ import annotations
 import pytest
 from pydantic import ValidationError
 
-from billing_fleet.cli import settings_errors
-from billing_fleet.settings import Settings
+from fleet.cli import settings_errors
+from tests.fleet_settings import FleetSettings
 
 
 @pytest.mark.parametrize("secret", ["", "short", "x" * 31, "é" * 15])
 def test_a_jwt_secret_under_32_bytes_is_invalid(secret: str) -> None:
     with pytest.raises(ValidationError, match="must be at least 32 bytes"):
-        Settings(jwt_hs256_secret=secret)
+        FleetSettings(jwt_hs256_secret=secret)
 
 
 @pytest.mark.parametrize("secret", ["x" * 32, "é" * 16])  # bytes, not characters
 def test_a_jwt_secret_of_32_bytes_is_valid(secret: str) -> None:
-    settings = Settings(jwt_hs256_secret=secret)
+    settings = FleetSettings(jwt_hs256_secret=secret)
 
     assert settings.jwt_hs256_secret is not None
 
@@ -34,7 +34,7 @@ def test_a_jwt_secret_of_32_bytes_is_valid(secret: str) -> None:
     ],
 )
 def test_postgres_urls_asyncpg_takes_are_valid(url: str) -> None:
-    assert Settings(database_url=url).database_url == url
+    assert FleetSettings(database_url=url).database_url == url
 
 
 @pytest.mark.parametrize(
@@ -49,7 +49,7 @@ def test_postgres_urls_asyncpg_takes_are_valid(url: str) -> None:
 )
 def test_malformed_postgres_urls_are_invalid(url: str, error: str) -> None:
     with pytest.raises(ValidationError, match=error):
-        Settings(database_url=url)
+        FleetSettings(database_url=url)
 
 
 @pytest.mark.parametrize(
@@ -70,9 +70,9 @@ def test_malformed_postgres_urls_are_invalid(url: str, error: str) -> None:
 )
 def test_a_password_that_breaks_the_url_is_never_echoed(url: str) -> None:
     with pytest.raises(ValidationError) as raised:
-        Settings(database_url=url)
+        FleetSettings(database_url=url)
 
-    [line] = settings_errors(raised.value)
+    [line] = settings_errors(raised.value, FleetSettings)
 
     assert line.startswith("billing-fleet: DATABASE_URL or BILLING_DATABASE_URL: "), line
     assert "percent-encode" in line, line
@@ -85,9 +85,9 @@ def test_errors_name_the_variables_and_never_the_values(monkeypatch: pytest.Monk
     monkeypatch.setenv("DATABASE_URL", "localhost:5432/billing?password=hunter2")
     monkeypatch.setenv("BILLING_JWT_HS256_SECRET", "hunter2")
     with pytest.raises(ValidationError) as raised:
-        Settings()
+        FleetSettings()
 
-    lines = settings_errors(raised.value)
+    lines = settings_errors(raised.value, FleetSettings)
 
     assert lines == [
         "billing-fleet: DATABASE_URL or BILLING_DATABASE_URL: must start with postgresql:// "

@@ -1,20 +1,22 @@
-"""Entry point of the entitlement worker: ``build(settings) -> WorkerSpec``."""
+"""Entry point of the entitlement worker: ``build(settings) -> WorkerSpec`` (its
+declaration, ``declaration.py``, names it)."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
-from billing_fleet.settings import Settings
-from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
+from contracts import BILLING_EVENTS
 from workers.entitlement.catalog import load_catalog
+from workers.entitlement.declaration import DECLARATION
 from workers.entitlement.handler import EntitlementHandler
+from workers.entitlement.settings import EntitlementSettings
 from workers.runtime.spec import Subscription, WorkerSpec
 
-NAME = "entitlement"
+NAME = DECLARATION.name
 EXPIRY_INTERVAL_SECONDS = 30.0
 
 
-def build(settings: Settings) -> WorkerSpec:
+def build(settings: EntitlementSettings) -> WorkerSpec:
     """Load the catalog (a broken one raises ``CatalogError`` here, at startup; ``dev``
     calls this again when the file changes)."""
     handler = EntitlementHandler(
@@ -28,6 +30,6 @@ def build(settings: Settings) -> WorkerSpec:
         ),
         periodic=handler.expire,
         periodic_interval_seconds=EXPIRY_INTERVAL_SECONDS,
-        emits=(ENTITLEMENT_CHANGES,),
+        emits=DECLARATION.emits,
         watch_files=(settings.entitlement_catalog_path,),
     )

@@ -14,7 +14,7 @@ from typing import Any
 from faststream.kafka import KafkaBroker
 from pydantic import SkipValidation
 
-from billing_fleet.settings import Settings
+from billing_fleet.settings import CoreSettings
 from contracts import ENTITLEMENT_CHANGES, BillingEvent, EntitlementChange, dead_letter_topic
 from workers.runtime.spec import WorkerSpec
 
@@ -34,7 +34,7 @@ def register_emitted(broker: KafkaBroker, spec: WorkerSpec) -> None:
         )
 
 
-def documentation_broker(spec: WorkerSpec, settings: Settings) -> KafkaBroker:
+def documentation_broker(spec: WorkerSpec, settings: CoreSettings) -> KafkaBroker:
     """Every channel of ``spec``, named as ``run_worker`` names them, on an idle broker
     (on the same servers, so a document merging it with the host's names one server)."""
     broker = KafkaBroker(settings.kafka_bootstrap_servers or "localhost", logger=None)

@@ -29,7 +29,6 @@ from faststream.kafka.message import FAKE_CONSUMER, KafkaMessage
 from faststream.middlewares import AckPolicy
 from pydantic import SkipValidation
 
-from billing_fleet.settings import Settings
 from contracts import BillingEvent, dead_letter_topic
 from workers.runtime import metrics
 from workers.runtime.dead_letters import FailureLog, dead_letter_headers
@@ -40,6 +39,7 @@ from workers.runtime.failures import (
     retry_delay,
 )
 from workers.runtime.processing import Handled, apply, event_type
+from workers.runtime.settings import RuntimeSettings
 from workers.runtime.spec import Subscription, WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -76,7 +76,7 @@ class BatchConsumer:
         self,
         spec: WorkerSpec,
         subscription: Subscription[Any],
-        settings: Settings,
+        settings: RuntimeSettings,
         broker: KafkaBroker,
         pool: asyncpg.Pool,
         on_outbox_written: Callable[[], None],

@@ -23,13 +23,14 @@ from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.kafka_admin import KafkaAdminError, connect_when_reachable, ensure_topics
 from billing_fleet.logs import FASTSTREAM
 from billing_fleet.migrate import require_migrated
-from billing_fleet.settings import Settings
 from workers.runtime.asyncapi import register_emitted
 from workers.runtime.consumer import BatchConsumer
+from workers.runtime.declaration import RUNTIME_MIGRATIONS
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.http import HttpServer, create_app
 from workers.runtime.outbox import OutboxRelay, write_outbox
 from workers.runtime.relay_sender import BatchSender
+from workers.runtime.settings import RuntimeSettings
 from workers.runtime.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -39,8 +40,15 @@ T = TypeVar("T")
 RELAY_MAX_BATCH_BYTES = 512 * 1024
 
 
-async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool = True) -> None:
-    """Consume ``spec.topics`` as consumer group ``spec.name`` until cancelled.
+async def run_worker(
+    spec: WorkerSpec,
+    settings: RuntimeSettings,
+    *,
+    serve_http: bool = True,
+    migrations: tuple[str, ...] = (RUNTIME_MIGRATIONS,),
+) -> None:
+    """Consume ``spec.topics`` as consumer group ``spec.name`` until cancelled, once the
+    ``migrations`` packages (the runtime's and the worker's own) are applied.
 
     Cancellation (SIGTERM/SIGINT through ``ShutdownSignals``) stops fetching, lets the
     in-flight batch finish and commit, flushes the outbox once more and closes, within
@@ -61,7 +69,9 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
         lambda: create_pool(database_url, max_size=pool_size, connect_timeout=db_timeout),
     )
     try:
-        await _until_up(spec, "database", settings, lambda: _require_migrated(pool, db_timeout))
+        await _until_up(
+            spec, "database", settings, lambda: _require_migrated(pool, db_timeout, migrations)
+        )
     except BaseException:
         pool.terminate()
         raise
@@ -122,7 +132,7 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
                 "database": lambda: database_answers(pool, probe_seconds),
             }
             app = create_app(checks, asyncapi.to_specification().to_json())
-            http = HttpServer(app, settings.gateway_host, settings.worker_http_port)
+            http = HttpServer(app, settings.worker_http_host, settings.worker_http_port)
             await http.start()
         tasks.append(asyncio.create_task(relay.run(), name=f"{worker}-outbox-relay"))
         if spec.periodic is not None:
@@ -138,7 +148,7 @@ async def run_worker(spec: WorkerSpec, settings: Settings, *, serve_http: bool =
 
 
 async def _shutdown(
-    settings: Settings,
+    settings: RuntimeSettings,
     spec: WorkerSpec,
     consumers: list[BatchConsumer],
     broker: KafkaBroker,
@@ -177,7 +187,7 @@ async def _shutdown(
     log.info("worker stopped", extra={"worker": worker})
 
 
-def relay_producer(settings: Settings, worker: str) -> AIOKafkaProducer:
+def relay_producer(settings: RuntimeSettings, worker: str) -> AIOKafkaProducer:
     """The outbox relay's producer: acks=all, and batches big enough for a relay batch."""
     return AIOKafkaProducer(
         bootstrap_servers=settings.kafka_bootstrap_servers,
@@ -189,7 +199,7 @@ def relay_producer(settings: Settings, worker: str) -> AIOKafkaProducer:
 
 
 async def _until_up(
-    spec: WorkerSpec, what: str, settings: Settings, start: Callable[[], Awaitable[T]]
+    spec: WorkerSpec, what: str, settings: RuntimeSettings, start: Callable[[], Awaitable[T]]
 ) -> T:
     """``await start()``, retried with backoff while it fails for an outage."""
     worker, attempt = spec.name, 0
@@ -211,7 +221,9 @@ async def _until_up(
 
 
 async def _ensure_topics(
-    settings: Settings, topics: list[str], is_outage: Callable[[BaseException], bool] | None
+    settings: RuntimeSettings,
+    topics: list[str],
+    is_outage: Callable[[BaseException], bool] | None,
 ) -> None:
     assert settings.kafka_bootstrap_servers
     try:
@@ -258,6 +270,8 @@ def _async(check: Callable[[], bool]) -> Callable[[], Awaitable[bool]]:
     return run
 
 
-async def _require_migrated(pool: asyncpg.Pool, timeout: float) -> None:
+async def _require_migrated(
+    pool: asyncpg.Pool, timeout: float, migrations: tuple[str, ...]
+) -> None:
     async with bounded_connection(pool, timeout) as conn:
-        await require_migrated(conn)
+        await require_migrated(conn, migrations)

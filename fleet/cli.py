@@ -3,6 +3,9 @@
 The usual mistakes end in one line on stderr and a non-zero exit status, never a
 traceback: invalid settings (one line per field, exit 2), a dependency that is not there
 (PostgreSQL, a gateway, a port in use: exit 1), a worker that does not build (exit 1).
+
+Each command reads only the settings of what it runs (``_settings_class``): the gateway
+refuses an invalid gateway variable and ignores the workers', and the reverse.
 """
 
 from __future__ import annotations
@@ -12,26 +15,34 @@ import asyncio
 import logging
 import sys
 from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any
 
-from pydantic import AliasChoices, ValidationError
+from pydantic import ValidationError
 
-from billing_fleet.dev_state import fill_from_dev
 from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
 from billing_fleet.logs import configure_logging, one_line
-from billing_fleet.preflight import Unavailable, check_database, require_gateway_ports
-from billing_fleet.send_test_event import DEFAULT_CUSTOMER_ID, DEFAULT_USER_ID, webhook_url
-from billing_fleet.settings import Settings
+from billing_fleet.settings import CoreSettings, variable_of
+from fleet.dev_state import fill_from_dev
+from fleet.preflight import Unavailable, check_database, require_gateway_ports
+from fleet.send_test_event import DEFAULT_CUSTOMER_ID, DEFAULT_USER_ID, webhook_url
+from fleet.settings import DevSettings
 
-Command = Callable[[argparse.Namespace, Settings], int]
+if TYPE_CHECKING:  # imported where a command runs: `worker` loads nothing of the gateway
+    from api_gateway.settings import GatewaySettings
+    from fleet.command_settings import DevFleetSettings, SendTestEventSettings
+    from workers.runtime.settings import RuntimeSettings
+
+Command = Callable[[argparse.Namespace, Any], int]
+"""A command's handler: its arguments and an instance of its ``_settings_class``."""
 
 
-def _dev(args: argparse.Namespace, settings: Settings) -> int:
-    from billing_fleet.dev import run_dev
+def _dev(args: argparse.Namespace, settings: DevFleetSettings) -> int:
+    from fleet.dev import run_dev
 
     return run_dev(settings)
 
 
-def _gateway(args: argparse.Namespace, settings: Settings) -> int:
+def _gateway(args: argparse.Namespace, settings: GatewaySettings) -> int:
     from api_gateway.app import serve
     from billing_fleet.signals import ShutdownSignals
 
@@ -57,10 +68,12 @@ def _gateway(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _migrate(args: argparse.Namespace, settings: Settings) -> int:
+def _migrate(args: argparse.Namespace, settings: DevSettings) -> int:
     from asyncpg import PostgresError
 
     from billing_fleet.migrate import MigrationError, migrate
+    from workers.registry import with_override
+    from workers.runtime.declaration import WorkerBuildError
 
     url = settings.database_url
     if not url:
@@ -73,11 +86,11 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
 
     async def run() -> list[str]:
         await check_database(url)  # one clear line when PostgreSQL is not there
-        return await migrate(url)
+        return await migrate(url, with_override())
 
     try:
         applied = asyncio.run(run())
-    except (Unavailable, MigrationError, PostgresError, OSError) as exc:
+    except (Unavailable, MigrationError, WorkerBuildError, PostgresError, OSError) as exc:
         print(f"billing-fleet migrate: {one_line(exc)}", file=sys.stderr)
         return 1
     for name in applied:
@@ -87,37 +100,32 @@ def _migrate(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _worker(args: argparse.Namespace, settings: Settings) -> int:
+def _worker(args: argparse.Namespace, settings: RuntimeSettings) -> int:
     from billing_fleet.migrate import SchemaBehind
     from billing_fleet.signals import ShutdownSignals
-    from workers.registry import WORKERS, WorkerBuildError, build_worker
+    from workers.runtime.declaration import WorkerBuildError
     from workers.runtime.run import run_worker
 
     if not settings.database_url or not settings.kafka_bootstrap_servers:
         print("billing-fleet worker: set DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS", file=sys.stderr)
         return 2
+    declaration = args.declaration
     try:
-        spec = build_worker(args.name, settings)
-    except KeyError:
-        print(
-            f"billing-fleet worker: unknown worker {args.name!r} (known: {', '.join(WORKERS)})",
-            file=sys.stderr,
-        )
-        return 2
+        spec = declaration.build(settings)
     except WorkerBuildError as exc:
         print(f"billing-fleet worker: {exc}", file=sys.stderr)
         return 1
     freeze_startup(BATCH_YOUNG_THRESHOLD)
     try:
         with ShutdownSignals() as signals:
-            signals.run(run_worker(spec, settings))
+            signals.run(run_worker(spec, settings, migrations=declaration.migration_packages))
     except SchemaBehind as exc:
         print(f"billing-fleet worker: {exc}", file=sys.stderr)
         return 1
     return 0
 
 
-def _dlt(args: argparse.Namespace, settings: Settings) -> int:
+def _dlt(args: argparse.Namespace, settings: DevSettings) -> int:
     if not settings.kafka_bootstrap_servers:
         print(
             "billing-fleet dlt: set KAFKA_BOOTSTRAP_SERVERS, or run it next to `billing-fleet dev`",
@@ -128,10 +136,10 @@ def _dlt(args: argparse.Namespace, settings: Settings) -> int:
     return command(args, settings)
 
 
-def _send_test_event(args: argparse.Namespace, settings: Settings) -> int:
+def _send_test_event(args: argparse.Namespace, settings: SendTestEventSettings) -> int:
     import httpx
 
-    from billing_fleet.send_test_event import send
+    from fleet.send_test_event import send
 
     secret = args.secret or next(
         (s.get_secret_value() for s in settings.stripe_webhook_secrets), None
@@ -183,7 +191,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker.add_argument("name", metavar="NAME", help="the worker, e.g. entitlement")
     worker.set_defaults(handler=_worker)
 
-    from billing_fleet.dlt_commands import add_dlt_parser
+    from fleet.dlt_commands import add_dlt_parser
 
     add_dlt_parser(commands, _dlt)
 
@@ -208,36 +216,69 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def settings_errors(exc: ValidationError) -> list[str]:
-    """One line per invalid setting, named as it is set (its variable), never its value."""
+def settings_errors(exc: ValidationError, cls: type[CoreSettings] = CoreSettings) -> list[str]:
+    """One line per invalid setting of ``cls``, named as it is set (its variable), never
+    its value."""
     lines = []
     for error in exc.errors():
         field = str(error["loc"][0]) if error["loc"] else ""
         message = error["msg"].removeprefix("Value error, ")
-        lines.append(f"billing-fleet: {_variable(field)}: {message}")
+        lines.append(f"billing-fleet: {variable_of(cls, field)}: {message}")
     return lines
 
 
-def _variable(loc: str) -> str:
-    """The variable(s) of the setting an error's ``loc`` names (its field or an alias)."""
-    for name, info in Settings.model_fields.items():
-        aliases = info.validation_alias
-        names = [str(c) for c in aliases.choices] if isinstance(aliases, AliasChoices) else []
-        if loc == name or loc in names:
-            # The unprefixed one first: DATABASE_URL or BILLING_DATABASE_URL.
-            return " or ".join(reversed(names)) if names else f"BILLING_{name.upper()}"
-    return loc or "configuration"
+class CommandRefused(Exception):
+    """Nothing to run (an unknown worker: status 2; an override naming no declaration: 1)."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
+def _settings_class(args: argparse.Namespace) -> type[CoreSettings]:
+    """The settings of what ``args.command`` runs, and nothing more."""
+    if args.command == "gateway":
+        from api_gateway.settings import GatewaySettings
+
+        return GatewaySettings
+    if args.command == "worker":
+        from workers.registry import WORKERS, declaration_of
+        from workers.runtime.declaration import WorkerBuildError, WorkerDeclaration
+
+        try:
+            declaration: WorkerDeclaration = declaration_of(args.name)
+        except KeyError:
+            known = ", ".join(WORKERS)
+            raise CommandRefused(f"unknown worker {args.name!r} (known: {known})", 2) from None
+        except WorkerBuildError as exc:
+            raise CommandRefused(str(exc), 1) from None
+        args.declaration = declaration
+        return declaration.settings_class()
+    if args.command == "dev":
+        from fleet.command_settings import dev_settings_class
+
+        return dev_settings_class()
+    if args.command == "send-test-event":
+        from fleet.command_settings import SendTestEventSettings
+
+        return SendTestEventSettings
+    return DevSettings  # migrate, dlt: the servers, or a running dev's
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        settings = Settings()
+        cls = _settings_class(args)
+    except CommandRefused as exc:
+        print(f"billing-fleet {args.command}: {exc}", file=sys.stderr)
+        return exc.status
+    try:
+        settings = cls()
     except ValidationError as exc:
-        print("\n".join(settings_errors(exc)), file=sys.stderr)
+        print("\n".join(settings_errors(exc, cls)), file=sys.stderr)
         return 2
     configure_logging(settings.log_level)
-    if getattr(args, "next_to_dev", False):
+    if getattr(args, "next_to_dev", False) and isinstance(settings, DevSettings):
         settings = fill_from_dev(settings)  # what a running `dev` serves, for unset variables
     handler: Command = args.handler
     return handler(args, settings)

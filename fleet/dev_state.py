@@ -20,11 +20,13 @@ import time
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, TypeVar
 
 from pydantic import SecretStr
 
-from billing_fleet.settings import Settings
+from fleet.settings import DevSettings
+
+S = TypeVar("S", bound=DevSettings)
 
 STATE_FILE = "dev.json"
 LOCK_FILE = "dev.lock"
@@ -47,8 +49,9 @@ class DevState:
     stripe_webhook_secret: str | None = None
     """Only when ``dev`` generated it (a configured one is the operator's to hand out)."""
 
-    def settings_update(self, settings: Settings) -> dict[str, Any]:
-        """The settings this state supplies and ``settings`` did not get from a variable."""
+    def settings_update(self, settings: DevSettings) -> dict[str, Any]:
+        """The settings this state supplies, of those ``settings`` has (a command reads
+        only its own), that it did not get from a variable."""
         values: dict[str, Any] = {
             "kafka_bootstrap_servers": self.kafka_bootstrap_servers,
             "database_url": self.database_url,
@@ -57,7 +60,10 @@ class DevState:
         }
         if self.stripe_webhook_secret is not None:
             values["stripe_webhook_secrets"] = [SecretStr(self.stripe_webhook_secret)]
-        return {k: v for k, v in values.items() if k not in settings.model_fields_set}
+        fields = type(settings).model_fields
+        return {
+            k: v for k, v in values.items() if k in fields and k not in settings.model_fields_set
+        }
 
 
 def _open_lock(data_dir: Path) -> IO[bytes]:
@@ -120,7 +126,7 @@ def read(data_dir: Path) -> DevState | None:
     return state
 
 
-def fill_from_dev(settings: Settings) -> Settings:
+def fill_from_dev(settings: S) -> S:
     """``settings`` with what a running ``dev`` supplies for the variables left unset."""
     state = read(settings.dev_data_dir)
     if state is None:

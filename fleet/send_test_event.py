@@ -18,9 +18,11 @@ import json
 import secrets
 import time
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from billing_fleet.settings import Settings
+if TYPE_CHECKING:  # not at run time: `worker` loads nothing of the gateway
+    from api_gateway.settings import GatewaySettings
+
 
 API_VERSION = "2025-11-17.clover"
 DEFAULT_CUSTOMER_ID = "cus_dev_test"
@@ -136,7 +138,7 @@ def build_event(
     return _event("customer.subscription.created", subscription, created)
 
 
-def gateway_url(settings: Settings, port: int | None = None) -> str:
+def gateway_url(settings: GatewaySettings, port: int | None = None) -> str:
     """``http://host:port`` of the configured gateway, as a client on this machine reaches it."""
     host = settings.gateway_host
     if host in ("0.0.0.0", "::", ""):
@@ -146,7 +148,7 @@ def gateway_url(settings: Settings, port: int | None = None) -> str:
     return f"http://{host}:{port or settings.gateway_port}"
 
 
-def webhook_url(settings: Settings) -> str:
+def webhook_url(settings: GatewaySettings) -> str:
     return f"{gateway_url(settings)}/webhooks/stripe"
 
 

@@ -4,11 +4,14 @@ line (``Unavailable``) instead of a traceback or a half-started process."""
 from __future__ import annotations
 
 import socket
+from typing import TYPE_CHECKING
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
 
-from billing_fleet.settings import Settings
+if TYPE_CHECKING:  # not at run time: `worker` loads nothing of the gateway
+    from api_gateway.settings import GatewaySettings
+
 
 CONNECT_TIMEOUT_SECONDS = 5.0
 
@@ -75,7 +78,7 @@ async def check_database(url: str, timeout: float = CONNECT_TIMEOUT_SECONDS) -> 
     await conn.close()
 
 
-def require_gateway_ports(settings: Settings) -> None:
+def require_gateway_ports(settings: GatewaySettings) -> None:
     """``require_free_ports`` for the gateway's port, and its admin port when it has one."""
     ports = {"BILLING_GATEWAY_PORT": (settings.gateway_host, settings.gateway_port)}
     if settings.gateway_admin_port is not None:

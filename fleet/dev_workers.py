@@ -19,8 +19,16 @@ from typing import Any
 from watchfiles import Change, awatch
 
 from billing_fleet.logs import one_line
-from billing_fleet.settings import Settings
-from workers.registry import WORKERS, Factory, WorkerBuildError, build, factory_of
+from billing_fleet.settings import CoreSettings
+from workers.registry import WORKERS
+from workers.runtime.declaration import (
+    RUNTIME_MIGRATIONS,
+    Factory,
+    WorkerBuildError,
+    WorkerDeclaration,
+    build_spec,
+)
+from workers.runtime.settings import RuntimeSettings
 from workers.runtime.spec import WorkerSpec
 
 log = logging.getLogger(__name__)
@@ -34,18 +42,37 @@ class WorkerFailed(RuntimeError):
 
 
 class DevWorkers:
-    def __init__(self, settings: Settings, factories: dict[str, Factory]) -> None:
+    def __init__(
+        self,
+        settings: CoreSettings,
+        factories: dict[str, Factory],
+        declarations: dict[str, WorkerDeclaration] | None = None,
+    ) -> None:
+        """``factories`` by worker name; a worker with a declaration (every registered one)
+        is built through it, so a build that disagrees with it fails."""
         self._settings = settings
         self._factories = factories
-        self.specs = {name: build(name, f, settings) for name, f in factories.items()}
+        self._declarations = declarations or {}
+        self.specs = {name: self._build(name) for name in factories}
         self.failure: WorkerFailed | None = None
 
     @classmethod
-    def registered(cls, settings: Settings) -> DevWorkers:
+    def registered(cls, settings: CoreSettings) -> DevWorkers:
         """Every registered worker, built; ``WorkerBuildError`` names the first that fails."""
-        return cls(settings, {name: factory_of(name, ref) for name, ref in WORKERS.items()})
+        factories = {name: d.load_factory() for name, d in WORKERS.items()}
+        return cls(settings, factories, dict(WORKERS))
 
-    async def run(self, settings: Settings) -> None:
+    def _build(self, name: str) -> WorkerSpec:
+        declaration = self._declarations.get(name)
+        if declaration is None:  # a test's worker
+            return build_spec(name, self._factories[name], self._settings)
+        return declaration.build(self._settings, self._factories[name])
+
+    def _migrations(self, name: str) -> tuple[str, ...]:
+        declaration = self._declarations.get(name)
+        return declaration.migration_packages if declaration else (RUNTIME_MIGRATIONS,)
+
+    async def run(self, settings: RuntimeSettings) -> None:
         """Run every worker on ``settings`` (the resolved servers) until cancelled, or
         until one stops with an error (``WorkerFailed``, also kept in ``failure``)."""
         slots = [asyncio.create_task(self._slot(name, settings)) for name in self.specs]
@@ -61,13 +88,19 @@ class DevWorkers:
         finally:
             await stop_all(slots)
 
-    async def _slot(self, name: str, settings: Settings) -> None:
+    async def _slot(self, name: str, settings: RuntimeSettings) -> None:
         """Worker ``name`` for the whole session: run it, swap in a rebuilt one."""
         from workers.runtime.run import run_worker
 
         changed = asyncio.Event()
         watcher = asyncio.create_task(self._watch(name, changed), name=f"{name}-watch")
-        running = asyncio.create_task(run_worker(self.specs[name], settings, serve_http=False))
+        migrations = self._migrations(name)
+
+        def start(spec: WorkerSpec) -> asyncio.Task[None]:
+            run = run_worker(spec, settings, serve_http=False, migrations=migrations)
+            return asyncio.create_task(run)
+
+        running = start(self.specs[name])
         change: asyncio.Task[Any] | None = None
         try:
             while True:
@@ -93,14 +126,14 @@ class DevWorkers:
                     # below swallowed it: the rebuilt worker must not start after it.
                     raise asyncio.CancelledError
                 self.specs[name] = spec
-                running = asyncio.create_task(run_worker(spec, settings, serve_http=False))
+                running = start(spec)
                 log.info("worker reloaded: the new build starts", extra={"worker": name})
         finally:
             await stop_all([task for task in (change, watcher, running) if task is not None])
 
     def _rebuild(self, name: str) -> WorkerSpec | None:
         try:
-            return build(name, self._factories[name], self._settings)
+            return self._build(name)
         except WorkerBuildError as exc:
             log.error(
                 "worker not reloaded: its new build failed, the running one keeps running",

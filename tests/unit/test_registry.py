@@ -1,0 +1,160 @@
+"""Every worker is declared once, and what derives from the declaration agrees with it."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from billing_fleet.migrate import MigrationError, discover
+from billing_fleet.settings import CoreSettings
+from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
+from fleet.command_settings import dev_settings_class
+from fleet.dev import dev_topics
+from tests import toy_worker
+from workers.entitlement.settings import EntitlementSettings
+from workers.registry import (
+    DECLARATION_OVERRIDE_ENV,
+    WORKERS,
+    declaration_of,
+    migration_packages,
+)
+from workers.runtime.declaration import RUNTIME_MIGRATIONS, WorkerBuildError, WorkerDeclaration
+from workers.runtime.settings import RuntimeSettings
+
+REPO = Path(__file__).resolve().parents[2]
+ENTITLEMENT = WORKERS["entitlement"]
+
+
+def test_migrate_applies_the_runtime_then_every_declared_package() -> None:
+    assert migration_packages() == (RUNTIME_MIGRATIONS, "workers.entitlement")
+    found = {migration.package for migration in discover(migration_packages())}
+    assert found == set(migration_packages())  # each declared package has migrations
+
+
+def test_a_declared_migrations_package_without_migrations_fails_loudly() -> None:
+    broken = dataclasses.replace(ENTITLEMENT, migrations="contracts")  # a package, no folder
+
+    with pytest.raises(MigrationError, match=r"^contracts is declared .* but has no migrations/"):
+        discover(migration_packages([broken]))
+
+
+def test_a_declared_migrations_module_fails_loudly() -> None:
+    broken = dataclasses.replace(ENTITLEMENT, migrations="workers.entitlement.settings")
+
+    with pytest.raises(MigrationError, match=r"workers\.entitlement\.settings is a module"):
+        discover(migration_packages([broken]))
+
+
+def test_a_declared_migrations_package_that_does_not_exist_fails_loudly() -> None:
+    broken = dataclasses.replace(ENTITLEMENT, migrations="workers.nonexistent")
+
+    with pytest.raises(MigrationError, match=r"workers\.nonexistent does not exist"):
+        discover(migration_packages([broken]))
+
+
+def test_a_worker_requires_only_the_runtime_s_and_its_own_migrations() -> None:
+    assert ENTITLEMENT.migration_packages == (RUNTIME_MIGRATIONS, "workers.entitlement")
+    toy = toy_worker.toy_declaration("toy", "toy.in")
+    assert toy.migration_packages == (RUNTIME_MIGRATIONS, "tests.toy_worker")
+    assert [m.name for m in discover(("tests.toy_worker",))] == [
+        "0001_toy.sql",
+        "0002_toy_down.sql",
+    ]
+
+
+def test_the_entitlement_worker_builds_as_declared() -> None:
+    settings = ENTITLEMENT.settings_class()(entitlement_catalog_path=REPO / "catalog.example.yaml")
+    spec = ENTITLEMENT.build(settings)
+
+    assert (spec.name, spec.topics, spec.emits) == (
+        "entitlement",
+        (BILLING_EVENTS,),
+        (ENTITLEMENT_CHANGES,),
+    )
+
+
+def test_a_build_that_disagrees_with_its_declaration_is_refused() -> None:
+    wrong = dataclasses.replace(ENTITLEMENT, emits=("somewhere.else.v1",))
+    settings = wrong.settings_class()(entitlement_catalog_path=REPO / "catalog.example.yaml")
+
+    with pytest.raises(
+        WorkerBuildError,
+        match=r"emits \['entitlements.changes.v1'\] \(declared: \['somewhere.else.v1'\]\)",
+    ):
+        wrong.build(settings)
+
+
+def test_the_declaration_s_outage_classifier_reaches_the_spec() -> None:
+    def is_outage(exc: BaseException) -> bool:
+        return isinstance(exc, ConnectionRefusedError)
+
+    declared = dataclasses.replace(ENTITLEMENT, is_outage=is_outage)
+    settings = declared.settings_class()(entitlement_catalog_path=REPO / "catalog.example.yaml")
+
+    assert declared.build(settings).is_outage is is_outage
+
+
+def test_a_worker_reads_the_runtime_s_and_its_own_settings_only() -> None:
+    cls = ENTITLEMENT.settings_class()
+    assert issubclass(cls, RuntimeSettings) and issubclass(cls, EntitlementSettings)
+    assert "gateway_port" not in cls.model_fields and "jwt_hs256_secret" not in cls.model_fields
+    assert "worker_http_host" in cls.model_fields  # its own bind address, not the gateway's
+
+
+def test_dev_reads_every_component_s_settings() -> None:
+    fields = dev_settings_class().model_fields
+    for declaration in WORKERS.values():
+        assert set(declaration.settings.model_fields) <= set(fields)
+    assert {"gateway_port", "worker_lanes", "dev_data_dir"} <= set(fields)
+
+
+def test_dev_creates_every_declared_topic() -> None:
+    declared = {topic for d in WORKERS.values() for topic in (*d.consumes, *d.emits)}
+    assert set(dev_topics()) == declared | {BILLING_EVENTS}
+
+
+@pytest.fixture
+def override() -> Iterator[None]:
+    os.environ[DECLARATION_OVERRIDE_ENV] = "tests.toy_worker:DECLARATION"
+    try:
+        yield
+    finally:
+        del os.environ[DECLARATION_OVERRIDE_ENV]
+
+
+@pytest.mark.usefixtures("override")
+def test_a_declaration_outside_the_registry_runs_by_reference() -> None:
+    assert declaration_of(toy_worker.DECLARATION.name) is toy_worker.DECLARATION
+    with pytest.raises(WorkerBuildError, match="declares worker 'toy', not 'entitlement'"):
+        declaration_of("entitlement")
+
+
+@pytest.mark.parametrize(
+    ("reference", "says"),
+    [
+        ("tests.toy_worker", "not of the form module:ATTRIBUTE"),
+        ("tests.toy_worker:NOTHING", "has no attribute 'NOTHING'"),
+        ("tests.no_such_module:DECLARATION", "No module named 'tests.no_such_module'"),
+        ("tests.toy_worker:MIGRATIONS", "is no WorkerDeclaration"),
+    ],
+)
+def test_a_bad_declaration_reference_is_one_clear_error(reference: str, says: str) -> None:
+    os.environ[DECLARATION_OVERRIDE_ENV] = reference
+    try:
+        with pytest.raises(WorkerBuildError, match=says):
+            declaration_of("toy")
+    finally:
+        del os.environ[DECLARATION_OVERRIDE_ENV]
+
+
+def test_a_declaration_is_cheap_to_build_by_hand() -> None:
+    declaration = WorkerDeclaration(
+        name="sample", factory="x:build", settings=CoreSettings, migrations=None, consumes=("a",)
+    )
+    assert declaration.topics == ("a",) and declaration.migration_packages == (RUNTIME_MIGRATIONS,)
+    with pytest.raises(WorkerBuildError, match="worker sample: No module named 'x'"):
+        declaration.load_factory()

@@ -1,0 +1,115 @@
+"""A worker declared once: what the registry, ``dev``, ``migrate``, ``worker NAME``, topic
+creation, AsyncAPI and the README's worker table derive from.
+
+A declaration is cheap to import (settings class, topic names, strings): the factory, and
+with it the worker's handler and its dependencies, is imported only when the worker starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from billing_fleet.logs import one_line
+from billing_fleet.settings import CoreSettings, compose
+from workers.runtime.settings import RuntimeSettings
+from workers.runtime.spec import WorkerSpec
+
+RUNTIME_MIGRATIONS: Final = "workers.runtime"
+"""The runtime's own tables (processed events, outbox, dead-letter replays)."""
+
+Factory = Callable[[Any], WorkerSpec]
+"""``build(settings) -> WorkerSpec``; ``settings`` is an instance of the declaration's
+settings class composed with the runtime's."""
+
+
+class WorkerBuildError(RuntimeError):
+    """A worker's factory failed to import or build; the message is one line naming it."""
+
+
+@dataclass(frozen=True)
+class WorkerDeclaration:
+    name: str
+    """Consumer group, ``processed_events.consumer``, the metrics label, ``worker NAME``."""
+    factory: str
+    """``"module:build"``, imported only when the worker starts."""
+    settings: type[CoreSettings]
+    """The worker's own settings (``RuntimeSettings`` is composed in where it runs)."""
+    migrations: str | None
+    """The package whose ``migrations/`` folder holds the worker's tables; None: none."""
+    consumes: tuple[str, ...]
+    emits: tuple[str, ...] = ()
+    is_outage: Callable[[BaseException], bool] | None = None
+    """Errors of this worker's own dependencies (beyond PostgreSQL and Kafka) that are
+    outages, not poison."""
+
+    @property
+    def topics(self) -> tuple[str, ...]:
+        """Every topic the worker reads or writes (its dead-letter topics aside)."""
+        return (*self.consumes, *(t for t in self.emits if t not in self.consumes))
+
+    @property
+    def migration_packages(self) -> tuple[str, ...]:
+        """What ``worker NAME`` requires migrated: the runtime's and the worker's own."""
+        return (RUNTIME_MIGRATIONS, *([self.migrations] if self.migrations else []))
+
+    def settings_class(self) -> type[RuntimeSettings]:
+        """The settings ``worker NAME`` reads: the runtime's and this worker's, no more."""
+        return cast(
+            "type[RuntimeSettings]",
+            compose(f"{self.name.title()}WorkerSettings", RuntimeSettings, self.settings),
+        )
+
+    def load_factory(self) -> Factory:
+        """The factory, imported now; ``WorkerBuildError`` when it is not there."""
+        module_name, _, attribute = self.factory.partition(":")
+        try:
+            if not attribute:
+                raise ImportError(f"{self.factory!r} is not of the form module:factory")
+            return cast(Factory, getattr(importlib.import_module(module_name), attribute))
+        except (ImportError, AttributeError) as exc:
+            raise WorkerBuildError(f"worker {self.name}: {one_line(exc)}") from exc
+
+    def build(self, settings: CoreSettings, factory: Factory | None = None) -> WorkerSpec:
+        """``factory(settings)`` checked against this declaration; any failure (a broken
+        catalog, a spec that disagrees with the declaration) as ``WorkerBuildError``."""
+        spec = build_spec(self.name, factory or self.load_factory(), settings)
+        self.check(spec)
+        if self.is_outage is not None:
+            spec = dataclasses.replace(spec, is_outage=self.is_outage)
+        return spec
+
+    def check(self, spec: WorkerSpec) -> None:
+        """``WorkerBuildError`` unless ``spec`` is the worker declared here (its name, the
+        topics it consumes and the topics it emits)."""
+        pairs = {
+            "name": ((spec.name,), (self.name,)),
+            "consumes": (consumed(spec), self.consumes),
+            "emits": (spec.emits, self.emits),
+        }
+        wrong = [
+            f"{what} {sorted(built)} (declared: {sorted(declared)})"
+            for what, (built, declared) in pairs.items()
+            if set(built) != set(declared)
+        ]
+        if wrong:
+            raise WorkerBuildError(
+                f"worker {self.name}: its factory built a worker that disagrees with its "
+                f"declaration: {'; '.join(wrong)}"
+            )
+
+
+def build_spec(name: str, factory: Factory, settings: CoreSettings) -> WorkerSpec:
+    """``factory(settings)``; any failure (a broken catalog) as ``WorkerBuildError``."""
+    try:
+        return factory(settings)
+    except Exception as exc:  # whatever the factory raises, it cannot run: say so, once
+        raise WorkerBuildError(f"worker {name}: {one_line(exc)}") from exc
+
+
+def consumed(spec: WorkerSpec) -> tuple[str, ...]:
+    """The topics ``spec`` consumes, in order."""
+    return spec.topics
