@@ -17,4 +17,4 @@ def webhook_spec(name: str, topic: str, url: str) -> WorkerSpec:
         body = {"type": event.type, "stripe_event_id": event.source.stripe_event_id}
         return [Delivery.json("http", url, f"{name}-{event.id}", body)]
 
-    return WorkerSpec(name=name, handle=handle, topic=topic, channels={"http": http_channel()})
+    return WorkerSpec.single(name, handle, topic=topic, channels={"http": http_channel()})

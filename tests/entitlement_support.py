@@ -249,7 +249,7 @@ async def apply(
     idempotency row, then the handler only when the row is new. Returns None for a
     duplicate. The result is returned, not written to the outbox (which the relay of any
     worker a later test runs would publish)."""
-    spec = WorkerSpec(name=ENTITLEMENT, handle=handle)
+    spec = WorkerSpec.single(ENTITLEMENT, handle)
     async with conn.transaction():
         outgoing = await apply_one(conn, spec, event)
     return None if outgoing is None else list(outgoing)

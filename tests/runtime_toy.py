@@ -1,8 +1,10 @@
 """A toy worker and helpers for the runtime tests (no dependency on a real worker).
 
 The toy records each event it applies in ``toy_applied`` (no unique key: a second apply
-would show as a second row), rejects as poison the Stripe event ids listed in
-``toy_rejects`` (the "catalog"), and emits one Outgoing per event when given a topic.
+would show as a second row), rejects as poison the Stripe event ids (or entitlement change
+ids) listed in ``toy_rejects`` (the "catalog"), and emits one Outgoing per billing event
+when given a topic. It may consume entitlement changes on a second topic. While a
+``toy_down`` row names it, it raises ``ToyServiceDown`` (an outage with ``toy_outage``).
 ``build`` reads its configuration from ``TOY_*`` variables, for ``billing-fleet worker``
 run as a subprocess with ``BILLING_WORKER_DECLARATION=tests.toy_worker:DECLARATION``
 (``tests/toy_worker`` declares it, with its tables).
@@ -25,41 +27,77 @@ from prometheus_client import REGISTRY
 from api_gateway.normalize import normalize
 from billing_fleet.kafka_admin import ensure_topics
 from billing_fleet.migrate import migrate
-from contracts import BillingEvent, cloudevent_headers
+from contracts import BillingEvent, EntitlementChange, cloudevent_headers
 from tests import toy_worker
 from tests.fleet_settings import FleetSettings
 from tests.stripe_fixtures import load_event
 from workers.runtime.dlt_admin import DeadLetter, read_records
 from workers.runtime.run import run_worker
-from workers.runtime.spec import Outgoing, Poison, WorkerSpec
+from workers.runtime.spec import (
+    OutageCheck,
+    Outgoing,
+    Poison,
+    Subscription,
+    WorkerSpec,
+    on_entitlement_changes,
+)
+
+
+class ToyServiceDown(Exception):
+    """What the toy's (pretend) own dependency raises while a ``toy_down`` row names it."""
+
+
+def toy_outage(exc: BaseException) -> bool:
+    return isinstance(exc, ToyServiceDown)
+
 
 FIXTURE = "customer.subscription.created__syncengine__1"
 
 
 def toy_spec(
-    name: str, topic: str, *, out_topic: str | None = None, sleep_seconds: float = 0.0
+    name: str,
+    topic: str,
+    *,
+    out_topic: str | None = None,
+    sleep_seconds: float = 0.0,
+    changes_topic: str | None = None,
+    is_outage: OutageCheck | None = None,
 ) -> WorkerSpec:
-    async def handle(conn: asyncpg.Connection, event: BillingEvent) -> Sequence[Outgoing]:
-        stripe_id = event.source.stripe_event_id
-        if await conn.fetchval("SELECT 1 FROM toy_rejects WHERE stripe_event_id = $1", stripe_id):
-            raise Poison(f"{stripe_id} is not in the catalog")
+    """Consumes billing events on ``topic`` and, given ``changes_topic``, entitlement
+    changes there too (recorded by change id, rejected as poison by it too)."""
+
+    async def apply_one(conn: asyncpg.Connection, event_id: str, type_: str) -> None:
+        if await conn.fetchval("SELECT 1 FROM toy_down WHERE consumer = $1", name):
+            raise ToyServiceDown(f"{name}'s service is down")
+        if await conn.fetchval("SELECT 1 FROM toy_rejects WHERE stripe_event_id = $1", event_id):
+            raise Poison(f"{event_id} is not in the catalog")
         await conn.execute(
             "INSERT INTO toy_applied (consumer, stripe_event_id, type) VALUES ($1, $2, $3)",
             name,
-            stripe_id,
-            event.type,
+            event_id,
+            type_,
         )
         if sleep_seconds:
             await asyncio.sleep(sleep_seconds)
+
+    async def handle(conn: asyncpg.Connection, event: BillingEvent) -> Sequence[Outgoing]:
+        stripe_id = event.source.stripe_event_id
+        await apply_one(conn, stripe_id, event.type)
         if out_topic is None:
             return []
         value = json.dumps({"stripe_event_id": stripe_id}).encode()
         headers = {"ce_id": f"toy-{stripe_id}", "ce_type": "toy.applied"}
         return [Outgoing(out_topic, key=event.customer_id or "", value=value, headers=headers)]
 
-    return WorkerSpec(
-        name=name, handle=handle, topic=topic, emits=(out_topic,) if out_topic else ()
-    )
+    async def handle_change(conn: asyncpg.Connection, change: EntitlementChange) -> list[Outgoing]:
+        await apply_one(conn, str(change.id), change.type)
+        return []
+
+    subscriptions: list[Subscription[Any]] = [Subscription(topic, handle)]
+    if changes_topic is not None:
+        subscriptions.append(on_entitlement_changes(handle_change, topic=changes_topic))
+    emits = (out_topic,) if out_topic else ()
+    return WorkerSpec(name, tuple(subscriptions), emits=emits, is_outage=is_outage)
 
 
 def build(settings: FleetSettings) -> WorkerSpec:
@@ -69,6 +107,7 @@ def build(settings: FleetSettings) -> WorkerSpec:
         os.environ["TOY_TOPIC"],
         out_topic=out_topic,
         sleep_seconds=float(os.environ.get("TOY_SLEEP_SECONDS", "0")),
+        changes_topic=os.environ.get("TOY_CHANGES_TOPIC") or None,
     )
 
 
@@ -184,3 +223,11 @@ async def applied(database_url: str, consumer: str) -> list[str]:
     finally:
         await conn.close()
     return [row["stripe_event_id"] for row in rows]
+
+
+def build_entitlement(settings: FleetSettings) -> WorkerSpec:
+    """The real entitlement worker, as the registry builds it, consuming ``TOY_TOPIC``
+    (a test's own input topic) instead of billing.events.v1."""
+    from workers.entitlement.worker import build as build_real
+
+    return build_real(settings).consuming(os.environ["TOY_TOPIC"])

@@ -106,7 +106,7 @@ async def test_subscribing_grants_and_canceling_revokes_through_the_api(
     catalog.write_text(CATALOG.format(plan_id=plan_id, feature=FEATURE))
     settings = worker_settings(settings, entitlement_catalog_path=catalog)
     spec = build(settings)
-    assert spec.topic == BILLING_EVENTS
+    assert spec.topics == (BILLING_EVENTS,)
     user_id = f"user-e2e-{uuid.uuid4().hex[:10]}"
     seen: dict[str, Any] = {}
 

@@ -100,7 +100,10 @@ async def test_migrate_applies_an_unregistered_declaration_s_migrations_too(
 
     assert result.returncode == 0, result.stderr
     assert "applied workers.entitlement/0001_entitlements.sql" in result.stdout
-    assert result.stdout.splitlines()[-1] == "applied tests.toy_worker/0001_toy.sql"
+    assert result.stdout.splitlines()[-2:] == [
+        "applied tests.toy_worker/0001_toy.sql",
+        "applied tests.toy_worker/0002_toy_down.sql",
+    ]
 
 
 async def test_worker_refuses_a_database_behind_its_release(

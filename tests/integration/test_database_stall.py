@@ -450,11 +450,11 @@ async def test_relay_bounds_its_database_steps_but_gives_the_send_the_ack_timeou
     db = BoundedPool(pool, WORKER_BOUND)
     try:
         async with bounded_transaction(pool, WORKER_BOUND) as conn:
-            await write_outbox(conn, outgoing(3))
+            await write_outbox(conn, "relay", outgoing(3))
         assert await relay.flush() == 3
 
         async with bounded_transaction(pool, WORKER_BOUND) as conn:
-            await write_outbox(conn, outgoing(2))
+            await write_outbox(conn, "relay", outgoing(2))
         loop = asyncio.get_running_loop()
         with stallable.frozen():
             started = loop.time()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import logging
 from pathlib import Path
 from typing import Any
@@ -35,7 +34,7 @@ def on_topic(topic: str) -> Any:
     """The entitlement factory, consuming ``topic`` (not the session's shared input)."""
 
     def factory(settings: FleetSettings) -> WorkerSpec:
-        return dataclasses.replace(build(settings), topic=topic)
+        return build(settings).consuming(topic)
 
     return factory
 
@@ -129,7 +128,7 @@ async def test_a_stop_while_the_old_worker_drains_for_a_reload_starts_no_new_one
         return []
 
     def factory(settings: FleetSettings) -> WorkerSpec:
-        return WorkerSpec(name=name, handle=handle, topic=topic, watch_files=(watched,))
+        return WorkerSpec.single(name, handle, topic=topic, watch_files=(watched,))
 
     workers = DevWorkers(configured, {name: factory})
     running = asyncio.create_task(workers.run(configured))

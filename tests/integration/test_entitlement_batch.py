@@ -69,8 +69,8 @@ async def compare(database_url: str, order: list[int], cuts: list[int], length: 
     events = [pool[n] for n in order]
     bounds = [0, *sorted(cuts), len(events)]
     batches = [events[a:b] for a, b in pairwise(bounds) if b > a]
-    one_by_one = WorkerSpec(name=ENTITLEMENT, handle=handler.handle)
-    batched = WorkerSpec(name=ENTITLEMENT, handle=handler.handle, handle_batch=handler.handle_batch)
+    one_by_one = WorkerSpec.single(ENTITLEMENT, handler.handle)
+    batched = WorkerSpec.single(ENTITLEMENT, handler.handle, handle_batch=handler.handle_batch)
     conn = await asyncpg.connect(database_url)
     try:
         expected = await run(conn, one_by_one, events, None, customers)

@@ -70,7 +70,7 @@ async def apply_all(
     url: str, events: list[contracts.BillingEvent], *, batched: bool
 ) -> list[Outgoing]:
     handler = EntitlementHandler(catalog(), past_due_grace=timedelta(days=3), clock=lambda: NOW)
-    spec = WorkerSpec(name=ENTITLEMENT, handle=handler.handle, handle_batch=handler.handle_batch)
+    spec = WorkerSpec.single(ENTITLEMENT, handler.handle, handle_batch=handler.handle_batch)
     conn = await asyncpg.connect(url)
     try:
         await conn.execute(f"TRUNCATE {_TABLES}")
@@ -78,13 +78,13 @@ async def apply_all(
         if batched:
             async with conn.transaction():
                 _, out = await apply_events(conn, spec, events)
-                await write_outbox(conn, out)
+                await write_outbox(conn, ENTITLEMENT, out)
             emitted += out
         else:
             for event in events:
                 async with conn.transaction():
                     one = list(await apply_one(conn, spec, event) or [])
-                    await write_outbox(conn, one)
+                    await write_outbox(conn, ENTITLEMENT, one)
                 emitted += one
         # Time passes: the periodic job revokes what expired, for the customers above.
         later = EntitlementHandler(
@@ -92,7 +92,7 @@ async def apply_all(
         )
         async with conn.transaction():
             expired = list(await later.expire(conn))
-            await write_outbox(conn, expired)
+            await write_outbox(conn, ENTITLEMENT, expired)
         emitted += expired
         limits = await conn.fetch('SELECT "limit" FROM entitlements WHERE "limit" IS NOT NULL')
         assert all(row["limit"] >= 0 for row in limits), [row["limit"] for row in limits]

@@ -10,7 +10,6 @@ session, so its records are filtered by key.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import uuid
 from collections.abc import Sequence
@@ -107,7 +106,7 @@ def entitlement_spec(settings: FleetSettings, topic: str) -> WorkerSpec:
     """The real worker, as ``billing-fleet worker entitlement`` builds it, on ``topic``."""
     spec = build(settings)
     assert spec.name == NAME
-    return dataclasses.replace(spec, topic=topic)
+    return spec.consuming(topic)
 
 
 async def changes_for(

@@ -39,6 +39,7 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
             "workers.runtime/0002_dlt_replays.sql",
             "workers.runtime/0003_outbox_delete_relayed.sql",
             "workers.runtime/0004_dlt_replays_by_letter_id.sql",
+            "workers.runtime/0005_outbox_per_worker.sql",
             "workers.runtime/0006_deliveries.sql",
             "workers.entitlement/0001_entitlements.sql",
             "workers.entitlement/0002_source_bases_addons.sql",
@@ -56,9 +57,11 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
     columns = await _fetch(
         url, "SELECT column_name FROM information_schema.columns WHERE table_name = 'outbox'"
     )
-    # 0003: relayed rows are deleted, so nothing marks them published any more.
+    # 0003: relayed rows are deleted, so nothing marks them published any more; 0005: each
+    # row names its worker.
     assert {r["column_name"] for r in columns} == {
         "id",
+        "worker",
         "topic",
         "key",
         "value",

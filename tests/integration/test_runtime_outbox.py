@@ -100,7 +100,7 @@ async def test_a_failed_send_deletes_nothing_and_the_next_flush_sends_all_in_ord
     pool = await create_pool(await create_database(migrated=True))
     try:
         async with bounded_transaction(pool, 5) as conn:
-            await write_outbox(conn, rows)
+            await write_outbox(conn, "relay", rows)
         with pytest.raises(ConnectionError):
             await OutboxRelay(
                 pool, broker_down, worker="relay", ack_timeout=5, db_timeout=5

@@ -37,16 +37,17 @@ def start_worker(
 ) -> tuple[subprocess.Popen[bytes], int]:
     assert settings.kafka_bootstrap_servers and settings.database_url
     port = free_port()
-    env = clean_env(
-        KAFKA_BOOTSTRAP_SERVERS=settings.kafka_bootstrap_servers,
-        DATABASE_URL=settings.database_url,
-        BILLING_WORKER_DECLARATION="tests.toy_worker:DECLARATION",
-        BILLING_WORKER_SESSION_TIMEOUT_MS="1000",
-        BILLING_WORKER_HTTP_PORT=str(port),
-        BILLING_KAFKA_TOPIC_PARTITIONS="2",
-        PYTHONPATH=str(ROOT),
-        **toy,
-    )
+    # ``toy`` may override the defaults (another declaration).
+    values = {
+        "KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers,
+        "DATABASE_URL": settings.database_url,
+        "BILLING_WORKER_DECLARATION": "tests.toy_worker:DECLARATION",
+        "BILLING_WORKER_SESSION_TIMEOUT_MS": "1000",
+        "BILLING_WORKER_HTTP_PORT": str(port),
+        "BILLING_KAFKA_TOPIC_PARTITIONS": "2",
+        "PYTHONPATH": str(ROOT),
+    }
+    env = clean_env(**{**values, **toy})
     with log.open("ab") as out:
         process = subprocess.Popen(
             [*COMMAND, "worker", toy["TOY_NAME"]], env=env, stdout=out, stderr=out, cwd=ROOT

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import dataclasses
 import json
 from typing import Any
 
@@ -36,7 +35,7 @@ async def _document(base: str) -> dict[str, Any] | None:
 
 async def test_the_entitlement_worker_documents_every_topic(settings: FleetSettings) -> None:
     topic = unique("asyncapi.in")
-    spec = dataclasses.replace(build(settings), topic=topic)  # not the shared input topic
+    spec = build(settings).consuming(topic)  # not the shared input topic
     port = free_port()
     configured = worker_settings(settings, worker_http_port=port)
     await create_topics(configured, topic)

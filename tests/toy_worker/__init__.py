@@ -2,29 +2,34 @@
 
 Its handler is ``tests.runtime_toy.toy_spec``; its tables are ``migrations/``. Tests run
 it under unique names and topics, so its declaration reads them from ``TOY_NAME``,
-``TOY_TOPIC`` and ``TOY_OUT_TOPIC`` (a production worker names its topics from
-``contracts``): ``BILLING_WORKER_DECLARATION=tests.toy_worker:DECLARATION billing-fleet
-worker $TOY_NAME`` runs it although it is not in the registry.
+``TOY_TOPIC``, ``TOY_OUT_TOPIC`` and ``TOY_CHANGES_TOPIC`` (a production worker names
+its topics from ``contracts``):
+``BILLING_WORKER_DECLARATION=tests.toy_worker:DECLARATION billing-fleet worker
+$TOY_NAME`` runs it although it is not in the registry.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 from billing_fleet.settings import CoreSettings
 from contracts import BILLING_EVENTS
+from workers.entitlement.declaration import DECLARATION as ENTITLEMENT
 from workers.runtime.declaration import WorkerDeclaration
 
 MIGRATIONS = "tests.toy_worker"
 
 
-def toy_declaration(name: str, topic: str, out_topic: str | None = None) -> WorkerDeclaration:
+def toy_declaration(
+    name: str, topic: str, out_topic: str | None = None, changes_topic: str | None = None
+) -> WorkerDeclaration:
     return WorkerDeclaration(
         name=name,
         factory="tests.runtime_toy:build",
         settings=CoreSettings,  # the toy has no settings of its own
         migrations=MIGRATIONS,
-        consumes=(topic,),
+        consumes=(topic, *([changes_topic] if changes_topic else [])),
         emits=(out_topic,) if out_topic else (),
     )
 
@@ -33,4 +38,12 @@ DECLARATION = toy_declaration(
     os.environ.get("TOY_NAME", "toy"),
     os.environ.get("TOY_TOPIC", BILLING_EVENTS),
     os.environ.get("TOY_OUT_TOPIC") or None,
+    os.environ.get("TOY_CHANGES_TOPIC") or None,
 )
+
+ENTITLEMENT_ON_TOPIC = dataclasses.replace(
+    ENTITLEMENT,
+    factory="tests.runtime_toy:build_entitlement",
+    consumes=(os.environ.get("TOY_TOPIC", BILLING_EVENTS),),
+)
+"""The real entitlement worker consuming ``TOY_TOPIC`` (a test's own input topic)."""

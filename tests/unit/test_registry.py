@@ -60,16 +60,19 @@ def test_a_worker_requires_only_the_runtime_s_and_its_own_migrations() -> None:
     assert ENTITLEMENT.migration_packages == (RUNTIME_MIGRATIONS, "workers.entitlement")
     toy = toy_worker.toy_declaration("toy", "toy.in")
     assert toy.migration_packages == (RUNTIME_MIGRATIONS, "tests.toy_worker")
-    assert [m.name for m in discover(("tests.toy_worker",))] == ["0001_toy.sql"]
+    assert [m.name for m in discover(("tests.toy_worker",))] == [
+        "0001_toy.sql",
+        "0002_toy_down.sql",
+    ]
 
 
 def test_the_entitlement_worker_builds_as_declared() -> None:
     settings = ENTITLEMENT.settings_class()(entitlement_catalog_path=REPO / "catalog.example.yaml")
     spec = ENTITLEMENT.build(settings)
 
-    assert (spec.name, spec.topic, spec.emits) == (
+    assert (spec.name, spec.topics, spec.emits) == (
         "entitlement",
-        BILLING_EVENTS,
+        (BILLING_EVENTS,),
         (ENTITLEMENT_CHANGES,),
     )
 

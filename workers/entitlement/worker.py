@@ -5,11 +5,12 @@ from __future__ import annotations
 
 from datetime import timedelta
 
+from contracts import BILLING_EVENTS
 from workers.entitlement.catalog import load_catalog
 from workers.entitlement.declaration import DECLARATION
 from workers.entitlement.handler import EntitlementHandler
 from workers.entitlement.settings import EntitlementSettings
-from workers.runtime.spec import WorkerSpec
+from workers.runtime.spec import Subscription, WorkerSpec
 
 NAME = DECLARATION.name
 EXPIRY_INTERVAL_SECONDS = 30.0
@@ -24,8 +25,9 @@ def build(settings: EntitlementSettings) -> WorkerSpec:
     )
     return WorkerSpec(
         name=NAME,
-        handle=handler.handle,
-        handle_batch=handler.handle_batch,
+        subscriptions=(
+            Subscription(BILLING_EVENTS, handler.handle, handle_batch=handler.handle_batch),
+        ),
         periodic=handler.expire,
         periodic_interval_seconds=EXPIRY_INTERVAL_SECONDS,
         emits=DECLARATION.emits,

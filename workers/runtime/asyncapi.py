@@ -39,23 +39,26 @@ def documentation_broker(spec: WorkerSpec, settings: CoreSettings) -> KafkaBroke
     (on the same servers, so a document merging it with the host's names one server)."""
     broker = KafkaBroker(settings.kafka_bootstrap_servers or "localhost", logger=None)
 
-    @broker.subscriber(
-        spec.topic,
-        batch=True,
-        group_id=spec.name,
-        title=f"{spec.topic}:{spec.name}",
-        description=f"Consumer group {spec.name}: exactly-once effects in PostgreSQL.",
-    )
-    async def consume(events: list[SkipValidation[BillingEvent]]) -> None:  # pragma: no cover
-        raise NotImplementedError("a documentation broker is never started")
+    for subscription in spec.subscriptions:
+        topic, group = subscription.topic, spec.consumer_key(subscription)
 
-    dead_letters = dead_letter_topic(spec.topic, spec.name)
-    broker.publisher(
-        dead_letters,
-        title=dead_letters,
-        description="Messages the worker could not process: original bytes, key and "
-        "headers, plus dlt_* headers (error, attempts, origin).",
-        schema=bytes,
-    )
+        @broker.subscriber(
+            topic,
+            batch=True,
+            group_id=group,
+            title=f"{topic}:{spec.name}",
+            description=f"Consumer group {group}: exactly-once effects in PostgreSQL.",
+        )
+        async def consume(events: list[SkipValidation[BillingEvent]]) -> None:  # pragma: no cover
+            raise NotImplementedError("a documentation broker is never started")
+
+        dead_letters = dead_letter_topic(topic, spec.name)
+        broker.publisher(
+            dead_letters,
+            title=dead_letters,
+            description="Messages the worker could not process: original bytes, key and "
+            "headers, plus dlt_* headers (error, attempts, origin).",
+            schema=bytes,
+        )
     register_emitted(broker, spec)
     return broker

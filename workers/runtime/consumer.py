@@ -1,10 +1,14 @@
-"""The worker's Kafka subscriber: fetch a batch, apply it, dead-letter poison, commit.
+"""A worker's Kafka subscriber of one topic: fetch a batch, apply it, dead-letter poison,
+commit.
 
-FastStream owns the consumer (a batch subscriber with ``AckPolicy.MANUAL``: it never
-commits by itself). Our handler applies the whole batch and commits the batch's offsets
-explicitly, only after the database transaction(s) committed. While the handler runs,
-FastStream does not fetch: an outage or a poison retry holds the consumer where it is
-(every partition waits, which is what an outage of the shared database needs).
+A worker has one of these per subscribed topic, each its own consumer in its own group
+(``WorkerSpec.consumer_key``): each topic is fetched, retried and committed on its own,
+so poison or a slow batch on one topic does not hold another's. FastStream owns the
+consumer (a batch subscriber with ``AckPolicy.MANUAL``: it never commits by itself). Our
+handler applies the whole batch and commits the batch's offsets explicitly, only after
+the database transaction(s) committed. While the handler runs, FastStream does not
+fetch: an outage or a poison retry holds the consumer where it is (every partition of
+the topic waits, which is what an outage of the shared database needs).
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from workers.runtime.failures import (
 )
 from workers.runtime.processing import Handled, apply, event_type
 from workers.runtime.settings import RuntimeSettings
-from workers.runtime.spec import WorkerSpec
+from workers.runtime.spec import Subscription, WorkerSpec
 
 log = logging.getLogger(__name__)
 
@@ -65,31 +69,39 @@ async def _records_of(message: KafkaMessage) -> list[Record]:
 
 
 class BatchConsumer:
-    """Registers the worker's subscriber and DLT publisher on ``broker``."""
+    """Registers the subscriber of one of the worker's topics, and its DLT publisher, on
+    ``broker``."""
 
     def __init__(
         self,
         spec: WorkerSpec,
+        subscription: Subscription[Any],
         settings: RuntimeSettings,
         broker: KafkaBroker,
         pool: asyncpg.Pool,
         on_outbox_written: Callable[[], None],
     ) -> None:
         self.spec, self._settings, self._pool = spec, settings, pool
+        self.subscription, topic = subscription, subscription.topic
+        self._is_outage = spec.is_outage
+        # A Kafka consumer group per topic (one group whose members consume different
+        # topics rebalanced endlessly on the broker of the tests after a restart); the
+        # first topic's group is the worker's name, as before there were several.
+        self.group = spec.consumer_key(subscription)
         self._on_outbox_written = on_outbox_written
         self.stopping = asyncio.Event()
         self._backoff_max = settings.worker_dependency_backoff_max_seconds
         self._db_timeout = settings.worker_database_timeout_seconds
         session = settings.worker_session_timeout_ms
         self.subscriber = broker.subscriber(
-            spec.topic,
+            topic,
             batch=True,
             max_records=settings.worker_batch_max_records,
             # FastStream sleeps batch_timeout_ms after an empty poll; Tansu holds a fetch
             # for its whole fetch_max_wait_ms even when data arrives: both add latency.
             batch_timeout_ms=settings.worker_fetch_wait_ms,
             fetch_max_wait_ms=settings.worker_fetch_wait_ms,
-            group_id=spec.name,
+            group_id=self.group,
             auto_offset_reset="earliest",
             ack_policy=AckPolicy.MANUAL,
             max_poll_interval_ms=MAX_POLL_INTERVAL_MS,
@@ -97,10 +109,10 @@ class BatchConsumer:
             heartbeat_interval_ms=max(session // 3, 30),
             parser=_raw_records,
             decoder=_records_of,
-            title=f"{spec.topic}:{spec.name}",
-            description=f"Consumer group {spec.name}: exactly-once effects in PostgreSQL.",
+            title=f"{topic}:{spec.name}",
+            description=f"Consumer group {self.group}: exactly-once effects in PostgreSQL.",
         )
-        self.dead_letter_topic = dead_letter_topic(spec.topic, spec.name)
+        self.dead_letter_topic = dead_letter_topic(topic, spec.name)
         self._dead_letters = broker.publisher(
             self.dead_letter_topic,
             title=self.dead_letter_topic,
@@ -137,7 +149,10 @@ class BatchConsumer:
             await self._until_done(records, failures, done)
             await self._commit(records)
         except _Stopping:
-            log.info("shutdown: batch left uncommitted", extra={"worker": self.spec.name})
+            log.info(
+                "shutdown: batch left uncommitted",
+                extra={"worker": self.spec.name, "topic": self.subscription.topic},
+            )
             return
         metrics.HANDLER_SECONDS.labels(self.spec.name).observe(time.perf_counter() - started)
         await self._report_lag()
@@ -155,7 +170,8 @@ class BatchConsumer:
             except Exception as exc:
                 # Anything escaping _process is an outage (or a bug of ours): never skip
                 # the batch, since committing a later one would commit past it.
-                level = logging.WARNING if is_dependency_failure(exc) else logging.ERROR
+                outage = is_dependency_failure(exc, self._is_outage)
+                level = logging.WARNING if outage else logging.ERROR
                 delay = jitter(dependency_delay(outages, self._backoff_max))
                 log.log(
                     level,
@@ -193,10 +209,10 @@ class BatchConsumer:
         if not any((r.partition, r.offset) in failures for r in records):
             try:
                 handled, wrote_outbox = await apply(
-                    self._pool, self.spec, records, self._db_timeout
+                    self._pool, self.spec, self.subscription, records, self._db_timeout
                 )
             except Exception as exc:
-                if is_dependency_failure(exc):
+                if is_dependency_failure(exc, self._is_outage):
                     raise
                 log.info(
                     "a message of the batch failed: one transaction per message",
@@ -214,10 +230,10 @@ class BatchConsumer:
         while failure.attempts < max_attempts:
             try:
                 handled, wrote_outbox = await apply(
-                    self._pool, self.spec, [record], self._db_timeout
+                    self._pool, self.spec, self.subscription, [record], self._db_timeout
                 )
             except Exception as exc:
-                if is_dependency_failure(exc):
+                if is_dependency_failure(exc, self._is_outage):
                     raise
                 failure.record(exc)
                 log.warning(
@@ -235,13 +251,15 @@ class BatchConsumer:
         done.add((record.partition, record.offset))
 
     async def _dead_letter(self, record: Record, failure: FailureLog) -> None:
+        # The worker's name, as in the dead-letter topic's name: what `dlt` looks for.
         headers = dead_letter_headers(record, failure, self.spec.name)
         # Awaiting the broker's ack (acks=all) before the offset commit; a Kafka error or
         # timeout here is an outage and retries the batch (the attempts are remembered).
         async with asyncio.timeout(self._settings.kafka_publish_timeout_seconds):
             await self._dead_letters.publish(record.value or b"", key=record.key, headers=headers)
         metrics.DEAD_LETTERS.labels(self.spec.name).inc()
-        metrics.EVENTS_HANDLED.labels(self.spec.name, event_type(record), "dead_lettered").inc()
+        type_ = event_type(record, self.subscription.types)
+        metrics.EVENTS_HANDLED.labels(self.spec.name, type_, "dead_lettered").inc()
         log.error(
             "message dead-lettered",
             extra={
@@ -259,7 +277,9 @@ class BatchConsumer:
                     "event handled",
                     extra={
                         "worker": self.spec.name,
-                        "stripe_event_id": item.stripe_event_id,
+                        "topic": item.record.topic,
+                        # processed_events.event_id (event_id is the ce_id elsewhere)
+                        "processed_event_id": item.event_id,
                         "trace_id": _trace_id(item.record),
                         "outcome": item.outcome,
                     },
@@ -288,7 +308,7 @@ class BatchConsumer:
                 log.warning("commit refused after a rebalance", extra={"error": repr(exc)})
                 return
             except Exception as exc:
-                if not is_dependency_failure(exc):
+                if not is_dependency_failure(exc, self._is_outage):
                     raise
                 delay = dependency_delay(
                     outages, self._settings.worker_dependency_backoff_max_seconds
@@ -309,7 +329,7 @@ class BatchConsumer:
             with contextlib.suppress(Exception):
                 async with asyncio.timeout(1):
                     position = await consumer.position(tp)
-                metrics.CONSUMER_LAG.labels(self.spec.name, str(tp.partition)).set(
+                metrics.CONSUMER_LAG.labels(self.spec.name, tp.topic, str(tp.partition)).set(
                     max(0, highwater - position)
                 )
 
@@ -346,6 +366,7 @@ def _log_extra(
     ce_id = next((v.decode(errors="replace") for n, v in record.headers if n == "ce_id"), None)
     return {
         "worker": worker,
+        "topic": record.topic,
         "event_id": ce_id,
         "trace_id": _trace_id(record),
         "partition": record.partition,

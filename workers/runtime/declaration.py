@@ -111,5 +111,5 @@ def build_spec(name: str, factory: Factory, settings: CoreSettings) -> WorkerSpe
 
 
 def consumed(spec: WorkerSpec) -> tuple[str, ...]:
-    """The topics ``spec`` consumes (``spec.topics`` once a worker may consume several)."""
-    return (spec.topic,)
+    """The topics ``spec`` consumes, in order."""
+    return spec.topics

@@ -8,7 +8,7 @@ Anything else is the message's fault (poison): a few retries, then the dead-lett
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import asyncpg
 from aiokafka.errors import KafkaError
@@ -28,10 +28,14 @@ class DependencyFailure(Exception):
     """Raised by the runtime to mark a failure as an outage whatever its cause was."""
 
 
-def is_dependency_failure(exc: BaseException) -> bool:
+def is_dependency_failure(
+    exc: BaseException, is_outage: Callable[[BaseException], bool] | None = None
+) -> bool:
     """True when ``exc``, or what it was raised from, is an outage, not the message's fault.
 
-    An explicit ``Poison`` is always the message's fault, whatever it was raised from.
+    ``is_outage`` (a worker's ``WorkerSpec.is_outage``) names more outages: exceptions its
+    own dependencies raise. An explicit ``Poison`` is always the message's fault, whatever
+    it was raised from.
     """
     seen: set[int] = set()
     current: BaseException | None = exc
@@ -39,6 +43,8 @@ def is_dependency_failure(exc: BaseException) -> bool:
         if isinstance(current, Poison):
             return False
         if isinstance(current, (DependencyFailure, *_DEPENDENCY_ERRORS)):
+            return True
+        if is_outage is not None and is_outage(current):
             return True
         seen.add(id(current))
         current = current.__cause__

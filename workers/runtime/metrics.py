@@ -34,18 +34,18 @@ DUPLICATES_SKIPPED = Counter(
 )
 OUTBOX_BACKLOG = Gauge(
     "billing_outbox_backlog",
-    "Outbox rows not yet acknowledged by the broker, as last seen by the relay.",
+    "The worker's outbox rows not yet acknowledged by the broker, as last seen by its relay.",
     ["worker"],
 )
 OUTBOX_PUBLISHED = Counter(
     "billing_outbox_published_total",
-    "Outbox rows the broker acknowledged (then deleted from the outbox).",
+    "The worker's outbox rows its relay published (acknowledged, then deleted).",
     ["worker"],
 )
 CONSUMER_LAG = Gauge(
     "billing_consumer_lag",
     "Messages behind the partition's high watermark after the last batch.",
-    ["worker", "partition"],
+    ["worker", "topic", "partition"],
 )
 DLT_REPLAYS = Counter(
     "billing_dlt_replays_total",

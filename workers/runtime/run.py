@@ -48,7 +48,7 @@ async def run_worker(
     serve_http: bool = True,
     migrations: tuple[str, ...] = (RUNTIME_MIGRATIONS,),
 ) -> None:
-    """Consume ``spec.topic`` as consumer group ``spec.name`` until cancelled, once the
+    """Consume ``spec.topics`` as consumer group ``spec.name`` until cancelled, once the
     ``migrations`` packages (the runtime's and the worker's own) are applied.
 
     Cancellation (SIGTERM/SIGINT through ``ShutdownSignals``) stops fetching, lets the
@@ -58,19 +58,20 @@ async def run_worker(
     if not settings.database_url or not settings.kafka_bootstrap_servers:
         raise ValueError("the worker needs DATABASE_URL and KAFKA_BOOTSTRAP_SERVERS")
     database_url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
-    worker = spec.name
+    worker, is_outage = spec.name, spec.is_outage
     db_timeout = settings.worker_database_timeout_seconds
-    # A connection per lane, plus the relay, the periodic job and the readiness probe.
-    pool_size = max(10, settings.worker_lanes + 3)
+    # A connection per lane of each topic, plus the relay, the periodic job and the
+    # readiness probe.
+    pool_size = max(10, settings.worker_lanes * len(spec.subscriptions) + 3)
     pool = await _until_up(
-        worker,
+        spec,
         "database",
         settings,
         lambda: create_pool(database_url, max_size=pool_size, connect_timeout=db_timeout),
     )
     try:
         await _until_up(
-            worker, "database", settings, lambda: _require_migrated(pool, db_timeout, migrations)
+            spec, "database", settings, lambda: _require_migrated(pool, db_timeout, migrations)
         )
     except BaseException:
         pool.terminate()
@@ -97,6 +98,7 @@ async def run_worker(
         ack_timeout=settings.kafka_publish_timeout_seconds * 2,
         db_timeout=db_timeout,
         backoff_max=settings.worker_dependency_backoff_max_seconds,
+        is_outage=is_outage,
     )
     dispatcher = dispatcher_for(spec, settings, pool)  # None without channels
 
@@ -105,30 +107,36 @@ async def run_worker(
         if dispatcher is not None:
             dispatcher.wake()
 
-    consumer = BatchConsumer(spec, settings, broker, pool, wrote)
+    consumers = [
+        BatchConsumer(spec, subscription, settings, broker, pool, wrote)
+        for subscription in spec.subscriptions
+    ]
+    dead_letter_topics = [consumer.dead_letter_topic for consumer in consumers]
     http: HttpServer | None = None
     tasks: list[asyncio.Task[None]] = []
     try:
         await _until_up(
-            worker,
+            spec,
             "kafka topics",
             settings,
-            lambda: _ensure_topics(settings, [spec.topic, consumer.dead_letter_topic, *spec.emits]),
+            lambda: _ensure_topics(
+                settings, [*spec.topics, *dead_letter_topics, *spec.emits], is_outage
+            ),
         )
         await _until_up(
-            worker,
+            spec,
             "kafka",
             settings,
             lambda: connect_when_reachable(
                 broker, bootstrap, PROBE_TIMEOUT_SECONDS, subscribers=True
             ),
         )
-        await _until_up(worker, "kafka producer", settings, producer.start)
+        await _until_up(spec, "kafka producer", settings, producer.start)
         if serve_http:
             asyncapi = AsyncAPI(broker, title=f"billing-fleet {worker} worker", version="1")
             probe_seconds = min(PROBE_TIMEOUT_SECONDS, db_timeout)
             checks = {
-                "kafka": _async(lambda: consumer.running),
+                "kafka": _async(lambda: all(consumer.running for consumer in consumers)),
                 "database": lambda: database_answers(pool, probe_seconds),
             }
             app = create_app(checks, asyncapi.to_specification().to_json())
@@ -143,15 +151,16 @@ async def run_worker(
                     _periodic(spec, pool, relay, db_timeout), name=f"{worker}-periodic"
                 )
             )
-        log.info("worker started", extra={"worker": worker, "topic": spec.topic})
+        log.info("worker started", extra={"worker": worker, "topics": list(spec.topics)})
         await asyncio.gather(*tasks)  # runs until cancelled; raises only on a bug
     finally:
-        await _shutdown(settings, consumer, broker, producer, relay, tasks, http, pool)
+        await _shutdown(settings, spec, consumers, broker, producer, relay, tasks, http, pool)
 
 
 async def _shutdown(
     settings: RuntimeSettings,
-    consumer: BatchConsumer,
+    spec: WorkerSpec,
+    consumers: list[BatchConsumer],
     broker: KafkaBroker,
     producer: AIOKafkaProducer,
     relay: OutboxRelay,
@@ -159,14 +168,15 @@ async def _shutdown(
     http: HttpServer | None,
     pool: asyncpg.Pool,
 ) -> None:
-    worker = consumer.spec.name
+    worker = spec.name
     db_timeout = settings.worker_database_timeout_seconds
     log.info("worker stopping", extra={"worker": worker})
-    consumer.stopping.set()  # an outage wait gives its batch back instead of holding on
+    for consumer in consumers:
+        consumer.stopping.set()  # an outage wait gives its batch back instead of holding on
     try:
         async with asyncio.timeout(settings.worker_shutdown_timeout_seconds):
-            # Stops fetching and waits for the in-flight batch (it commits itself).
-            await consumer.subscriber.stop()
+            # Stops fetching and waits for the in-flight batches (each commits itself).
+            await asyncio.gather(*(consumer.subscriber.stop() for consumer in consumers))
             for task in tasks:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
@@ -178,7 +188,7 @@ async def _shutdown(
                 log.warning("last outbox flush failed", extra={"error": repr(exc)})
             await broker.stop()
             await producer.stop()
-            await close_senders(consumer.spec)
+            await close_senders(spec)
             if http is not None:
                 await http.stop()
             await close_pool(pool, db_timeout)
@@ -200,15 +210,15 @@ def relay_producer(settings: RuntimeSettings, worker: str) -> AIOKafkaProducer:
 
 
 async def _until_up(
-    worker: str, what: str, settings: RuntimeSettings, start: Callable[[], Awaitable[T]]
+    spec: WorkerSpec, what: str, settings: RuntimeSettings, start: Callable[[], Awaitable[T]]
 ) -> T:
     """``await start()``, retried with backoff while it fails for an outage."""
-    attempt = 0
+    worker, attempt = spec.name, 0
     while True:
         try:
             return await start()
         except Exception as exc:
-            if not is_dependency_failure(exc):
+            if not is_dependency_failure(exc, spec.is_outage):
                 raise
             delay = jitter(
                 dependency_delay(attempt, settings.worker_dependency_backoff_max_seconds)
@@ -221,7 +231,11 @@ async def _until_up(
             await asyncio.sleep(delay)
 
 
-async def _ensure_topics(settings: RuntimeSettings, topics: list[str]) -> None:
+async def _ensure_topics(
+    settings: RuntimeSettings,
+    topics: list[str],
+    is_outage: Callable[[BaseException], bool] | None,
+) -> None:
     assert settings.kafka_bootstrap_servers
     try:
         await ensure_topics(
@@ -231,7 +245,7 @@ async def _ensure_topics(settings: RuntimeSettings, topics: list[str]) -> None:
             settings.kafka_topic_replication_factor,
         )
     except KafkaAdminError as exc:
-        if exc.__cause__ is not None and is_dependency_failure(exc.__cause__):
+        if exc.__cause__ is not None and is_dependency_failure(exc.__cause__, is_outage):
             raise exc.__cause__ from exc
         # Not allowed to create topics (a managed cluster): they are provisioned elsewhere.
         log.warning("topics not ensured", extra={"error": str(exc)})
@@ -245,15 +259,16 @@ async def _periodic(
         try:
             async with bounded_transaction(pool, timeout) as conn:
                 outgoing = await spec.periodic(conn)
-                await write_outbox(conn, outgoing)
+                await write_outbox(conn, spec.name, outgoing)
             if outgoing:
                 relay.wake()
         except Exception as exc:
             # The next tick retries; periodic work is idempotent by design (time-driven).
+            outage = is_dependency_failure(exc, spec.is_outage)
             log.log(
-                logging.WARNING if is_dependency_failure(exc) else logging.ERROR,
+                logging.WARNING if outage else logging.ERROR,
                 "periodic work failed",
-                exc_info=not is_dependency_failure(exc),
+                exc_info=not outage,
                 extra={"worker": spec.name, "error": repr(exc)},
             )
         await asyncio.sleep(spec.periodic_interval_seconds)
