@@ -16,11 +16,13 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
+import asyncpg
 import httpx
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from api_gateway.access_store import READ_VIEWS
 from contracts.labels import LOG_VALUE_LIMIT, log_value
 from tests.fleet_settings import FleetSettings
 from tests.gateway import Gateway, free_port, serve_gateway
@@ -152,9 +154,16 @@ async def test_odd_paths_and_claims_never_give_5xx_or_a_redirect(gateway: Gatewa
 
 @pytest.fixture(scope="module")
 async def unmigrated_database(create_database: Any) -> str:
-    """A database without the read API's tables: every read raises UndefinedTableError,
-    an exception the handlers do not expect (it is not the database being down)."""
+    """A database whose read views have the wrong shape (a missing view is a 503, see
+    test_access_api): every read raises UndefinedColumnError, an exception the handlers do
+    not expect (it is not the database being down)."""
     url: str = await create_database(migrated=False)
+    conn = await asyncpg.connect(url)
+    try:
+        for view in sorted(READ_VIEWS):
+            await conn.execute(f"CREATE VIEW {view} AS SELECT 1 AS unrelated")
+    finally:
+        await conn.close()
     return url
 
 
@@ -178,10 +187,10 @@ async def test_an_unexpected_error_is_a_problem_500_logged_once(
         errors = [r for r in caplog.records if r.levelno >= logging.ERROR]
 
     body = assert_problem(response, 500)
-    assert "UndefinedTable" not in response.text and "entitlement" not in body["detail"]
+    assert "UndefinedColumn" not in response.text and "entitlement" not in body["detail"]
     assert len(errors) == 1, [r.getMessage() for r in errors]
     [error] = errors
-    assert error.__dict__["error_class"] == "UndefinedTableError"
+    assert error.__dict__["error_class"] == "UndefinedColumnError"
     assert error.__dict__["path"] == "/v1/entitlements"
     # The route template, named by FastAPI's router or by the fast path alike.
     assert error.__dict__["route"] == "/v1/entitlements"
@@ -211,7 +220,7 @@ async def test_the_logged_path_of_an_unexpected_error_is_cut(
 
     assert_problem(response, 500)
     [error] = errors
-    assert error.__dict__["error_class"] == "UndefinedTableError"
+    assert error.__dict__["error_class"] == "UndefinedColumnError"
     logged = error.__dict__["path"]
     assert len(logged) == LOG_VALUE_LIMIT
     assert logged == log_value(path)
@@ -258,5 +267,5 @@ async def test_the_gateway_process_logs_an_unexpected_error_as_one_json_line(
     errors = [line for line in lines if line["level"] in ("ERROR", "CRITICAL")]
     assert len(errors) == 1, errors
     [error] = errors
-    assert error["error_class"] == "UndefinedTableError"
+    assert error["error_class"] == "UndefinedColumnError"
     assert error["path"] == "/v1/entitlements/seats"
