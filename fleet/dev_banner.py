@@ -103,8 +103,8 @@ def banner(
         f"  Kafka bootstrap  {settings.kafka_bootstrap_servers}",
         f"  database         {redact_url(settings.database_url or '')}",
         f"  workers          {', '.join(workers) or 'none'}  (metrics on the gateway's{reload})",
-        f"  other terminals  {cli} dlt | migrate | send-test-event find these servers in "
-        f"{settings.dev_data_dir.resolve()}",
+        f"  other terminals  {cli} dlt | deliveries | migrate | send-test-event find these "
+        f"servers in {settings.dev_data_dir.resolve()}",
         f"  send a signed test event (customer {DEFAULT_CUSTOMER_ID}, user {DEFAULT_USER_ID}):",
         f"    {cli} send-test-event"
         + ("" if generated.webhook_secret else "  # with BILLING_STRIPE_WEBHOOK_SECRETS set there"),
