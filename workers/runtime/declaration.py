@@ -77,9 +77,9 @@ class WorkerDeclaration:
         spec = build_spec(self.name, factory or self.load_factory(), settings)
         self.check(spec)
         is_outage = either(spec.is_outage, self.is_outage)
-        return (
-            spec if is_outage is spec.is_outage else dataclasses.replace(spec, is_outage=is_outage)
-        )
+        if is_outage is spec.is_outage:
+            return spec
+        return dataclasses.replace(spec, is_outage=is_outage)
 
     def check(self, spec: WorkerSpec) -> None:
         """``WorkerBuildError`` unless ``spec`` is the worker declared here: its name, the
@@ -90,15 +90,10 @@ class WorkerDeclaration:
         if spec.name != self.name:
             wrong.append(f"name {spec.name!r} (declared: {self.name!r})")
         if spec.topics != self.consumes:
-            reordered = sorted(spec.topics) == sorted(self.consumes)
-            wrong.append(
-                f"consumes {list(spec.topics)} (declared: {list(self.consumes)})"
-                + (
-                    ": the same topics in another order; keep the declared order"
-                    if reordered
-                    else ""
-                )
-            )
+            found = f"consumes {list(spec.topics)} (declared: {list(self.consumes)})"
+            if sorted(spec.topics) == sorted(self.consumes):
+                found += ": the same topics in another order; keep the declared order"
+            wrong.append(found)
         if set(spec.emits) != set(self.emits):
             wrong.append(f"emits {sorted(spec.emits)} (declared: {sorted(self.emits)})")
         if wrong:

@@ -159,7 +159,8 @@ class WorkerSpec:
     the worker process runs a delivery dispatcher (and closes the senders when it stops)."""
     is_outage: OutageCheck | None = None
     """Extra exceptions this worker's dependencies raise that are outages (retried as the
-    database's or Kafka's are), not poison; in the consumer, startup and the relay."""
+    database's or Kafka's are), not poison; in the consumer, startup and the relay. A
+    declaration's ``is_outage`` is added to it (an error either one names is an outage)."""
 
     def __post_init__(self) -> None:
         if not self.subscriptions:
