@@ -6,6 +6,13 @@ worker's declaration: ``workers.registry.migration_packages``), then by number. 
 file runs in its own transaction and is recorded in ``schema_migrations`` with its
 checksum. The whole run holds a PostgreSQL advisory lock, so replicas that start
 together apply each file once: the others wait, then find nothing left to do.
+
+Every wait is bounded: connecting, and every lock (the advisory lock, and the table locks
+a migration's statements take) by ``lock_timeout`` (PostgreSQL's ``lock_timeout``, which
+advisory locks obey too). A migration that cannot get its lock in time is rolled back, not
+left queued in front of the relays' and handlers' statements on that table (an ``ALTER
+TABLE`` waiting for its lock blocks every later statement on the table), and ``migrate``
+stops with a ``MigrationError`` saying so; run it again once the holder is gone.
 """
 
 from __future__ import annotations
@@ -18,8 +25,13 @@ from typing import Final
 
 import asyncpg
 
+from billing_fleet.logs import one_line
+
 # Arbitrary but fixed: every billing-fleet process must use the same key ("billing").
 ADVISORY_LOCK_KEY: Final = 0x62696C6C696E67
+
+CONNECT_TIMEOUT_SECONDS: Final = 10.0
+DEFAULT_LOCK_TIMEOUT_SECONDS: Final = 10.0
 
 _FILE_NAME = re.compile(r"^(\d{4})_[a-z0-9_]+\.sql$")
 
@@ -91,15 +103,34 @@ def discover(packages: tuple[str, ...]) -> list[Migration]:
     return found
 
 
-async def migrate(url: str, packages: tuple[str, ...]) -> list[str]:
-    """Apply pending migrations on the database at ``url``; returns what it applied."""
+async def migrate(
+    url: str, packages: tuple[str, ...], lock_timeout: float = DEFAULT_LOCK_TIMEOUT_SECONDS
+) -> list[str]:
+    """Apply pending migrations on the database at ``url``; returns what it applied.
+
+    ``MigrationError`` when a lock is not granted within ``lock_timeout`` seconds (nothing
+    of the file that waited is applied; the files before it are)."""
     migrations = discover(packages)
-    conn = await asyncpg.connect(url)
     try:
-        # Session lock: released by unlock below, or by PostgreSQL if this process dies.
-        await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)
+    except OSError as exc:  # TimeoutError is one too
+        raise MigrationError(
+            f"cannot connect to PostgreSQL (within {CONNECT_TIMEOUT_SECONDS:g} s): {one_line(exc)}"
+        ) from exc
+    try:
+        # For the session: the advisory lock below and every migration statement.
+        await conn.execute(f"SET lock_timeout = {round(lock_timeout * 1000)}")
         try:
-            return await _apply(conn, migrations)
+            # Session lock: released by unlock below, or by PostgreSQL if this process dies.
+            await conn.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        except asyncpg.LockNotAvailableError:
+            raise MigrationError(
+                f"another migrate has held the migration lock for more than {lock_timeout:g} s "
+                "(BILLING_MIGRATE_LOCK_TIMEOUT_SECONDS); nothing applied: run it again once "
+                "that one has finished"
+            ) from None
+        try:
+            return await _apply(conn, migrations, lock_timeout)
         finally:
             await conn.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
     finally:
@@ -125,7 +156,9 @@ async def require_migrated(
         )
 
 
-async def _apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[str]:
+async def _apply(
+    conn: asyncpg.Connection, migrations: list[Migration], lock_timeout: float
+) -> list[str]:
     await conn.execute(_CREATE_TABLE)
     rows = await conn.fetch("SELECT package, name, checksum FROM schema_migrations")
     # Rows without a file here are fine: a newer release may have applied them already.
@@ -150,6 +183,13 @@ async def _apply(conn: asyncpg.Connection, migrations: list[Migration]) -> list[
                     migration.name,
                     migration.checksum,
                 )
+        except asyncpg.LockNotAvailableError:
+            raise MigrationError(
+                f"{migration.label} waited more than {lock_timeout:g} s for a table lock "
+                "(BILLING_MIGRATE_LOCK_TIMEOUT_SECONDS) that another transaction holds; "
+                f"rolled back, {len(done)} applied before it: run migrate again once that "
+                "transaction has ended"
+            ) from None
         except asyncpg.PostgresError as exc:
             raise MigrationError(f"{migration.label} failed: {exc}") from exc
         done.append(migration.label)

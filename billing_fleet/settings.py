@@ -47,14 +47,24 @@ class CoreSettings(BaseSettings):
     kafka_publish_timeout_seconds: float = Field(
         default=5.0,
         gt=0,
-        description="How long the ingress waits for the broker's ack (aiokafka's request "
-        "timeout; the gateway's own bound is 1 s more) before answering 503.",
+        description="Longest wait for the broker's ack of one publish, in every process: the "
+        "ingress answers 503 after it (aiokafka's request timeout; the gateway's own bound "
+        "is 1 s more), a worker's dead-letter publish is retried as an outage after it, and "
+        "a worker's outbox relay waits twice as long for a batch's acks.",
     )
     kafka_topic_partitions: int = Field(
         default=6, ge=1, description="Partitions for topics the fleet creates."
     )
     kafka_topic_replication_factor: int = Field(
         default=1, ge=1, description="Replication factor for topics the fleet creates."
+    )
+
+    # -- migrations --------------------------------------------------------------------------
+    migrate_lock_timeout_seconds: float = Field(
+        default=10.0,
+        gt=0,
+        description="Longest `migrate` waits for a lock (the migration lock another "
+        "migrate holds, a table a migration alters) before it stops with exit 1.",
     )
 
     log_level: str = Field(default="INFO", description="Log level of every process.")

@@ -86,7 +86,7 @@ def _migrate(args: argparse.Namespace, settings: DevSettings) -> int:
 
     async def run() -> list[str]:
         await check_database(url)  # one clear line when PostgreSQL is not there
-        return await migrate(url, with_override())
+        return await migrate(url, with_override(), settings.migrate_lock_timeout_seconds)
 
     try:
         applied = asyncio.run(run())

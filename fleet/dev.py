@@ -53,7 +53,8 @@ async def _run(
     bootstrap = settings.kafka_bootstrap_servers
     if not await broker_reachable(bootstrap, timeout=5):
         raise KafkaAdminError(f"Kafka at {bootstrap} does not answer (KAFKA_BOOTSTRAP_SERVERS).")
-    for name in await migrate(settings.database_url, migration_packages()):
+    lock_timeout = settings.migrate_lock_timeout_seconds
+    for name in await migrate(settings.database_url, migration_packages(), lock_timeout):
         log.info("applied migration %s", name)
     await ensure_topics(
         bootstrap,

@@ -27,7 +27,12 @@ from prometheus_client import REGISTRY
 from api_gateway.normalize import normalize
 from billing_fleet.kafka_admin import ensure_topics
 from billing_fleet.migrate import migrate
-from contracts import BillingEvent, EntitlementChange, cloudevent_headers
+from contracts import (
+    BillingEvent,
+    EntitlementChange,
+    cloudevent_headers,
+    cloudevent_kafka_headers,
+)
 from tests import toy_worker
 from tests.fleet_settings import FleetSettings
 from tests.stripe_fixtures import load_event
@@ -50,6 +55,9 @@ class ToyServiceDown(Exception):
 def toy_outage(exc: BaseException) -> bool:
     return isinstance(exc, ToyServiceDown)
 
+
+TOY_SOURCE = "/billing-fleet/toy"
+"""The ``ce_source`` of what the toy emits (the producer)."""
 
 FIXTURE = "customer.subscription.created__syncengine__1"
 
@@ -86,7 +94,13 @@ def toy_spec(
         if out_topic is None:
             return []
         value = json.dumps({"stripe_event_id": stripe_id}).encode()
-        headers = {"ce_id": f"toy-{stripe_id}", "ce_type": "toy.applied"}
+        headers = cloudevent_kafka_headers(
+            id=f"toy-{stripe_id}",
+            type="toy.applied",
+            source=TOY_SOURCE,
+            time=event.occurred_at,
+            subject=event.customer_id,
+        )
         return [Outgoing(out_topic, key=event.customer_id or "", value=value, headers=headers)]
 
     async def handle_change(conn: asyncpg.Connection, change: EntitlementChange) -> list[Outgoing]:

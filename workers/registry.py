@@ -7,14 +7,18 @@ Factories are imported only when a worker is started. One that fails to import o
 
 from __future__ import annotations
 
-import importlib
 import os
 from collections.abc import Iterable
 from typing import Final
 
 from billing_fleet.logs import one_line
 from workers.entitlement.declaration import DECLARATION as ENTITLEMENT
-from workers.runtime.declaration import RUNTIME_MIGRATIONS, WorkerBuildError, WorkerDeclaration
+from workers.runtime.declaration import (
+    RUNTIME_MIGRATIONS,
+    WorkerBuildError,
+    WorkerDeclaration,
+    import_reference,
+)
 
 WORKERS: dict[str, WorkerDeclaration] = {
     declaration.name: declaration for declaration in (ENTITLEMENT,)
@@ -44,11 +48,8 @@ def with_override() -> tuple[str, ...]:
 
 def load_declaration(reference: str) -> WorkerDeclaration:
     """The declaration ``"module:ATTRIBUTE"`` names; ``WorkerBuildError`` when it is not one."""
-    module_name, _, attribute = reference.partition(":")
     try:
-        if not attribute:
-            raise ImportError(f"{reference!r} is not of the form module:ATTRIBUTE")
-        found = getattr(importlib.import_module(module_name), attribute)
+        found = import_reference(reference, "ATTRIBUTE")
     except (ImportError, AttributeError) as exc:
         raise WorkerBuildError(f"{DECLARATION_OVERRIDE_ENV}: {one_line(exc)}") from exc
     if not isinstance(found, WorkerDeclaration):

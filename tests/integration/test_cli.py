@@ -12,6 +12,7 @@ import httpx
 import pytest
 
 from billing_fleet.kafka_admin import broker_reachable
+from billing_fleet.migrate import ADVISORY_LOCK_KEY
 from contracts import BILLING_EVENTS
 from fleet.embedded import free_port
 from tests.cli_support import COMMAND as COMMAND  # other tests import these from here
@@ -200,3 +201,24 @@ async def test_dev_serves_a_signed_event_and_stops_everything_on_sigint(
     assert not is_running(tansu_pid)
     assert f"tcp://127.0.0.1:{kafka_port}" not in running_args()
     assert not await broker_reachable(f"127.0.0.1:{kafka_port}", timeout=0.5)
+
+
+async def test_migrate_gives_up_on_a_held_lock_with_one_line(create_database: Any) -> None:
+    url = await create_database()
+    env = clean_env(DATABASE_URL=url, BILLING_MIGRATE_LOCK_TIMEOUT_SECONDS="0.3")
+    holder = await asyncpg.connect(url)  # another `migrate`, still running
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        refused = run("migrate", env=env)
+        await holder.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+    finally:
+        await holder.close()
+
+    assert refused.returncode == 1, refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert refused.stderr.splitlines() == [
+        "billing-fleet migrate: another migrate has held the migration lock for more than "
+        "0.3 s (BILLING_MIGRATE_LOCK_TIMEOUT_SECONDS); nothing applied: run it again once "
+        "that one has finished"
+    ]
+    assert run("migrate", env=env).returncode == 0

@@ -142,3 +142,65 @@ def test_badly_named_file_is_refused(scratch_package: tuple[str, Path]) -> None:
 
     with pytest.raises(MigrationError, match=re.escape("NNNN_name.sql")):
         discover((package,))
+
+
+async def test_a_held_migration_lock_stops_migrate_within_its_bound(create_database: Any) -> None:
+    url = await create_database()
+    holder = await asyncpg.connect(url)  # another migrate, stuck or slow
+    try:
+        await holder.execute("SELECT pg_advisory_lock($1)", ADVISORY_LOCK_KEY)
+        with pytest.raises(MigrationError, match=r"another migrate has held the migration lock"):
+            await migrate(url, migration_packages(), lock_timeout=0.3)
+        [nothing] = await _fetch(url, "SELECT to_regclass('schema_migrations') AS t")
+        assert nothing["t"] is None  # it wrote nothing: not even the migrations table
+        await holder.execute("SELECT pg_advisory_unlock($1)", ADVISORY_LOCK_KEY)
+
+        assert await migrate(url, migration_packages(), lock_timeout=0.3) == ALL
+    finally:
+        await holder.close()
+
+
+OUTBOX_PER_WORKER = "workers.runtime/0005_outbox_per_worker.sql"
+
+
+async def _before_outbox_per_worker(url: str) -> None:
+    """The schema of a release before 0005 (everything else applied)."""
+    conn = await asyncpg.connect(url)
+    try:
+        await conn.execute(
+            "DROP INDEX outbox_by_worker; ALTER TABLE outbox DROP COLUMN worker;"
+            "DELETE FROM schema_migrations WHERE name = '0005_outbox_per_worker.sql'"
+        )
+    finally:
+        await conn.close()
+
+
+async def test_a_migration_behind_a_long_transaction_gives_up_and_applies_later(
+    create_database: Any,
+) -> None:
+    url = await create_database(migrated=True)
+    await _before_outbox_per_worker(url)
+    reader = await asyncpg.connect(url)  # a relay's transaction that takes long
+    try:
+        transaction = reader.transaction()
+        await transaction.start()
+        await reader.execute("LOCK TABLE outbox IN ACCESS SHARE MODE")
+
+        with pytest.raises(
+            MigrationError,
+            match=re.escape(f"{OUTBOX_PER_WORKER} waited more than 0.3 s for a table lock"),
+        ):
+            await migrate(url, migration_packages(), lock_timeout=0.3)
+        # Rolled back whole: the column is not there, the file not recorded.
+        assert (
+            await reader.fetchval(
+                "SELECT count(*) FROM information_schema.columns "
+                "WHERE table_name = 'outbox' AND column_name = 'worker'"
+            )
+            == 0
+        )
+        await transaction.commit()
+
+        assert await migrate(url, migration_packages(), lock_timeout=0.3) == [OUTBOX_PER_WORKER]
+    finally:
+        await reader.close()

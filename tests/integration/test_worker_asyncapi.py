@@ -12,10 +12,11 @@ import httpx
 import pytest
 from faststream.specification import AsyncAPI
 
-from contracts import ENTITLEMENT_CHANGES, dead_letter_topic
+from billing_fleet.settings import CoreSettings
+from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, EntitlementChange, dead_letter_topic
 from fleet.embedded import free_port
 from tests.fleet_settings import FleetSettings
-from tests.runtime_toy import create_topics, unique, wait_for, worker_settings
+from tests.runtime_toy import create_topics, toy_spec, unique, wait_for, worker_settings
 from workers.entitlement.worker import NAME, build
 from workers.runtime.asyncapi import documentation_broker
 from workers.runtime.run import run_worker
@@ -65,3 +66,61 @@ async def test_the_entitlement_worker_documents_every_topic(settings: FleetSetti
     )
     for part in ("channels", "operations", "components"):
         assert hosted[part] == document[part], part
+
+
+def _payload(document: dict[str, Any], channel_title: str) -> dict[str, Any]:
+    """The payload schema of the channel titled ``channel_title`` (FastStream's layout)."""
+    [message] = [
+        m
+        for name, m in document["components"]["messages"].items()
+        if name.startswith(f"{channel_title}:")
+    ]
+    name = message["payload"]["$ref"].rpartition("/")[2]
+    payload: dict[str, Any] = document["components"]["schemas"][name]
+    return payload
+
+
+def _is_entitlement_change(payload: dict[str, Any]) -> bool:
+    """A batch of EntitlementChange values: its fields, and no BillingEvent union."""
+    items = payload["items"]
+    return (
+        "oneOf" not in items and items["properties"].keys() == EntitlementChange.model_fields.keys()
+    )
+
+
+def test_a_worker_consuming_entitlement_changes_documents_their_schema() -> None:
+    spec = toy_spec("toy", BILLING_EVENTS, changes_topic=ENTITLEMENT_CHANGES)
+    document = json.loads(
+        AsyncAPI(documentation_broker(spec, CoreSettings())).to_specification().to_json()
+    )
+
+    assert _is_entitlement_change(_payload(document, f"{ENTITLEMENT_CHANGES}:toy"))
+    billing = _payload(document, f"{BILLING_EVENTS}:toy")["items"]
+    assert {ref["$ref"].rpartition("/")[2] for ref in billing["oneOf"]} >= {"SubscriptionEvent"}
+
+
+async def test_a_running_worker_documents_each_subscription_s_contract_type(
+    settings: FleetSettings,
+) -> None:
+    name, topic, changes = unique("docs"), unique("asyncapi.in"), unique("asyncapi.changes")
+    spec = toy_spec(name, topic, changes_topic=changes)
+    port = free_port()
+    configured = worker_settings(settings, worker_http_port=port)
+    await create_topics(configured, topic, changes)
+    worker = asyncio.create_task(run_worker(spec, configured))
+    found: list[dict[str, Any]] = []
+
+    async def served() -> bool:
+        document = await _document(f"http://127.0.0.1:{port}")
+        found.extend([document] if document else [])
+        return document is not None
+
+    try:
+        await wait_for(served, timeout=30, message="the worker never served /asyncapi.json")
+    finally:
+        worker.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await worker
+
+    assert _is_entitlement_change(_payload(found[0], f"{changes}:{name}"))
+    assert "oneOf" in _payload(found[0], f"{topic}:{name}")["items"]  # the BillingEvent union

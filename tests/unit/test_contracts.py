@@ -25,6 +25,7 @@ from contracts import (
 from contracts.compat import breaking_changes
 from contracts.documents import SCHEMA_TOPICS, schemas_digest
 from contracts.events import NO_NUL, PURCHASE_QUANTITY, TIMESTAMP_YEARS, Text, storable_text
+from contracts.payloads import TOPIC_MODELS
 from contracts.schema_export import PUBLISHED, render, schema_for, schema_path
 from contracts.version import SCHEMAS_SHA256
 from tests.stripe_fixtures import fixture_files, load_event
@@ -402,3 +403,10 @@ def test_the_app_imports_from_contracts_only_its_vocabulary() -> None:
                 named.add(node.attr)
     assert "BillingEvent" in named
     assert named <= set(contracts.__all__)
+
+
+def test_each_published_topic_has_one_contract_type() -> None:
+    """``TOPIC_MODELS`` (the workers' AsyncAPI payloads) names the types whose schemas ship."""
+    assert sorted(TOPIC_MODELS) == sorted(PUBLISHED) == sorted(SCHEMA_TOPICS)
+    for topic, model in TOPIC_MODELS.items():
+        assert TypeAdapter(model).json_schema() == PUBLISHED[topic].json_schema(), topic

@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import dataclasses
 import os
+import re
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -15,6 +17,7 @@ from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
 from fleet.command_settings import dev_settings_class
 from fleet.dev import dev_topics
 from tests import toy_worker
+from tests.runtime_toy import ToyServiceDown, toy_spec
 from workers.entitlement.settings import EntitlementSettings
 from workers.registry import (
     DECLARATION_OVERRIDE_ENV,
@@ -22,8 +25,14 @@ from workers.registry import (
     declaration_of,
     migration_packages,
 )
-from workers.runtime.declaration import RUNTIME_MIGRATIONS, WorkerBuildError, WorkerDeclaration
+from workers.runtime.declaration import (
+    RUNTIME_MIGRATIONS,
+    Factory,
+    WorkerBuildError,
+    WorkerDeclaration,
+)
 from workers.runtime.settings import RuntimeSettings
+from workers.runtime.spec import WorkerSpec
 
 REPO = Path(__file__).resolve().parents[2]
 ENTITLEMENT = WORKERS["entitlement"]
@@ -158,3 +167,51 @@ def test_a_declaration_is_cheap_to_build_by_hand() -> None:
     assert declaration.topics == ("a",) and declaration.migration_packages == (RUNTIME_MIGRATIONS,)
     with pytest.raises(WorkerBuildError, match="worker sample: No module named 'x'"):
         declaration.load_factory()
+
+
+def _toy_factory(name: str, topic: str, changes: str, **options: Any) -> Factory:
+    def build(settings: Any) -> WorkerSpec:
+        return toy_spec(name, topic, changes_topic=changes, **options)
+
+    return build
+
+
+def test_a_build_that_reorders_the_consumed_topics_is_refused() -> None:
+    declaration = toy_worker.toy_declaration("toy", "toy.in", changes_topic="toy.changes")
+    reordered = _toy_factory("toy", "toy.changes", "toy.in")
+
+    with pytest.raises(
+        WorkerBuildError,
+        match=re.escape(
+            "consumes ['toy.changes', 'toy.in'] (declared: ['toy.in', 'toy.changes']): "
+            "the same topics in another order; keep the declared order"
+        ),
+    ):
+        declaration.build(CoreSettings(), reordered)
+
+
+def test_the_declaration_s_first_consumed_topic_has_the_bare_worker_name() -> None:
+    declaration = toy_worker.toy_declaration("toy", "toy.in", changes_topic="toy.changes")
+    spec = declaration.build(CoreSettings(), _toy_factory("toy", "toy.in", "toy.changes"))
+
+    assert [spec.consumer_key(s) for s in spec.subscriptions] == ["toy", "toy@toy.changes"]
+    assert spec.first_topic == declaration.consumes[0]
+
+
+def test_the_spec_s_and_the_declaration_s_outage_checks_both_count() -> None:
+    def spec_says(exc: BaseException) -> bool:
+        return isinstance(exc, ToyServiceDown)
+
+    def declaration_says(exc: BaseException) -> bool:
+        return isinstance(exc, ConnectionRefusedError)
+
+    declaration = dataclasses.replace(
+        toy_worker.toy_declaration("toy", "toy.in", changes_topic="toy.changes"),
+        is_outage=declaration_says,
+    )
+    factory = _toy_factory("toy", "toy.in", "toy.changes", is_outage=spec_says)
+    is_outage = declaration.build(CoreSettings(), factory).is_outage
+
+    assert is_outage is not None
+    assert is_outage(ToyServiceDown()) and is_outage(ConnectionRefusedError())
+    assert not is_outage(ValueError())

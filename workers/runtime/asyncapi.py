@@ -9,17 +9,27 @@ whose gateway document must list them too).
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from faststream.kafka import KafkaBroker
 from pydantic import SkipValidation
 
 from billing_fleet.settings import CoreSettings
-from contracts import ENTITLEMENT_CHANGES, BillingEvent, EntitlementChange, dead_letter_topic
-from workers.runtime.spec import WorkerSpec
+from contracts import dead_letter_topic
+from contracts.payloads import TOPIC_MODELS
+from workers.runtime.spec import Subscription, WorkerSpec
 
-# The payload schema of an emitted topic, where contracts defines one.
-EMITTED_SCHEMAS: dict[str, Any] = {ENTITLEMENT_CHANGES: EntitlementChange}
+BatchCallback = Callable[[list[Any]], Awaitable[None]]
+
+
+def documented(subscription: Subscription[Any], callback: BatchCallback) -> BatchCallback:
+    """``callback`` annotated with ``subscription``'s contract type: FastStream documents
+    the annotation as the channel's payload. ``SkipValidation``: the values are the raw
+    records (the consumer parses them itself), the annotation is for the document only."""
+    payload: Any = list[SkipValidation[subscription.model]]  # type: ignore[name-defined]
+    callback.__annotations__ = {"events": payload, "return": None}
+    return callback
 
 
 def register_emitted(broker: KafkaBroker, spec: WorkerSpec) -> None:
@@ -30,7 +40,7 @@ def register_emitted(broker: KafkaBroker, spec: WorkerSpec) -> None:
             topic,
             title=topic,
             description=f"Emitted by {spec.name} through its transactional outbox.",
-            schema=EMITTED_SCHEMAS.get(topic),
+            schema=TOPIC_MODELS.get(topic),  # a topic contracts does not know: no schema
         )
 
 
@@ -42,15 +52,16 @@ def documentation_broker(spec: WorkerSpec, settings: CoreSettings) -> KafkaBroke
     for subscription in spec.subscriptions:
         topic, group = subscription.topic, spec.consumer_key(subscription)
 
-        @broker.subscriber(
+        async def consume(events: list[Any]) -> None:  # pragma: no cover
+            raise NotImplementedError("a documentation broker is never started")
+
+        broker.subscriber(
             topic,
             batch=True,
             group_id=group,
             title=f"{topic}:{spec.name}",
             description=f"Consumer group {group}: exactly-once effects in PostgreSQL.",
-        )
-        async def consume(events: list[SkipValidation[BillingEvent]]) -> None:  # pragma: no cover
-            raise NotImplementedError("a documentation broker is never started")
+        )(documented(subscription, consume))
 
         dead_letters = dead_letter_topic(topic, spec.name)
         broker.publisher(

@@ -27,10 +27,10 @@ from aiokafka.errors import CommitFailedError, IllegalStateError
 from faststream.kafka import KafkaBroker
 from faststream.kafka.message import FAKE_CONSUMER, KafkaMessage
 from faststream.middlewares import AckPolicy
-from pydantic import SkipValidation
 
-from contracts import BillingEvent, dead_letter_topic
+from contracts import dead_letter_topic
 from workers.runtime import metrics
+from workers.runtime.asyncapi import documented
 from workers.runtime.dead_letters import FailureLog, dead_letter_headers
 from workers.runtime.failures import (
     dependency_delay,
@@ -121,12 +121,12 @@ class BatchConsumer:
             schema=bytes,
         )
 
-        async def on_batch(events: list[SkipValidation[BillingEvent]]) -> None:
-            # The values are the raw records (see _records_of); the annotation documents
-            # the payload in the AsyncAPI document without validating it here.
-            await self.consume(cast(list[Record], events))
+        async def on_batch(events: list[Record]) -> None:
+            # The values are the raw records (see _records_of); ``documented`` annotates
+            # them with the topic's contract type for the AsyncAPI document only.
+            await self.consume(events)
 
-        self.subscriber(on_batch)
+        self.subscriber(documented(subscription, on_batch))
 
     @property
     def running(self) -> bool:

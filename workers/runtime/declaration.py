@@ -16,7 +16,7 @@ from typing import Any, Final, cast
 from billing_fleet.logs import one_line
 from billing_fleet.settings import CoreSettings, compose
 from workers.runtime.settings import RuntimeSettings
-from workers.runtime.spec import WorkerSpec
+from workers.runtime.spec import OutageCheck, WorkerSpec
 
 RUNTIME_MIGRATIONS: Final = "workers.runtime"
 """The runtime's own tables (processed events, outbox, dead-letter replays)."""
@@ -42,9 +42,10 @@ class WorkerDeclaration:
     """The package whose ``migrations/`` folder holds the worker's tables; None: none."""
     consumes: tuple[str, ...]
     emits: tuple[str, ...] = ()
-    is_outage: Callable[[BaseException], bool] | None = None
+    is_outage: OutageCheck | None = None
     """Errors of this worker's own dependencies (beyond PostgreSQL and Kafka) that are
-    outages, not poison."""
+    outages, not poison. The spec may name its own too (``WorkerSpec.is_outage``): an
+    error either one names is an outage."""
 
     @property
     def topics(self) -> tuple[str, ...]:
@@ -65,11 +66,8 @@ class WorkerDeclaration:
 
     def load_factory(self) -> Factory:
         """The factory, imported now; ``WorkerBuildError`` when it is not there."""
-        module_name, _, attribute = self.factory.partition(":")
         try:
-            if not attribute:
-                raise ImportError(f"{self.factory!r} is not of the form module:factory")
-            return cast(Factory, getattr(importlib.import_module(module_name), attribute))
+            return cast(Factory, import_reference(self.factory, "factory"))
         except (ImportError, AttributeError) as exc:
             raise WorkerBuildError(f"worker {self.name}: {one_line(exc)}") from exc
 
@@ -78,28 +76,51 @@ class WorkerDeclaration:
         catalog, a spec that disagrees with the declaration) as ``WorkerBuildError``."""
         spec = build_spec(self.name, factory or self.load_factory(), settings)
         self.check(spec)
-        if self.is_outage is not None:
-            spec = dataclasses.replace(spec, is_outage=self.is_outage)
-        return spec
+        is_outage = either(spec.is_outage, self.is_outage)
+        if is_outage is spec.is_outage:
+            return spec
+        return dataclasses.replace(spec, is_outage=is_outage)
 
     def check(self, spec: WorkerSpec) -> None:
-        """``WorkerBuildError`` unless ``spec`` is the worker declared here (its name, the
-        topics it consumes and the topics it emits)."""
-        pairs = {
-            "name": ((spec.name,), (self.name,)),
-            "consumes": (consumed(spec), self.consumes),
-            "emits": (spec.emits, self.emits),
-        }
-        wrong = [
-            f"{what} {sorted(built)} (declared: {sorted(declared)})"
-            for what, (built, declared) in pairs.items()
-            if set(built) != set(declared)
-        ]
+        """``WorkerBuildError`` unless ``spec`` is the worker declared here: its name, the
+        topics it consumes in the declared order (the first one's consumer group and
+        idempotency rows are the bare worker name: ``WorkerSpec.consumer_key``), and the
+        topics it emits (in any order)."""
+        wrong = []
+        if spec.name != self.name:
+            wrong.append(f"name {spec.name!r} (declared: {self.name!r})")
+        if spec.topics != self.consumes:
+            found = f"consumes {list(spec.topics)} (declared: {list(self.consumes)})"
+            if sorted(spec.topics) == sorted(self.consumes):
+                found += ": the same topics in another order; keep the declared order"
+            wrong.append(found)
+        if set(spec.emits) != set(self.emits):
+            wrong.append(f"emits {sorted(spec.emits)} (declared: {sorted(self.emits)})")
         if wrong:
             raise WorkerBuildError(
                 f"worker {self.name}: its factory built a worker that disagrees with its "
                 f"declaration: {'; '.join(wrong)}"
             )
+
+
+def either(first: OutageCheck | None, second: OutageCheck | None) -> OutageCheck | None:
+    """One outage check that consults both (the spec's and the declaration's)."""
+    if first is None or second is None or first is second:
+        return first or second
+
+    def is_outage(exc: BaseException) -> bool:
+        return first(exc) or second(exc)
+
+    return is_outage
+
+
+def import_reference(reference: str, attribute: str) -> object:
+    """What ``"module:attribute"`` names, imported now; ``ImportError`` or
+    ``AttributeError`` (one line each) when it is not there."""
+    module_name, _, name = reference.partition(":")
+    if not name or not module_name:
+        raise ImportError(f"{reference!r} is not of the form module:{attribute}")
+    return getattr(importlib.import_module(module_name), name)
 
 
 def build_spec(name: str, factory: Factory, settings: CoreSettings) -> WorkerSpec:
@@ -108,8 +129,3 @@ def build_spec(name: str, factory: Factory, settings: CoreSettings) -> WorkerSpe
         return factory(settings)
     except Exception as exc:  # whatever the factory raises, it cannot run: say so, once
         raise WorkerBuildError(f"worker {name}: {one_line(exc)}") from exc
-
-
-def consumed(spec: WorkerSpec) -> tuple[str, ...]:
-    """The topics ``spec`` consumes, in order."""
-    return spec.topics

@@ -113,6 +113,9 @@ class Subscription(Generic[E]):
     types: frozenset[str] = BILLING_EVENT_TYPES
     """The topic's contract types: the ``type`` label of a message that does not parse is
     one of these, ``other`` or ``unknown``."""
+    model: Any = BillingEvent
+    """The topic's contract type (what ``parse`` returns): the payload the worker's AsyncAPI
+    document shows for this subscription."""
 
 
 def on_entitlement_changes(
@@ -129,6 +132,7 @@ def on_entitlement_changes(
         event_id=entitlement_change_id,
         event_type=entitlement_change_type,
         types=ENTITLEMENT_CHANGE_TYPES,
+        model=EntitlementChange,
     )
 
 
@@ -138,10 +142,11 @@ class WorkerSpec:
     """The outbox rows' ``worker``, the metrics label, the dead-letter topics' group part,
     and the Kafka consumer group and ``processed_events.consumer`` of the first topic."""
     subscriptions: tuple[Subscription[Any], ...]
-    """The consumed topics, each with its own consumer, dead-letter topic
+    """The consumed topics, in the declaration's order (``WorkerDeclaration.consumes``,
+    which the registry checks), each with its own consumer, dead-letter topic
     (``<topic>.<name>.dlt``) and idempotency key space. The first one's consumer group and
     ``processed_events.consumer`` is ``name``, every later one's ``name@topic`` (see
-    ``consumer_key``): keep the first one first."""
+    ``consumer_key``): never reorder them, add new topics at the end."""
     periodic: Periodic | None = None
     periodic_interval_seconds: float = 30.0
     emits: tuple[str, ...] = ()
@@ -154,7 +159,8 @@ class WorkerSpec:
     the worker process runs a delivery dispatcher (and closes the senders when it stops)."""
     is_outage: OutageCheck | None = None
     """Extra exceptions this worker's dependencies raise that are outages (retried as the
-    database's or Kafka's are), not poison; in the consumer, startup and the relay."""
+    database's or Kafka's are), not poison; in the consumer, startup and the relay. A
+    declaration's ``is_outage`` is added to it (an error either one names is an outage)."""
 
     def __post_init__(self) -> None:
         if not self.subscriptions:
@@ -189,13 +195,21 @@ class WorkerSpec:
         """The consumed topic names, in order."""
         return tuple(s.topic for s in self.subscriptions)
 
+    @property
+    def first_topic(self) -> str:
+        """The topic whose consumer group and ``processed_events.consumer`` is the bare
+        worker name: the declaration's ``consumes[0]`` (a build in another order is refused)."""
+        return self.subscriptions[0].topic
+
     def consumer_key(self, subscription: Subscription[Any]) -> str:
         """The Kafka consumer group and ``processed_events.consumer`` of ``subscription``.
 
         Event ids are unique within a topic only (Stripe event ids, change uuids), so each
-        topic gets its own key space. The first subscription keeps the bare worker name
-        (the rows of releases that had one topic per worker stay valid); a worker name has
-        no ``@``, so ``name@topic`` collides with no other worker's or topic's key."""
-        if subscription.topic == self.subscriptions[0].topic:
+        topic gets its own key space. The first topic keeps the bare worker name (the rows
+        of releases that had one topic per worker stay valid); a worker name has no ``@``,
+        so ``name@topic`` collides with no other worker's or topic's key. Moving another
+        topic first would hand it the first one's committed offsets and idempotency rows:
+        ``WorkerDeclaration.check`` refuses a spec whose topics are in another order."""
+        if subscription.topic == self.first_topic:
             return self.name
         return f"{self.name}@{subscription.topic}"
