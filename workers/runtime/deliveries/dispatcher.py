@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
 from collections import Counter
@@ -72,6 +73,7 @@ class Dispatcher:
         self._concurrency, self._lease = concurrency, lease_seconds
         self._per_destination = min(concurrency, per_destination or concurrency)
         self._by_origin: Counter[str] = Counter()  # sends in flight per destination
+        self._cooling: dict[str, float] = {}  # destination -> loop time its retry waits to
         self._drain_deadline: float | None = None
         self._db_timeout, self._poll, self._backoff_max = db_timeout, poll_interval, backoff_max
         self._wake = asyncio.Event()
@@ -145,16 +147,21 @@ class Dispatcher:
                 await self._flush_results()
 
     async def _claim(self, limit: int) -> list[Claimed]:
-        full = [o for o, n in self._by_origin.items() if n >= self._per_destination]
+        now = asyncio.get_running_loop().time()
+        self._cooling = {o: until for o, until in self._cooling.items() if until > now}
+        full = {o for o, n in self._by_origin.items() if n >= self._per_destination}
+        full.update(self._cooling)
         async with bounded_connection(self._pool, self._db_timeout) as conn:
-            return await claim(conn, self._worker, list(self._channels), limit, self._lease, full)
+            return await claim(
+                conn, self._worker, list(self._channels), limit, self._lease, sorted(full)
+            )
 
     async def _start_all(self, claimed: Sequence[Claimed]) -> None:
         """Start the claimed rows' sends, up to each destination's share; give back the
         rest (a backlog to one destination filled the claim)."""
         surplus: list[Claimed] = []
         for row in claimed:
-            if self._by_origin[row.origin] >= self._per_destination:
+            if self._by_origin[row.origin] >= self._per_destination or row.origin in self._cooling:
                 surplus.append(row)
             else:
                 self._start(row)
@@ -194,6 +201,11 @@ class Dispatcher:
                 "delivery dead after its last attempt",
                 extra={"worker": self._worker, "delivery_id": row.id, "error": result.detail},
             )
+        if status == "pending":
+            # Its destination is out: claim none of its rows until this one is due again
+            # (before the recorded result pushes them back for every replica).
+            until = asyncio.get_running_loop().time() + retry_in
+            self._cooling[row.origin] = max(self._cooling.get(row.origin, 0.0), until)
         self._results.append(Attempted(row, started_at, result, status, retry_in))
         self._results_ready.set()
 
@@ -250,10 +262,26 @@ class Dispatcher:
     async def _record_each(
         self, conn: asyncpg.Connection, batch: list[Attempted]
     ) -> list[Attempted]:
+        """Record each result alone; one refused is recorded again without its code and
+        detail, and dropped (logged) if even that is refused."""
         recorded: list[Attempted] = []
         for index, attempted in enumerate(batch):
             try:
-                await record(conn, [attempted])
+                try:
+                    await record(conn, [attempted])
+                except Exception as exc:
+                    if is_dependency_failure(exc):
+                        raise
+                    log.error(
+                        "delivery result refused: recorded without its code and detail",
+                        extra={
+                            "worker": self._worker,
+                            "delivery_id": attempted.claimed.id,
+                            "error": repr(exc),
+                        },
+                    )
+                    attempted = _bare(attempted, exc)
+                    await record(conn, [attempted])
             except Exception as exc:
                 if is_dependency_failure(exc):
                     self._results[:0] = batch[index:]
@@ -306,6 +334,14 @@ async def _send(sender: Sender, row: Claimed) -> SendResult:
     except Exception as exc:
         log.exception("delivery sender raised", extra={"delivery_id": row.id})
         return SendResult("retry", detail=f"{type(exc).__name__}: {exc}")
+
+
+def _bare(attempted: Attempted, exc: BaseException) -> Attempted:
+    """``attempted`` without the receiver's code and text (what PostgreSQL refused)."""
+    result = attempted.result
+    detail = f"result not recordable ({type(exc).__name__})"
+    bare = SendResult(result.outcome, None, detail, result.retry_after)
+    return dataclasses.replace(attempted, result=bare)
 
 
 def _next_state(sender: Sender, attempt: int, result: SendResult) -> tuple[Status, float]:
