@@ -66,6 +66,10 @@ class HttpSender:
             return SendResult("retry", detail=_detail(exc))
         return classify(response.status_code, response.headers.get("retry-after"))
 
+    @property
+    def closed(self) -> bool:
+        return self._client.is_closed
+
     async def aclose(self) -> None:
         await self._client.aclose()
 
