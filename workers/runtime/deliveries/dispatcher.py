@@ -100,8 +100,9 @@ class Dispatcher:
     async def run(self) -> None:
         """Claim and send until cancelled; outages of PostgreSQL are retried with backoff.
         On cancellation (a graceful stop) nothing more is claimed; the sends in flight get
-        their channel's timeout to finish and are recorded; any still running then is
-        cancelled (its lease expires and it is sent again, with the same key)."""
+        their channel's timeout (at most until the ``drain_until`` deadline) to finish and
+        are recorded; any still running then is cancelled (its lease expires and it is
+        sent again, with the same key)."""
         failures = 0
         recorder = asyncio.create_task(self._record_results(), name=f"{self._worker}-results")
         try:
