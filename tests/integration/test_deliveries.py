@@ -312,6 +312,15 @@ def test_deliveries_cli_refuses_bad_input_in_one_line() -> None:
         timeout=60,
     )
     assert bad_id.returncode == 2 and "not a number: 'abc'" in bad_id.stderr
+    bad_status = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "deliveries", "list", "--status", "lost"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert bad_status.returncode == 2 and "not a status: 'lost'" in bad_status.stderr
+    assert "Traceback" not in bad_status.stderr
     unreachable = subprocess.run(
         [sys.executable, "-m", "fleet.cli", "deliveries", "list"],
         capture_output=True,
