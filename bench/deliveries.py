@@ -7,9 +7,13 @@ number of coroutines), and (b) the worker runtime's ``Dispatcher`` over the HTTP
 on rows written beforehand to a fresh migrated database: claims, sends and recorded
 results included. (b) is timed from its start to the last row's ``sent_at``. (a) and (b)
 alternate for several rounds; the ratio is the median of the rounds' b/a (a shared VM's
-speed drifts). Then (c): the dispatcher on N rows of which half go to a second endpoint
-that is down (connection refused, retried on the channel's backoff): the up endpoint's
-deliveries/s while the other is down.
+speed drifts); (b) lets all its slots go to the one receiver
+(``per_destination`` = the concurrency). Then, at the default per-destination limit
+(``BILLING_DELIVERY_PER_DESTINATION_CONCURRENCY``): (c) the dispatcher on 2N rows of which
+half go to a second endpoint that is down (connection refused, retried on the channel's
+backoff): the up endpoint's deliveries/s while the other is down; (d) the same with the
+second endpoint hanging (it accepts the connection and reads the request, never answers:
+each send to it holds a slot for the whole 10 s HTTP timeout).
 """
 
 from __future__ import annotations
@@ -35,11 +39,43 @@ from workers.runtime.deliveries.dispatcher import Dispatcher
 from workers.runtime.deliveries.http import ID_HEADER, HttpSender
 from workers.runtime.deliveries.model import Delivery, RetryPolicy
 from workers.runtime.deliveries.store import write_deliveries
+from workers.runtime.settings import RuntimeSettings
 
 TARGET_RATIO = 0.5
 BODY = b'{"type":"invoice.paid","id":"evt_bench","data":{"amount":1999,"currency":"eur"}}'
 HEADERS = {"content-type": "application/json"}
 WRITE_CHUNK = 2_000
+PER_DESTINATION: int = RuntimeSettings.model_fields["delivery_per_destination_concurrency"].default
+
+
+class Hanging:
+    """A loopback endpoint that accepts, reads, and never answers (until closed)."""
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    async def __aenter__(self) -> str:
+        self._server = await asyncio.start_server(self._hold, "127.0.0.1", self.port)
+        return f"http://127.0.0.1:{self.port}/hook"
+
+    async def __aexit__(self, *exc: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in list(self._writers):
+            writer.close()
+        await self._server.wait_closed()
+
+    async def _hold(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.add(writer)
+        try:
+            while await reader.read(65536):
+                pass
+        except (ConnectionError, asyncio.CancelledError):
+            pass
+        finally:
+            self._writers.discard(writer)
 
 
 async def raw_client(url: str, count: int, concurrency: int) -> float:
@@ -82,9 +118,10 @@ async def dispatched(
     count: int,
     concurrency: int,
     timeout: float,
+    per_destination: int = PER_DESTINATION,
 ) -> tuple[float, int]:
-    """(b)/(c): the first endpoint's deliveries/s through a dispatcher, from its start to
-    its last row's ``sent_at``; and how many attempts the other endpoints cost."""
+    """(b)/(c)/(d): the first endpoint's deliveries/s through a dispatcher, from its start
+    to its last row's ``sent_at``; and how many attempts the other endpoints cost."""
     await _write_rows(database_url, worker, urls, count)
     up = urls[0]
     expect = sum(1 for i in range(count) if urls[i % len(urls)] == up)
@@ -97,6 +134,7 @@ async def dispatched(
         {"http": sender},
         worker=worker,
         concurrency=concurrency,
+        per_destination=per_destination,
         lease_seconds=60.0,
         db_timeout=5.0,
     )
@@ -124,6 +162,7 @@ async def dispatched(
             worker,
             up,
         )
+        dispatcher.drain_until(asyncio.get_running_loop().time())  # cut hanging sends off
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     finally:
@@ -154,12 +193,16 @@ def run(*, count: int, concurrency: int, rounds: int, timeout: float) -> int:
             for round_ in range(rounds):
                 raws.append(await raw_client(url, count, concurrency))
                 rate, _ = await dispatched(
-                    database_url, f"bench-{round_}", [url], count, concurrency, timeout
+                    database_url, f"bench-{round_}", [url], count, concurrency, timeout, concurrency
                 )
                 dispatches.append(rate)
             results["down"] = await dispatched(
                 database_url, "bench-down", [url, down], count * 2, concurrency, timeout
             )
+            async with Hanging() as hanging:
+                results["hang"] = await dispatched(
+                    database_url, "bench-hang", [url, hanging], count * 2, concurrency, timeout
+                )
 
         print(
             f"{count:,} POSTs per run, concurrency {concurrency}, {rounds} rounds ...",
@@ -171,8 +214,7 @@ def run(*, count: int, concurrency: int, rounds: int, timeout: float) -> int:
             raise RuntimeError(f"the HTTP server stopped:\n{procs.log_tail(log)}")
         ratios = [b / a for a, b in zip(raws, dispatches, strict=True)]
         ratio = statistics.median(ratios)
-        down_rate, down_attempts = results["down"]
-        _print(raws, dispatches, ratios, ratio, count, down_rate, down_attempts)
+        _print(raws, dispatches, ratios, ratio, count, results["down"], results["hang"])
     return 0
 
 
@@ -182,8 +224,8 @@ def _print(
     ratios: Sequence[float],
     ratio: float,
     count: int,
-    down_rate: float,
-    down_attempts: int,
+    down: tuple[float, int],
+    hang: tuple[float, int],
 ) -> None:
     def cells(values: Sequence[float], fmt: str) -> str:
         return "".join(f"{v:{fmt}}" for v in values)
@@ -204,8 +246,14 @@ def _print(
         f"b / a = median of the rounds' ratios = {ratio:.2f}    target >= {TARGET_RATIO}: {verdict}"
     )
     print(
-        f"(c) one of two endpoints down ({count:,} rows each): the up one at "
-        f"{down_rate:,.0f} deliveries/s, {down_attempts:,} refused attempts at the other"
+        f"(c) one of two endpoints down ({count:,} rows each, {PER_DESTINATION} slots per "
+        f"destination): the up one at {down[0]:,.0f} deliveries/s, {down[1]:,} refused "
+        "attempts at the other"
+    )
+    print(
+        f"(d) one of two endpoints hangs ({count:,} rows each, {PER_DESTINATION} slots per "
+        f"destination): the up one at {hang[0]:,.0f} deliveries/s, {hang[1]:,} timed-out "
+        "attempts at the other"
     )
 
 

@@ -7,22 +7,15 @@ lost while the command runs.
 from __future__ import annotations
 
 import argparse
-import asyncio
 import sys
-from collections.abc import Awaitable, Callable
-from typing import Any, TypeVar
+from collections.abc import Callable
+from typing import Any
 
-import asyncpg
-from asyncpg import PostgresError
-
-from billing_fleet.logs import one_line
-from fleet.preflight import CONNECT_TIMEOUT_SECONDS, Unavailable, check_database
+from fleet.preflight import DATABASE_ERRORS, failure_reason, with_connection
 from fleet.settings import DevSettings
 
 Command = Callable[[argparse.Namespace, DevSettings], int]
-T = TypeVar("T")
-STATUSES = ("pending", "dead", "failed", "sent")
-SERVER_ERRORS = (Unavailable, PostgresError, OSError, TimeoutError)
+NOT_MIGRATED = "the database has no deliveries table: run `billing-fleet migrate`"
 
 
 def add_deliveries_parser(commands: Any, dispatch: Command) -> None:
@@ -33,7 +26,9 @@ def add_deliveries_parser(commands: Any, dispatch: Command) -> None:
     sub = deliveries.add_subparsers(dest="deliveries_command", required=True, metavar="ACTION")
     listing = sub.add_parser("list", help="the newest deliveries: id, status, attempts, error")
     listing.add_argument("--worker", help="only this worker's")
-    listing.add_argument("--status", choices=STATUSES, help="only those with this status")
+    listing.add_argument(
+        "--status", type=_status, help="only those with this status: pending, sent, failed, dead"
+    )
     listing.add_argument("--limit", type=_positive, default=100, help="default: %(default)s")
     listing.set_defaults(deliveries_handler=_list)
     retry = sub.add_parser("retry", help="re-queue a dead or failed delivery (due now)")
@@ -53,6 +48,15 @@ def run_deliveries(args: argparse.Namespace, settings: DevSettings) -> int:
     return command(args, settings)
 
 
+def _status(text: str) -> str:
+    # The model's statuses, imported only when asked: the gateway's CLI loads no worker code.
+    from workers.runtime.deliveries.model import STATUSES
+
+    if text not in STATUSES:
+        raise argparse.ArgumentTypeError(f"not a status: {text!r} (one of {', '.join(STATUSES)})")
+    return text
+
+
 def _positive(text: str) -> int:
     try:
         value = int(text)
@@ -63,28 +67,8 @@ def _positive(text: str) -> int:
     return value
 
 
-def _with_connection(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
-    async def run() -> T:
-        await check_database(url)
-        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)
-        try:
-            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS * 2):
-                return await work(conn)
-        finally:
-            conn.terminate()
-
-    return asyncio.run(run())
-
-
 def _failed(action: str, exc: BaseException) -> int:
-    if isinstance(exc, asyncpg.UndefinedTableError):
-        reason = "the database has no deliveries table: run `billing-fleet migrate`"
-    elif isinstance(exc, PostgresError):
-        reason = f"PostgreSQL failed (DATABASE_URL): {one_line(exc)}"
-    elif isinstance(exc, Unavailable):
-        reason = one_line(exc)
-    else:
-        reason = f"PostgreSQL stopped answering ({one_line(exc) or type(exc).__name__})"
+    reason = failure_reason(exc, missing_table=NOT_MIGRATED)
     print(f"billing-fleet deliveries {action}: {reason}", file=sys.stderr)
     return 1
 
@@ -94,13 +78,13 @@ def _list(args: argparse.Namespace, settings: DevSettings) -> int:
 
     assert settings.database_url
     try:
-        rows = _with_connection(
+        rows = with_connection(
             settings.database_url,
             lambda conn: list_deliveries(
                 conn, worker=args.worker, status=args.status, limit=args.limit
             ),
         )
-    except SERVER_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         return _failed("list", exc)
     if not rows:
         print("no deliveries")
@@ -121,11 +105,11 @@ def _retry(args: argparse.Namespace, settings: DevSettings) -> int:
 
     assert settings.database_url
     try:
-        worker = _with_connection(settings.database_url, lambda conn: requeue(conn, args.id))
+        worker = with_connection(settings.database_url, lambda conn: requeue(conn, args.id))
     except NotRetryable as exc:
         print(f"billing-fleet deliveries retry: {exc}", file=sys.stderr)
         return 1
-    except SERVER_ERRORS as exc:
+    except DATABASE_ERRORS as exc:
         return _failed("retry", exc)
     print(f"delivery {args.id} of worker {worker} re-queued: pending, due now")
     return 0

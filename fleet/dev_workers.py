@@ -28,6 +28,7 @@ from workers.runtime.declaration import (
     WorkerDeclaration,
     build_spec,
 )
+from workers.runtime.deliveries.run import discard_senders
 from workers.runtime.settings import RuntimeSettings
 from workers.runtime.spec import WorkerSpec
 
@@ -53,7 +54,14 @@ class DevWorkers:
         self._settings = settings
         self._factories = factories
         self._declarations = declarations or {}
-        self.specs = {name: self._build(name) for name in factories}
+        self.specs: dict[str, WorkerSpec] = {}
+        try:
+            for name in factories:
+                self.specs[name] = self._build(name)
+        except BaseException:
+            for spec in self.specs.values():  # built, but dev will not run them
+                discard_senders(spec)
+            raise
         self.failure: WorkerFailed | None = None
 
     @classmethod

@@ -14,20 +14,25 @@ from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 from aiokafka.errors import KafkaError
-from asyncpg import PostgresError
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from billing_fleet.kafka_admin import broker_reachable
 from billing_fleet.logs import one_line
-from fleet.preflight import CONNECT_TIMEOUT_SECONDS, Unavailable, check_database
+from fleet.preflight import (
+    CONNECT_TIMEOUT_SECONDS,
+    DATABASE_ERRORS,
+    Unavailable,
+    check_database,
+    failure_reason,
+)
 from fleet.settings import DevSettings
 
 Command = Callable[[argparse.Namespace, DevSettings], int]
 T = TypeVar("T")
 
 # What a server that is not there (or stops answering) raises, past the checks.
-SERVER_ERRORS = (Unavailable, KafkaError, PostgresError, OSError, TimeoutError)
+SERVER_ERRORS = (*DATABASE_ERRORS, KafkaError)
 
 
 def add_dlt_parser(commands: Any, dispatch: Command) -> None:
@@ -98,12 +103,8 @@ def _run(settings: DevSettings, work: Callable[[], Awaitable[T]], *, database: b
 def _failed(action: str, exc: BaseException) -> int:
     if isinstance(exc, KafkaError):
         reason = f"Kafka failed (KAFKA_BOOTSTRAP_SERVERS): {one_line(exc)}"
-    elif isinstance(exc, PostgresError):
-        reason = f"PostgreSQL failed (DATABASE_URL): {one_line(exc)}"
-    elif isinstance(exc, Unavailable):
-        reason = one_line(exc)
-    else:  # a connection lost or timed out after the checks
-        reason = f"a server stopped answering ({one_line(exc)})"
+    else:
+        reason = failure_reason(exc)
     print(f"billing-fleet dlt {action}: {reason}", file=sys.stderr)
     return 1
 

@@ -3,21 +3,62 @@ line (``Unavailable``) instead of a traceback or a half-started process."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
-from typing import TYPE_CHECKING
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, TypeVar
 from urllib.parse import parse_qs, urlsplit
 
 import asyncpg
+
+from billing_fleet.logs import one_line
 
 if TYPE_CHECKING:  # not at run time: `worker` loads nothing of the gateway
     from api_gateway.settings import GatewaySettings
 
 
 CONNECT_TIMEOUT_SECONDS = 5.0
+T = TypeVar("T")
 
 
 class Unavailable(RuntimeError):
     """A dependency or resource the command needs is not there; the message says which."""
+
+
+# What PostgreSQL not there (or no longer answering) raises past the checks.
+DATABASE_ERRORS: tuple[type[BaseException], ...] = (
+    Unavailable,
+    asyncpg.PostgresError,
+    OSError,
+    TimeoutError,
+)
+
+
+def failure_reason(exc: BaseException, *, missing_table: str | None = None) -> str:
+    """One line for an operator command's ``DATABASE_ERRORS`` (``missing_table``: what
+    to say when the table is not there, i.e. the database is not migrated)."""
+    if missing_table is not None and isinstance(exc, asyncpg.UndefinedTableError):
+        return missing_table
+    if isinstance(exc, asyncpg.PostgresError):
+        return f"PostgreSQL failed (DATABASE_URL): {one_line(exc)}"
+    if isinstance(exc, Unavailable):
+        return one_line(exc)
+    return f"a server stopped answering ({one_line(exc) or type(exc).__name__})"
+
+
+def with_connection(url: str, work: Callable[[asyncpg.Connection], Awaitable[T]]) -> T:
+    """``work(conn)`` on one connection to ``url`` once ``check_database`` passed, bounded."""
+
+    async def run() -> T:
+        await check_database(url)
+        conn = await asyncpg.connect(url, timeout=CONNECT_TIMEOUT_SECONDS)
+        try:
+            async with asyncio.timeout(CONNECT_TIMEOUT_SECONDS * 2):
+                return await work(conn)
+        finally:
+            conn.terminate()
+
+    return asyncio.run(run())
 
 
 def port_free(host: str, port: int) -> bool:

@@ -10,14 +10,17 @@ from typing import Any
 import asyncpg
 
 from billing_fleet.db import create_pool
+from workers.runtime.deliveries.channel import Sender
 from workers.runtime.deliveries.dispatcher import Dispatcher
 from workers.runtime.deliveries.http import HttpSender
 from workers.runtime.deliveries.model import Delivery, RetryPolicy
 from workers.runtime.deliveries.store import write_deliveries
 
 
-def http_channel(*, backoff: Sequence[float] = (0.1, 0.2), attempts: int = 50) -> HttpSender:
-    return HttpSender(RetryPolicy(tuple(backoff), attempts), timeout_seconds=2.0)
+def http_channel(
+    *, backoff: Sequence[float] = (0.1, 0.2), attempts: int = 50, timeout: float = 2.0
+) -> HttpSender:
+    return HttpSender(RetryPolicy(tuple(backoff), attempts), timeout_seconds=timeout)
 
 
 async def write(database_url: str, worker: str, deliveries: Sequence[Delivery]) -> int:
@@ -34,7 +37,8 @@ async def rows(database_url: str, worker: str) -> list[asyncpg.Record]:
     conn = await asyncpg.connect(database_url)
     try:
         return await conn.fetch(
-            "SELECT id, idempotency_key, status, attempts, last_code FROM deliveries"
+            "SELECT id, idempotency_key, status, attempts, last_code, last_detail,"
+            " next_attempt_at > now() + interval '10 seconds' AS later FROM deliveries"
             " WHERE worker = $1 ORDER BY id",
             worker,
         )
@@ -60,9 +64,10 @@ async def statuses(database_url: str, worker: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def dispatching(
-    database_url: str, worker: str, sender: HttpSender, **options: Any
+    database_url: str, worker: str, sender: Sender, **options: Any
 ) -> AsyncIterator[Dispatcher]:
-    """A dispatcher of ``worker``'s rows over the HTTP channel, running for the block."""
+    """A dispatcher of ``worker``'s rows over ``sender`` (channel ``http``), running for
+    the block."""
     pool = await create_pool(database_url, max_size=4, connect_timeout=5.0)
     values: dict[str, Any] = {
         "concurrency": 8,

@@ -14,7 +14,7 @@ import pytest
 from tests.deliveries_support import attempts, dispatching, http_channel, rows, statuses, write
 from tests.http_receiver import HOLD, Answer, Receiver
 from tests.runtime_toy import metric, unique, wait_for
-from workers.runtime.deliveries.model import Delivery
+from workers.runtime.deliveries.model import Delivery, RetryPolicy, SendResult
 
 pytestmark = pytest.mark.integration
 
@@ -155,12 +155,23 @@ async def test_dead_after_its_attempts_then_retry_delivers_it(database_url: str)
             assert f"{row['id']}\t{worker}\thttp\tdead\t3" in listed.stdout
             assert "500 HTTP 500" in listed.stdout
 
-            receiver.default = Answer(200)
+            # Re-queued, still failing: the channel's three attempts again, numbered on.
             retried = _cli(database_url, "retry", str(row["id"]))
             assert retried.returncode == 0, retried.stderr
             assert "re-queued" in retried.stdout
+            await wait_for(lambda: _requested(receiver, "/d", 6), message="three more tries")
+            await wait_for(lambda: _status_is(database_url, worker, "dead-1", "dead"))
+            assert receiver.ids("/d", receiver.requests) == {"dead-1": 6}
+
+            receiver.default = Answer(200)
+            retried = _cli(database_url, "retry", str(row["id"]))
+            assert retried.returncode == 0, retried.stderr
             await wait_for(lambda: _arrived(receiver, "/d", 1), message="delivered after retry")
+            await wait_for(lambda: _status_is(database_url, worker, "dead-1", "sent"))
         assert await statuses(database_url, worker) == {"dead-1": "sent"}
+        numbers = [a["attempt"] for a in await attempts(database_url, row["id"])]
+        assert numbers == [1, 2, 3, 4, 5, 6, 7]  # never a number twice
+        assert [r["attempts"] for r in await rows(database_url, worker)] == [7]
         again = _cli(database_url, "retry", str(row["id"]))
         assert again.returncode == 1
         assert "is sent: only dead or failed deliveries are re-queued" in again.stderr
@@ -190,6 +201,107 @@ async def test_graceful_stop_lets_a_send_in_flight_finish(database_url: str) -> 
         await receiver.stop()
 
 
+async def test_a_hanging_endpoint_holds_only_its_own_send_slots(database_url: str) -> None:
+    worker = unique("dl-hang")
+    hanging, healthy = Receiver(), Receiver()
+    hanging.default = HOLD  # accepts the connection and the request, never answers
+    await hanging.start()
+    await healthy.start()
+    # The hanging endpoint's backlog comes first in due order.
+    await write(database_url, worker, _deliveries(hanging, "/h", "h", 20))
+    await write(database_url, worker, _deliveries(healthy, "/ok", "ok", 20))
+    sender = http_channel(backoff=(60.0,), timeout=3.0)
+    try:
+        async with dispatching(database_url, worker, sender, concurrency=4, per_destination=2):
+            await wait_for(lambda: _arrived(healthy, "/ok", 20), message="healthy delivered")
+            # Meanwhile the hanging endpoint held two slots, and got no other request.
+            assert sum(hanging.requests.values()) == 2
+            await wait_for(
+                lambda: _recorded_retries(database_url, worker, 2), message="the two timeouts"
+            )
+            states = {r["idempotency_key"]: r for r in await rows(database_url, worker)}
+            hung = [r for key, r in states.items() if key.startswith("h-")]
+            # Its retries pushed its whole backlog back by the wait, not only the two tried.
+            assert all(r["status"] == "pending" and r["later"] for r in hung), hung
+            assert sorted(r["attempts"] for r in hung) == [0] * 18 + [1, 1]
+            assert sum(hanging.requests.values()) == 2
+        assert healthy.ids("/ok", healthy.requests) == {f"ok-{i}": 1 for i in range(20)}
+        assert {r["attempts"] for r in await rows(database_url, worker)} <= {0, 1}
+        dead = metric("billing_deliveries_total", worker=worker, channel="http", outcome="dead")
+        assert dead == 0
+    finally:
+        await hanging.stop()
+        await healthy.stop()
+
+
+class _Scripted:
+    """A sender whose results are given per idempotency key (each send counted)."""
+
+    def __init__(self, results: dict[str, SendResult]) -> None:
+        self.results = results
+        self.sends: dict[str, int] = {}
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return RetryPolicy((0.05,), 5)
+
+    @property
+    def timeout_seconds(self) -> float:
+        return 2.0
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        key = delivery.idempotency_key
+        self.sends[key] = self.sends.get(key, 0) + 1
+        return self.results.get(key, SendResult("sent", "200"))
+
+    async def aclose(self) -> None:
+        pass
+
+
+async def test_a_result_postgresql_refuses_blocks_no_other(database_url: str) -> None:
+    worker = unique("dl-nul")
+    sender = _Scripted(
+        {
+            "nul": SendResult("failed", "4\x0010", "bad\x00 answer"),
+            # Not encodable as UTF-8: the statement is refused; only this result is replaced.
+            "surrogate": SendResult("failed", "400", "broken \ud800 text"),
+        }
+    )
+    keys = ["nul", "surrogate", "fine-1", "fine-2"]
+    await write(database_url, worker, [Delivery("http", "http://x", k, b"") for k in keys])
+    async with dispatching(database_url, worker, sender):
+        await wait_for(lambda: _settled(database_url, worker, 4), message="every result recorded")
+    found = {r["idempotency_key"]: r for r in await rows(database_url, worker)}
+    assert {k: r["status"] for k, r in found.items()} == {
+        "nul": "failed",
+        "surrogate": "failed",
+        "fine-1": "sent",
+        "fine-2": "sent",
+    }
+    assert (found["nul"]["last_code"], found["nul"]["last_detail"]) == ("410", "bad answer")
+    assert found["surrogate"]["last_code"] is None
+    assert "not recordable" in (found["surrogate"]["last_detail"] or "")
+    assert sender.sends == {key: 1 for key in keys}  # recorded once, never sent again
+
+
+async def test_a_stop_cuts_sends_off_at_the_drain_deadline(database_url: str) -> None:
+    worker = unique("dl-drain")
+    receiver = Receiver()
+    receiver.default = HOLD
+    await receiver.start()
+    await write(database_url, worker, [Delivery.json("http", receiver.url("/h"), "d-1", {})])
+    try:
+        async with dispatching(database_url, worker, http_channel(timeout=30.0)) as dispatcher:
+            await wait_for(lambda: _requested(receiver, "/h", 1), message="the send began")
+            dispatcher.drain_until(asyncio.get_running_loop().time())  # no budget left
+        # Cut off, not timed out: no attempt recorded, the lease will bring it back.
+        (row,) = await rows(database_url, worker)
+        assert (row["status"], row["attempts"]) == ("pending", 1)
+        assert await attempts(database_url, row["id"]) == []
+    finally:
+        await receiver.stop()
+
+
 def test_deliveries_cli_refuses_bad_input_in_one_line() -> None:
     env = {**os.environ, "DATABASE_URL": "postgresql://postgres@127.0.0.1:1/postgres"}
     bad_id = subprocess.run(
@@ -200,6 +312,15 @@ def test_deliveries_cli_refuses_bad_input_in_one_line() -> None:
         timeout=60,
     )
     assert bad_id.returncode == 2 and "not a number: 'abc'" in bad_id.stderr
+    bad_status = subprocess.run(
+        [sys.executable, "-m", "fleet.cli", "deliveries", "list", "--status", "lost"],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=60,
+    )
+    assert bad_status.returncode == 2 and "not a status: 'lost'" in bad_status.stderr
+    assert "Traceback" not in bad_status.stderr
     unreachable = subprocess.run(
         [sys.executable, "-m", "fleet.cli", "deliveries", "list"],
         capture_output=True,
@@ -283,3 +404,15 @@ async def _status_all(database_url: str, worker: str, status: str, count: int) -
 
 async def _status_is(database_url: str, worker: str, key: str, status: str) -> Any:
     return (await statuses(database_url, worker)).get(key) == status
+
+
+async def _recorded_retries(database_url: str, worker: str, count: int) -> bool:
+    found = 0
+    for row in await rows(database_url, worker):
+        found += sum(a["outcome"] == "retry" for a in await attempts(database_url, row["id"]))
+    return found >= count
+
+
+async def _settled(database_url: str, worker: str, count: int) -> bool:
+    found = await statuses(database_url, worker)
+    return len(found) == count and "pending" not in found.values()

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
+from collections.abc import Sequence
 
+import asyncpg
 import pytest
 
 from tests.deliveries_support import rows
@@ -20,6 +23,8 @@ from tests.runtime_toy import (
     wait_for,
     worker_settings,
 )
+from workers.runtime.deliveries.model import Delivery
+from workers.runtime.spec import Effect
 
 pytestmark = pytest.mark.integration
 
@@ -59,3 +64,41 @@ async def test_each_event_reaches_the_receiver_exactly_once(settings: FleetSetti
         assert sent == {event.source.stripe_event_id for event in events}
     finally:
         await receiver.stop()
+
+
+async def test_a_periodic_job_s_delivery_reaches_the_receiver(settings: FleetSettings) -> None:
+    assert settings.kafka_bootstrap_servers and settings.database_url
+    name, topic = unique("dl-tick"), unique("dl-tick-events")
+    await create_topics(settings, topic)
+    receiver = Receiver()
+    await receiver.start()
+    ticks = 0
+
+    async def tick(conn: asyncpg.Connection) -> Sequence[Effect]:
+        nonlocal ticks
+        ticks += 1
+        # The same key every tick: one row, one webhook, however often it runs.
+        return [Delivery.json("http", receiver.url("/tick"), f"{name}-daily", {"tick": ticks})]
+
+    spec = dataclasses.replace(
+        webhook_spec(name, topic, receiver.url("/hook")),
+        periodic=tick,
+        periodic_interval_seconds=0.2,
+    )
+    try:
+        async with running(spec, worker_settings(settings, delivery_poll_seconds=5.0)):
+            await wait_for(lambda: _arrived(receiver, "/tick"), message="the periodic webhook")
+
+            async def several_ticks() -> bool:
+                return ticks >= 3
+
+            await wait_for(several_ticks, message="more ticks after the first")
+        assert receiver.ids("/tick", receiver.requests) == {f"{name}-daily": 1}
+        assert json.loads(receiver.bodies[f"{name}-daily"]) == {"tick": 1}
+        assert [r["status"] for r in await rows(settings.database_url, name)] == ["sent"]
+    finally:
+        await receiver.stop()
+
+
+async def _arrived(receiver: Receiver, path: str) -> bool:
+    return bool(receiver.ids(path))

@@ -41,6 +41,7 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
             "workers.runtime/0004_dlt_replays_by_letter_id.sql",
             "workers.runtime/0005_outbox_per_worker.sql",
             "workers.runtime/0006_deliveries.sql",
+            "workers.runtime/0007_deliveries_per_destination.sql",
             "workers.entitlement/0001_entitlements.sql",
             "workers.entitlement/0002_source_bases_addons.sql",
             "workers.entitlement/0003_read_views.sql",

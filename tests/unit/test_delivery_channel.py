@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
+from typing import Any
 
 import pytest
 
+from billing_fleet.settings import CoreSettings
+from contracts import BILLING_EVENTS
+from workers.runtime.declaration import WorkerBuildError, WorkerDeclaration
 from workers.runtime.deliveries.dispatcher import _next_state
 from workers.runtime.deliveries.http import (
     RETRY_AFTER_MAX_SECONDS,
@@ -14,6 +19,7 @@ from workers.runtime.deliveries.http import (
     parse_retry_after,
 )
 from workers.runtime.deliveries.model import Delivery, InvalidDelivery, RetryPolicy, SendResult
+from workers.runtime.spec import WorkerSpec
 
 
 @pytest.mark.parametrize(
@@ -82,3 +88,37 @@ def test_json_delivery_sets_its_content_type() -> None:
     delivery = Delivery.json("http", "http://x", "k", {"a": 1}, headers={"x-extra": "1"})
     assert delivery.payload == b'{"a":1}'
     assert delivery.headers == {"content-type": "application/json", "x-extra": "1"}
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"x-bad\r\nname": "1"},
+        {"x bad": "1"},
+        {"": "1"},
+        {"x-ok": "a\r\nx-injected: 1"},
+        {"x-ok": "a\nb"},
+        {"x-ok": "a\x00b"},
+    ],
+)
+def test_delivery_refuses_headers_http_cannot_send(headers: dict[str, str]) -> None:
+    with pytest.raises(InvalidDelivery, match="header"):
+        Delivery("http", "http://x", "k", b"", headers)
+
+
+async def test_a_build_that_fails_its_declaration_closes_its_channels() -> None:
+    sender = HttpSender(RetryPolicy((1.0,), 1))
+
+    def factory(settings: CoreSettings) -> WorkerSpec:
+        return WorkerSpec.single("other-name", _handle, channels={"http": sender})
+
+    declaration = WorkerDeclaration("toy", "x:y", CoreSettings, None, (BILLING_EVENTS,))
+    with pytest.raises(WorkerBuildError, match="disagrees with its declaration"):
+        declaration.build(CoreSettings(), factory)
+    await asyncio.sleep(0)  # the close runs in the background of this loop
+    await asyncio.sleep(0)
+    assert sender.closed
+
+
+async def _handle(conn: Any, event: Any) -> list[Any]:
+    return []

@@ -75,7 +75,13 @@ class WorkerDeclaration:
         """``factory(settings)`` checked against this declaration; any failure (a broken
         catalog, a spec that disagrees with the declaration) as ``WorkerBuildError``."""
         spec = build_spec(self.name, factory or self.load_factory(), settings)
-        self.check(spec)
+        try:
+            self.check(spec)
+        except WorkerBuildError:
+            from workers.runtime.deliveries.run import discard_senders
+
+            discard_senders(spec)  # the spec will not run: close its HTTP clients
+            raise
         is_outage = either(spec.is_outage, self.is_outage)
         if is_outage is spec.is_outage:
             return spec

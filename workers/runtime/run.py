@@ -26,10 +26,12 @@ from billing_fleet.migrate import require_migrated
 from workers.runtime.asyncapi import register_emitted
 from workers.runtime.consumer import BatchConsumer
 from workers.runtime.declaration import RUNTIME_MIGRATIONS
-from workers.runtime.deliveries.run import close_senders, dispatcher_for
+from workers.runtime.deliveries.dispatcher import Dispatcher
+from workers.runtime.deliveries.run import close_senders, dispatcher_connections, dispatcher_for
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
 from workers.runtime.http import HttpServer, create_app
 from workers.runtime.outbox import OutboxRelay, write_outbox
+from workers.runtime.processing import write_effects
 from workers.runtime.relay_sender import BatchSender
 from workers.runtime.settings import RuntimeSettings
 from workers.runtime.spec import WorkerSpec
@@ -60,9 +62,10 @@ async def run_worker(
     database_url, bootstrap = settings.database_url, settings.kafka_bootstrap_servers
     worker, is_outage = spec.name, spec.is_outage
     db_timeout = settings.worker_database_timeout_seconds
-    # A connection per lane of each topic, plus the relay, the periodic job and the
-    # readiness probe.
-    pool_size = max(10, settings.worker_lanes * len(spec.subscriptions) + 3)
+    # A connection per lane of each topic, plus the relay, the periodic job, the readiness
+    # probe and the delivery dispatcher's (none without channels).
+    lanes = settings.worker_lanes * len(spec.subscriptions)
+    pool_size = max(10, lanes + 3 + dispatcher_connections(spec))
     pool = await _until_up(
         spec,
         "database",
@@ -148,13 +151,15 @@ async def run_worker(
         if spec.periodic is not None:
             tasks.append(
                 asyncio.create_task(
-                    _periodic(spec, pool, relay, db_timeout), name=f"{worker}-periodic"
+                    _periodic(spec, pool, wrote, db_timeout), name=f"{worker}-periodic"
                 )
             )
         log.info("worker started", extra={"worker": worker, "topics": list(spec.topics)})
         await asyncio.gather(*tasks)  # runs until cancelled; raises only on a bug
     finally:
-        await _shutdown(settings, spec, consumers, broker, producer, relay, tasks, http, pool)
+        await _shutdown(
+            settings, spec, consumers, broker, producer, relay, dispatcher, tasks, http, pool
+        )
 
 
 async def _shutdown(
@@ -164,6 +169,7 @@ async def _shutdown(
     broker: KafkaBroker,
     producer: AIOKafkaProducer,
     relay: OutboxRelay,
+    dispatcher: Dispatcher | None,
     tasks: list[asyncio.Task[None]],
     http: HttpServer | None,
     pool: asyncpg.Pool,
@@ -171,6 +177,11 @@ async def _shutdown(
     worker = spec.name
     db_timeout = settings.worker_database_timeout_seconds
     log.info("worker stopping", extra={"worker": worker})
+    if dispatcher is not None:
+        # Sends in flight get what is left of the budget after recording their results
+        # and the last outbox flush (a database timeout each), not a hard close.
+        budget = settings.worker_shutdown_timeout_seconds - 2 * db_timeout
+        dispatcher.drain_until(asyncio.get_running_loop().time() + max(0.0, budget))
     for consumer in consumers:
         consumer.stopping.set()  # an outage wait gives its batch back instead of holding on
     try:
@@ -252,16 +263,20 @@ async def _ensure_topics(
 
 
 async def _periodic(
-    spec: WorkerSpec, pool: asyncpg.Pool, relay: OutboxRelay, timeout: float
+    spec: WorkerSpec, pool: asyncpg.Pool, wrote: Callable[[], None], timeout: float
 ) -> None:
+    """``spec.periodic`` every interval, each run in its own transaction; its effects are
+    written as a handler's are (Outgoing to the outbox, Delivery to ``deliveries``), and
+    ``wrote`` wakes the relay and the dispatcher once they are committed."""
     assert spec.periodic is not None
     while True:
         try:
             async with bounded_transaction(pool, timeout) as conn:
-                outgoing = await spec.periodic(conn)
+                effects = await spec.periodic(conn)
+                outgoing, delivered = await write_effects(conn, spec, effects)
                 await write_outbox(conn, spec.name, outgoing)
-            if outgoing:
-                relay.wake()
+            if outgoing or delivered:
+                wrote()
         except Exception as exc:
             # The next tick retries; periodic work is idempotent by design (time-driven).
             outage = is_dependency_failure(exc, spec.is_outage)

@@ -65,6 +65,13 @@ class RuntimeSettings(CoreSettings):
     delivery_concurrency: int = Field(
         default=16, ge=1, le=1000, description="Sends a worker's delivery dispatcher runs at once."
     )
+    delivery_per_destination_concurrency: int = Field(
+        default=4,
+        ge=1,
+        le=1000,
+        description="Of those, sends to one destination (a URL's scheme, host and port) at "
+        "once: an endpoint that hangs until the timeout holds only these.",
+    )
     delivery_lease_seconds: float = Field(
         default=60.0,
         gt=0,

@@ -72,8 +72,9 @@ commits."""
 Handler = TopicHandler[BillingEvent]
 BatchHandler = TopicBatchHandler[BillingEvent]
 
-Periodic = Callable[[asyncpg.Connection], Awaitable[Sequence[Outgoing]]]
-"""Time-driven work (e.g. expiring access) run in its own transaction, with an outbox."""
+Periodic = Callable[[asyncpg.Connection], Awaitable[Sequence[Effect]]]
+"""Time-driven work (e.g. expiring access) run in its own transaction; what it returns is
+written as a handler's effects are (Outgoing to the outbox, Delivery to its channels)."""
 
 OutageCheck = Callable[[BaseException], bool]
 

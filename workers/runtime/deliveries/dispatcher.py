@@ -4,7 +4,10 @@ Rows are leased with ``FOR UPDATE SKIP LOCKED`` in a short claim of their own (r
 share the work, no global lock), sent with bounded concurrency and a bounded time per
 send, and each result is recorded with the attempt. A failure that is the destination's
 outage makes only that row due again later (its channel's backoff, or the receiver's
-``Retry-After``); other rows and the worker's partitions go on.
+``Retry-After``); other rows and the worker's partitions go on. One destination (a URL's
+origin) holds at most ``per_destination`` of the send slots, and a retry recorded for it
+pushes its other due rows back by the same wait: an endpoint that hangs until the timeout
+slows its own rows only.
 
 The crash window: a dispatcher killed after a receiver got the request but before the
 result was recorded leaves the row leased; once the lease expires another claim sends it
@@ -16,9 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import logging
 import time
-from collections.abc import Mapping
+from collections import Counter
+from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
 
@@ -28,7 +33,15 @@ from billing_fleet.db import bounded_connection
 from workers.runtime.deliveries.channel import Sender
 from workers.runtime.deliveries.metrics import DELIVERIES, DELIVERIES_PENDING, DELIVERY_SECONDS
 from workers.runtime.deliveries.model import SendResult, Status
-from workers.runtime.deliveries.store import Attempted, Claimed, claim, pending_counts, record
+from workers.runtime.deliveries.store import (
+    Attempted,
+    Claimed,
+    claim,
+    pending_counts,
+    push_back,
+    record,
+    release,
+)
 from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter, retry_delay
 
 log = logging.getLogger(__name__)
@@ -48,6 +61,7 @@ class Dispatcher:
         *,
         worker: str,
         concurrency: int,
+        per_destination: int | None = None,
         lease_seconds: float,
         db_timeout: float,
         poll_interval: float = 1.0,
@@ -57,6 +71,10 @@ class Dispatcher:
             raise ValueError("a dispatcher needs at least one channel")
         self._pool, self._channels, self._worker = pool, dict(channels), worker
         self._concurrency, self._lease = concurrency, lease_seconds
+        self._per_destination = min(concurrency, per_destination or concurrency)
+        self._by_origin: Counter[str] = Counter()  # sends in flight per destination
+        self._cooling: dict[str, float] = {}  # destination -> loop time its retry waits to
+        self._drain_deadline: float | None = None
         self._db_timeout, self._poll, self._backoff_max = db_timeout, poll_interval, backoff_max
         self._wake = asyncio.Event()
         self._in_flight: set[asyncio.Task[None]] = set()
@@ -73,11 +91,18 @@ class Dispatcher:
     def in_flight(self) -> int:
         return len(self._in_flight)
 
+    def drain_until(self, deadline: float) -> None:
+        """On the coming cancellation, wait for the sends in flight until ``deadline``
+        (the event loop's clock) at the latest, not their whole timeout: what is left of
+        the worker's shutdown budget."""
+        self._drain_deadline = deadline
+
     async def run(self) -> None:
         """Claim and send until cancelled; outages of PostgreSQL are retried with backoff.
         On cancellation (a graceful stop) nothing more is claimed; the sends in flight get
-        their channel's timeout to finish and are recorded; any still running then is
-        cancelled (its lease expires and it is sent again, with the same key)."""
+        their channel's timeout (at most until the ``drain_until`` deadline) to finish and
+        are recorded; any still running then is cancelled (its lease expires and it is
+        sent again, with the same key)."""
         failures = 0
         recorder = asyncio.create_task(self._record_results(), name=f"{self._worker}-results")
         try:
@@ -98,8 +123,7 @@ class Dispatcher:
                         )
                         await asyncio.sleep(delay)
                         continue
-                    for row in claimed:
-                        self._start(row)
+                    await self._start_all(claimed)
                     await self._count_pending()
                     if len(claimed) == free:
                         continue  # maybe more are due: claim again once slots free up
@@ -110,6 +134,9 @@ class Dispatcher:
         finally:
             if self._in_flight:
                 longest = max(sender.timeout_seconds for sender in self._channels.values())
+                if self._drain_deadline is not None:
+                    left = self._drain_deadline - asyncio.get_running_loop().time()
+                    longest = max(0.0, min(longest, left))
                 await asyncio.wait(set(self._in_flight), timeout=longest)
             for task in self._in_flight:
                 task.cancel()
@@ -121,16 +148,42 @@ class Dispatcher:
                 await self._flush_results()
 
     async def _claim(self, limit: int) -> list[Claimed]:
+        now = asyncio.get_running_loop().time()
+        self._cooling = {o: until for o, until in self._cooling.items() if until > now}
+        full = {o for o, n in self._by_origin.items() if n >= self._per_destination}
+        full.update(self._cooling)
         async with bounded_connection(self._pool, self._db_timeout) as conn:
-            return await claim(conn, self._worker, list(self._channels), limit, self._lease)
+            return await claim(
+                conn, self._worker, list(self._channels), limit, self._lease, sorted(full)
+            )
+
+    async def _start_all(self, claimed: Sequence[Claimed]) -> None:
+        """Start the claimed rows' sends, up to each destination's share; give back the
+        rest (a backlog to one destination filled the claim)."""
+        surplus: list[Claimed] = []
+        for row in claimed:
+            if self._by_origin[row.origin] >= self._per_destination or row.origin in self._cooling:
+                surplus.append(row)
+            else:
+                self._start(row)
+        if surplus:
+            try:
+                async with bounded_connection(self._pool, self._db_timeout) as conn:
+                    await release(conn, surplus)
+            except Exception as exc:  # their leases expire instead: sent a little later
+                log.warning("claimed deliveries not given back", extra={"error": repr(exc)})
 
     def _start(self, row: Claimed) -> None:
+        self._by_origin[row.origin] += 1
         task = asyncio.create_task(self._deliver(row), name=f"{self._worker}-delivery-{row.id}")
         self._in_flight.add(task)
-        task.add_done_callback(self._done)
+        task.add_done_callback(lambda done: self._done(done, row.origin))
 
-    def _done(self, task: asyncio.Task[None]) -> None:
+    def _done(self, task: asyncio.Task[None], origin: str) -> None:
         self._in_flight.discard(task)
+        self._by_origin[origin] -= 1
+        if self._by_origin[origin] <= 0:
+            del self._by_origin[origin]
         self._wake.set()
 
     async def _deliver(self, row: Claimed) -> None:
@@ -140,7 +193,7 @@ class Dispatcher:
         began = time.perf_counter()
         result = await _send(sender, row)
         DELIVERY_SECONDS.labels(channel).observe(time.perf_counter() - began)
-        status, retry_in = _next_state(sender, row.attempt, result)
+        status, retry_in = _next_state(sender, row.tries, result)
         DELIVERIES.labels(
             self._worker, channel, "dead" if status == "dead" else result.outcome
         ).inc()
@@ -149,6 +202,11 @@ class Dispatcher:
                 "delivery dead after its last attempt",
                 extra={"worker": self._worker, "delivery_id": row.id, "error": result.detail},
             )
+        if status == "pending":
+            # Its destination is out: claim none of its rows until this one is due again
+            # (before the recorded result pushes them back for every replica).
+            until = asyncio.get_running_loop().time() + retry_in
+            self._cooling[row.origin] = max(self._cooling.get(row.origin, 0.0), until)
         self._results.append(Attempted(row, started_at, result, status, retry_in))
         self._results_ready.set()
 
@@ -173,18 +231,84 @@ class Dispatcher:
                 await asyncio.sleep(delay)
 
     async def _flush_results(self) -> None:
+        """Record the finished results. An outage keeps them all for the next try; any
+        other error (a result PostgreSQL refuses) is the result's own: then each is
+        recorded alone, and one that still fails is logged and dropped (its lease expires
+        and the row is sent again), so it blocks no other result."""
         batch, self._results = self._results, []
         try:
             async with bounded_connection(self._pool, self._db_timeout) as conn:
-                await record(conn, batch)
+                try:
+                    await record(conn, batch)
+                    recorded = batch
+                except Exception as exc:
+                    if is_dependency_failure(exc):
+                        raise
+                    log.error(
+                        "delivery results refused, recording them one by one",
+                        extra={"worker": self._worker, "error": repr(exc)},
+                    )
+                    alone, batch = batch, []  # from here on, _record_each keeps what is left
+                    recorded = await self._record_each(conn, alone)
+                await self._push_back(conn, recorded)
         except BaseException:
             self._results[:0] = batch
             raise
         loop = asyncio.get_running_loop()
-        for attempted in batch:
+        for attempted in recorded:
             if attempted.status == "pending":
                 # Due again then: wake the loop instead of waiting for a poll.
                 loop.call_later(attempted.retry_in, self._wake.set)
+
+    async def _record_each(
+        self, conn: asyncpg.Connection, batch: list[Attempted]
+    ) -> list[Attempted]:
+        """Record each result alone; one refused is recorded again without its code and
+        detail, and dropped (logged) if even that is refused."""
+        recorded: list[Attempted] = []
+        for index, attempted in enumerate(batch):
+            try:
+                try:
+                    await record(conn, [attempted])
+                except Exception as exc:
+                    if is_dependency_failure(exc):
+                        raise
+                    log.error(
+                        "delivery result refused: recorded without its code and detail",
+                        extra={
+                            "worker": self._worker,
+                            "delivery_id": attempted.claimed.id,
+                            "error": repr(exc),
+                        },
+                    )
+                    attempted = _bare(attempted, exc)
+                    await record(conn, [attempted])
+            except Exception as exc:
+                if is_dependency_failure(exc):
+                    self._results[:0] = batch[index:]
+                    raise
+                log.error(
+                    "delivery result not recorded: dropped, the row is sent again",
+                    extra={
+                        "worker": self._worker,
+                        "delivery_id": attempted.claimed.id,
+                        "error": repr(exc),
+                    },
+                )
+                continue
+            recorded.append(attempted)
+        return recorded
+
+    async def _push_back(self, conn: asyncpg.Connection, recorded: Sequence[Attempted]) -> None:
+        waits: dict[tuple[str, str], float] = {}
+        for a in recorded:
+            if a.status == "pending":
+                key = (a.claimed.delivery.channel, a.claimed.origin)
+                waits[key] = max(waits.get(key, 0.0), a.retry_in)
+        try:
+            await push_back(conn, self._worker, waits)
+        except Exception as exc:  # only an optimisation: the rows are tried as they come due
+            log.warning("failing destination's rows not pushed back", extra={"error": repr(exc)})
 
     async def _count_pending(self) -> None:
         now = time.monotonic()
@@ -211,6 +335,14 @@ async def _send(sender: Sender, row: Claimed) -> SendResult:
     except Exception as exc:
         log.exception("delivery sender raised", extra={"delivery_id": row.id})
         return SendResult("retry", detail=f"{type(exc).__name__}: {exc}")
+
+
+def _bare(attempted: Attempted, exc: BaseException) -> Attempted:
+    """``attempted`` without the receiver's code and text (what PostgreSQL refused)."""
+    result = attempted.result
+    detail = f"result not recordable ({type(exc).__name__})"
+    bare = SendResult(result.outcome, None, detail, result.retry_after)
+    return dataclasses.replace(attempted, result=bare)
 
 
 def _next_state(sender: Sender, attempt: int, result: SendResult) -> tuple[Status, float]:

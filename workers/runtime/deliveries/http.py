@@ -12,7 +12,7 @@ from typing import Final
 
 import httpx
 
-from workers.runtime.deliveries.model import Delivery, RetryPolicy, SendResult
+from workers.runtime.deliveries.model import DETAIL_CHARS, Delivery, RetryPolicy, SendResult
 from workers.runtime.settings import RuntimeSettings
 
 ID_HEADER: Final = "webhook-id"
@@ -21,7 +21,6 @@ RETRY_AFTER_MAX_SECONDS: Final = 3600.0
 # 408 Request Timeout, 425 Too Early and 429 Too Many Requests are the receiver's load,
 # not the request's fault; every other 4xx (410 Gone included) will not change.
 RETRY_4XX: Final = frozenset({408, 425, 429})
-DETAIL_CHARS: Final = 500
 
 
 class HttpSender:
@@ -66,6 +65,10 @@ class HttpSender:
         except httpx.TransportError as exc:  # refused, reset, timed out: an outage
             return SendResult("retry", detail=_detail(exc))
         return classify(response.status_code, response.headers.get("retry-after"))
+
+    @property
+    def closed(self) -> bool:
+        return self._client.is_closed
 
     async def aclose(self) -> None:
         await self._client.aclose()

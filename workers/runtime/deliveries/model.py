@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any, Final, Literal
@@ -11,6 +12,10 @@ from pydantic_core import to_json
 MAX_KEY_CHARS: Final = 255
 """Longest idempotency key, channel or destination name (an index row)."""
 MAX_DESTINATION_CHARS: Final = 2048
+DETAIL_CHARS: Final = 500
+"""Error text kept per attempt (a receiver's message may be long)."""
+# RFC 9110 token characters: what a header name may be made of.
+_TOKEN: Final = frozenset("!#$%&'*+-.^_`|~" + string.ascii_letters + string.digits)
 
 SendOutcome = Literal["sent", "retry", "failed"]
 Status = Literal["pending", "sent", "failed", "dead"]
@@ -46,6 +51,12 @@ class Delivery:
         ):
             if not value or len(value) > limit or "\x00" in value:
                 raise InvalidDelivery(f"{name} must be 1 to {limit} characters without NUL")
+        for header, value in self.headers.items():
+            # httpx refuses these at send time, which would look like the receiver's outage.
+            if not isinstance(header, str) or not header or not set(header) <= _TOKEN:
+                raise InvalidDelivery(f"header name {header!r} is not an HTTP token")
+            if not isinstance(value, str) or any(c in value for c in "\r\n\x00"):
+                raise InvalidDelivery(f"header {header} must be text without CR, LF or NUL")
 
     @classmethod
     def json(

@@ -6,7 +6,7 @@ which runs in the handler's transaction.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Final
@@ -15,10 +15,10 @@ import asyncpg
 from pydantic_core import from_json
 
 from billing_fleet.db import json_text
-from workers.runtime.deliveries.model import Delivery, SendResult, Status
+from workers.runtime.deliveries.model import DETAIL_CHARS, Delivery, SendResult, Status
 
-DETAIL_CHARS: Final = 500
-"""Error text kept per attempt (a receiver's message may be long)."""
+CODE_CHARS: Final = 32
+"""Longest status or reply code kept per attempt."""
 
 
 async def write_deliveries(
@@ -48,18 +48,22 @@ async def write_deliveries(
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A row leased to this dispatcher: ``attempt`` is this attempt's number (1-based)."""
+    """A row leased to this dispatcher: ``attempt`` is this attempt's number (1-based,
+    never reused), ``tries`` its number since the row was last re-queued (what the
+    channel's max attempts count), ``origin`` the destination its send slot counts for."""
 
     id: int
     attempt: int
     delivery: Delivery
+    origin: str
+    tries: int
 
 
 _CLAIM = """
 WITH due AS (
     SELECT id FROM deliveries
     WHERE worker = $1 AND status = 'pending' AND next_attempt_at <= now()
-      AND channel = ANY($2::text[])
+      AND channel = ANY($2::text[]) AND origin <> ALL($5::text[])
     ORDER BY next_attempt_at
     LIMIT $3
     FOR UPDATE SKIP LOCKED
@@ -68,25 +72,68 @@ UPDATE deliveries AS d
 SET attempts = d.attempts + 1, next_attempt_at = now() + make_interval(secs => $4)
 FROM due WHERE d.id = due.id
 RETURNING d.id, d.attempts, d.channel, d.destination, d.idempotency_key, d.payload,
-          d.headers::text, d.metadata::text
+          d.headers::text, d.metadata::text, d.origin, d.attempts - d.attempts_at_requeue
 """
 
 
 async def claim(
-    conn: asyncpg.Connection, worker: str, channels: Sequence[str], limit: int, lease: float
+    conn: asyncpg.Connection,
+    worker: str,
+    channels: Sequence[str],
+    limit: int,
+    lease: float,
+    skip_origins: Sequence[str] = (),
 ) -> list[Claimed]:
     """Lease up to ``limit`` due rows for ``lease`` seconds (one statement, one short
-    transaction): rows another dispatcher holds are skipped, and a lease that expires
-    (its sender crashed) makes the row due again."""
-    rows = await conn.fetch(_CLAIM, worker, list(channels), limit, lease)
+    transaction): rows another dispatcher holds, or to one of ``skip_origins`` (their send
+    slots are full), are skipped; a lease that expires (its sender crashed) makes the row
+    due again."""
+    rows = await conn.fetch(_CLAIM, worker, list(channels), limit, lease, list(skip_origins))
     return [
         Claimed(
             row[0],
             row[1],
             Delivery(row[2], row[3], row[4], row[5], from_json(row[6]), from_json(row[7])),
+            row[8],
+            row[9],
         )
         for row in rows
     ]
+
+
+async def release(conn: asyncpg.Connection, rows: Sequence[Claimed]) -> None:
+    """Give back claimed rows that were not sent (their destination's slots are full):
+    due now again, the attempt not counted; a lease lost meanwhile is left alone."""
+    if not rows:
+        return
+    await conn.execute(
+        "UPDATE deliveries AS d SET attempts = d.attempts - 1, next_attempt_at = now()"
+        " FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)"
+        " WHERE d.id = r.id AND d.attempts = r.attempt AND d.status = 'pending'",
+        [row.id for row in rows],
+        [row.attempt for row in rows],
+    )
+
+
+async def push_back(
+    conn: asyncpg.Connection, worker: str, waits: Mapping[tuple[str, str], float]
+) -> None:
+    """Make the due, unleased pending rows of each (channel, origin) wait as long as the
+    retry just recorded for it: its outage holds back its own rows only, not everyone's
+    send slots."""
+    if not waits:
+        return
+    await conn.execute(
+        "UPDATE deliveries AS d"
+        " SET next_attempt_at = greatest(d.next_attempt_at, now() + make_interval(secs => w.wait))"
+        " FROM unnest($2::text[], $3::text[], $4::float8[]) AS w(channel, origin, wait)"
+        " WHERE d.worker = $1 AND d.status = 'pending' AND d.channel = w.channel"
+        " AND d.origin = w.origin AND d.next_attempt_at <= now()",
+        worker,
+        [channel for channel, _ in waits],
+        [origin for _, origin in waits],
+        list(waits.values()),
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -117,11 +164,20 @@ FROM r WHERE d.id = r.id AND d.attempts = r.attempt AND d.status = 'pending'
 """
 
 
+def clean_text(value: str | None, limit: int) -> str | None:
+    """``value`` as a text column holds it: no NUL (PostgreSQL refuses one), at most
+    ``limit`` characters."""
+    if value is None:
+        return None
+    return value.replace("\x00", "")[:limit]
+
+
 async def record(conn: asyncpg.Connection, attempts: Sequence[Attempted]) -> None:
     """Record attempts and their rows' new status, in one statement.
 
     A row changes only while it is still that attempt's (a lease that expired and was
-    claimed again belongs to the newer attempt); the attempt is recorded either way."""
+    claimed again belongs to the newer attempt); the attempt is recorded either way. A
+    code or detail (the receiver's text) loses NULs and is cut to its length."""
     if not attempts:
         return
     await conn.execute(
@@ -130,8 +186,8 @@ async def record(conn: asyncpg.Connection, attempts: Sequence[Attempted]) -> Non
         [a.claimed.attempt for a in attempts],
         [a.started_at for a in attempts],
         [a.result.outcome for a in attempts],
-        [a.result.code for a in attempts],
-        [a.result.detail[:DETAIL_CHARS] if a.result.detail else None for a in attempts],
+        [clean_text(a.result.code, CODE_CHARS) for a in attempts],
+        [clean_text(a.result.detail, DETAIL_CHARS) for a in attempts],
         [a.status for a in attempts],
         [a.retry_in for a in attempts],
     )
@@ -182,11 +238,13 @@ class NotRetryable(LookupError):
 
 
 async def requeue(conn: asyncpg.Connection, delivery_id: int) -> str:
-    """Put a dead or failed row back to pending, due now, with a fresh attempt count;
-    returns its worker. ``NotRetryable`` says why not."""
+    """Put a dead or failed row back to pending, due now, with its channel's attempts
+    all over again (the attempt numbers go on from the last one); returns its worker.
+    ``NotRetryable`` says why not."""
     worker = await conn.fetchval(
-        "UPDATE deliveries SET status = 'pending', attempts = 0, next_attempt_at = now(),"
-        " updated_at = now() WHERE id = $1 AND status IN ('dead', 'failed') RETURNING worker",
+        "UPDATE deliveries SET status = 'pending', attempts_at_requeue = attempts,"
+        " next_attempt_at = now(), updated_at = now()"
+        " WHERE id = $1 AND status IN ('dead', 'failed') RETURNING worker",
         delivery_id,
     )
     if worker is not None:
