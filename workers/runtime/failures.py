@@ -7,6 +7,8 @@ Anything else is the message's fault (poison): a few retries, then the dead-lett
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections.abc import Callable, Sequence
 
@@ -22,6 +24,9 @@ _DEPENDENCY_ERRORS: tuple[type[BaseException], ...] = (
     asyncpg.exceptions.TransactionRollbackError,
     KafkaError,
 )
+
+
+log = logging.getLogger(__name__)
 
 
 class DependencyFailure(Exception):
@@ -70,3 +75,25 @@ def dependency_delay(attempt: int, maximum: float, base: float = 0.5) -> float:
     """Exponential backoff for outages: ``base * 2**attempt`` (0-based), capped at
     ``maximum``."""
     return min(maximum, base * 2.0 ** min(attempt, 32))
+
+
+async def back_off(
+    what: str,
+    exc: Exception,
+    attempt: int,
+    maximum: float,
+    *,
+    worker: str,
+    is_outage: Callable[[BaseException], bool] | None = None,
+) -> None:
+    """One failed round of a loop that must outlive its dependencies (the relay, the
+    dispatcher): an unexpected error is logged with its traceback (a bug of ours), then the
+    loop waits out its ``attempt``-th jittered backoff."""
+    if not is_dependency_failure(exc, is_outage):
+        log.exception(f"{what} failed", extra={"worker": worker})
+    delay = jitter(dependency_delay(attempt, maximum))
+    log.warning(
+        f"{what} waits for its dependencies",
+        extra={"worker": worker, "error": repr(exc), "retry_in": delay},
+    )
+    await asyncio.sleep(delay)

@@ -24,7 +24,7 @@ import asyncpg
 from pydantic_core import from_json
 
 from billing_fleet.db import bounded_transaction, json_text
-from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter
+from workers.runtime.failures import back_off
 from workers.runtime.metrics import OUTBOX_BACKLOG, OUTBOX_PUBLISHED
 from workers.runtime.relay_sender import KafkaRecord
 from workers.runtime.spec import Outgoing
@@ -108,15 +108,15 @@ class OutboxRelay:
                 await self.flush()
                 failures = 0
             except Exception as exc:
-                if not is_dependency_failure(exc, self._is_outage):
-                    log.exception("outbox relay failed", extra={"worker": self._worker})
-                delay = jitter(dependency_delay(failures, self._backoff_max))
-                failures += 1
-                log.warning(
-                    "outbox relay waits for its dependencies",
-                    extra={"worker": self._worker, "error": repr(exc), "retry_in": delay},
+                await back_off(
+                    "outbox relay",
+                    exc,
+                    failures,
+                    self._backoff_max,
+                    worker=self._worker,
+                    is_outage=self._is_outage,
                 )
-                await asyncio.sleep(delay)
+                failures += 1
 
     async def flush(self) -> int:
         """Publish everything unpublished now; returns how many rows this call published."""

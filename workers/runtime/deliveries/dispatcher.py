@@ -42,7 +42,12 @@ from workers.runtime.deliveries.store import (
     record,
     release,
 )
-from workers.runtime.failures import dependency_delay, is_dependency_failure, jitter, retry_delay
+from workers.runtime.failures import (
+    back_off,
+    is_dependency_failure,
+    jitter,
+    retry_delay,
+)
 
 log = logging.getLogger(__name__)
 
@@ -113,15 +118,10 @@ class Dispatcher:
                         claimed = await self._claim(free)
                         failures = 0
                     except Exception as exc:
-                        if not is_dependency_failure(exc):
-                            log.exception("delivery claim failed", extra={"worker": self._worker})
-                        delay = jitter(dependency_delay(failures, self._backoff_max))
-                        failures += 1
-                        log.warning(
-                            "dispatcher waits for the database",
-                            extra={"worker": self._worker, "error": repr(exc), "retry_in": delay},
+                        await back_off(
+                            "delivery claim", exc, failures, self._backoff_max, worker=self._worker
                         )
-                        await asyncio.sleep(delay)
+                        failures += 1
                         continue
                     await self._start_all(claimed)
                     await self._count_pending()
@@ -221,14 +221,15 @@ class Dispatcher:
                 await self._flush_results()
                 failures = 0
             except Exception as exc:
-                delay = jitter(dependency_delay(failures, self._backoff_max))
-                failures += 1
-                log.warning(
-                    "delivery results not recorded yet",
-                    extra={"worker": self._worker, "error": repr(exc), "retry_in": delay},
+                self._results_ready.set()  # kept: the next round records them
+                await back_off(
+                    "recording delivery results",
+                    exc,
+                    failures,
+                    self._backoff_max,
+                    worker=self._worker,
                 )
-                self._results_ready.set()
-                await asyncio.sleep(delay)
+                failures += 1
 
     async def _flush_results(self) -> None:
         """Record the finished results. An outage keeps them all for the next try; any
