@@ -24,8 +24,12 @@ from tests.chart.chart_support import (
 )
 from workers.registry import WORKERS
 
-SETTINGS_MODULES = (api_gateway.settings, fleet.settings, workers.entitlement.settings,
-                    workers.runtime.settings)
+SETTINGS_MODULES = (
+    api_gateway.settings,
+    fleet.settings,
+    workers.entitlement.settings,
+    workers.runtime.settings,
+)
 
 # Kafka TLS settings the "Production Kafka" part of issue 12 adds alongside this chart; the
 # production scenario sets them. Remove each name here once its setting exists.
@@ -60,8 +64,12 @@ def every_settings_class() -> set[type[CoreSettings]]:
 
 def env_names(objects: list[dict[str, Any]]) -> set[str]:
     """Every variable the chart sets: the ConfigMap's keys and each container's env."""
-    names = {key for cm in of_kind(objects, "ConfigMap").values()
-             if cm["metadata"]["name"].endswith("-config") for key in cm["data"]}
+    names = {
+        key
+        for cm in of_kind(objects, "ConfigMap").values()
+        if cm["metadata"]["name"].endswith("-config")
+        for key in cm["data"]
+    }
     for spec in pod_specs(objects).values():
         names |= {e["name"] for c in spec["containers"] for e in c.get("env", [])}
     return names
@@ -90,8 +98,9 @@ def test_one_template_per_kind_fed_by_the_workers_map() -> None:
     templates = sorted(p.name for p in (CHART / "templates").iterdir())
     assert not [t for t in templates if any(w in t for w in WORKERS)]
     extra = {"queue": {"replicas": 1, "pdb": {"enabled": True}, "hpa": {"enabled": True}}}
-    objects = manifests({"workers": {**yaml.safe_load((CHART / "values.yaml").read_text())[
-        "workers"], **extra}})
+    objects = manifests(
+        {"workers": {**yaml.safe_load((CHART / "values.yaml").read_text())["workers"], **extra}}
+    )
     name = full_name("worker-queue")
     for kind in ("Deployment", "PodDisruptionBudget", "HorizontalPodAutoscaler", "Service"):
         assert name in of_kind(objects, kind), kind
@@ -155,7 +164,9 @@ def test_the_catalog_is_mounted_and_a_change_rolls_the_worker() -> None:
     catalog = of_kind(before, "ConfigMap")[full_name("catalog")]["data"]["catalog.yaml"]
     assert yaml.safe_load(catalog) == yaml.safe_load(chart_copy)
     worker = container(before, "worker-entitlement")
-    path = next(e["value"] for e in worker["env"] if e["name"] == "BILLING_ENTITLEMENT_CATALOG_PATH")
+    path = next(
+        e["value"] for e in worker["env"] if e["name"] == "BILLING_ENTITLEMENT_CATALOG_PATH"
+    )
     mount = next(m for m in worker["volumeMounts"] if m["name"] == "catalog")
     assert path == f"{mount['mountPath']}/catalog.yaml"
 
@@ -199,7 +210,10 @@ def test_no_secret_values_by_default_and_existing_secrets_are_used() -> None:
     }
     assert refs == {
         "BILLING_DATABASE_URL": {"name": "billing-fleet-db", "key": "url"},
-        "BILLING_STRIPE_WEBHOOK_SECRETS": {"name": "billing-fleet-stripe", "key": "webhook-secrets"},
+        "BILLING_STRIPE_WEBHOOK_SECRETS": {
+            "name": "billing-fleet-stripe",
+            "key": "webhook-secrets",
+        },
         "BILLING_JWT_HS256_SECRET": {"name": "billing-fleet-jwt", "key": "hs256"},
     }
     # The worker needs none of the gateway's secrets.
