@@ -240,3 +240,18 @@ def test_monitoring_parts_are_toggled_and_carry_the_files() -> None:
     ports = {e["port"] for e in monitor["spec"]["endpoints"]}
     served = {p["name"] for s in of_kind(objects, "Service").values() for p in s["spec"]["ports"]}
     assert ports <= served
+
+
+def test_an_enabled_hpa_owns_the_replicas() -> None:
+    objects = manifests(SCENARIOS["production"])
+    hpas = of_kind(objects, "HorizontalPodAutoscaler")
+    assert set(hpas) == {full_name("gateway"), full_name("worker-entitlement")}
+    for name, hpa in hpas.items():
+        assert hpa["spec"]["scaleTargetRef"] == {
+            "apiVersion": "apps/v1",
+            "kind": "Deployment",
+            "name": name,
+        }
+        assert "replicas" not in of_kind(objects, "Deployment")[name]["spec"]
+    defaults = of_kind(manifests(SCENARIOS["minimal"]), "Deployment")
+    assert defaults[full_name("gateway")]["spec"]["replicas"] == 2
