@@ -22,6 +22,7 @@ from tests.chart.chart_support import (
     of_kind,
     pod_specs,
 )
+from workers.entitlement.catalog import parse_catalog
 from workers.registry import WORKERS
 
 SETTINGS_MODULES = (
@@ -163,6 +164,7 @@ def test_the_catalog_is_mounted_and_a_change_rolls_the_worker() -> None:
     before = manifests({})
     catalog = of_kind(before, "ConfigMap")[full_name("catalog")]["data"]["catalog.yaml"]
     assert yaml.safe_load(catalog) == yaml.safe_load(chart_copy)
+    assert parse_catalog(yaml.safe_load(catalog)).products  # the worker would start with it
     worker = container(before, "worker-entitlement")
     path = next(
         e["value"] for e in worker["env"] if e["name"] == "BILLING_ENTITLEMENT_CATALOG_PATH"
@@ -255,3 +257,10 @@ def test_an_enabled_hpa_owns_the_replicas() -> None:
         assert "replicas" not in of_kind(objects, "Deployment")[name]["spec"]
     defaults = of_kind(manifests(SCENARIOS["minimal"]), "Deployment")
     assert defaults[full_name("gateway")]["spec"]["replicas"] == 2
+
+
+@pytest.mark.parametrize("scenario", sorted(SCENARIOS))
+def test_every_scenario_ships_a_catalog_the_worker_accepts(scenario: str) -> None:
+    objects = manifests(SCENARIOS[scenario])
+    text = of_kind(objects, "ConfigMap")[full_name("catalog")]["data"]["catalog.yaml"]
+    assert parse_catalog(yaml.safe_load(text), origin=scenario).products
