@@ -57,6 +57,8 @@ def test_kafka_is_one_kraft_broker_and_images_are_pinned() -> None:
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
     assert env["KAFKA_CONTROLLER_QUORUM_VOTERS"] == f"{env['KAFKA_NODE_ID']}@kafka:9093"
     assert "ZOOKEEPER" not in " ".join(env)
+    # Topics come from the workers (with the fleet's partition count), never auto-created.
+    assert env["KAFKA_AUTO_CREATE_TOPICS_ENABLE"] == "false"
     assert SERVICES["postgres"]["image"].startswith("postgres:")
     for name in INFRASTRUCTURE:
         assert pinned(SERVICES[name]["image"]), name
@@ -72,6 +74,12 @@ def test_migrate_runs_once_before_the_gateway_and_the_workers() -> None:
             conditions = service["depends_on"]
             assert conditions["migrate"]["condition"] == "service_completed_successfully", name
             assert conditions["kafka"]["condition"] == "service_healthy", name
+
+
+def test_the_gateway_starts_after_every_worker_created_its_topics() -> None:
+    conditions = SERVICES["gateway"]["depends_on"]
+    for name in worker_services():
+        assert conditions[name]["condition"] == "service_healthy", name
 
 
 def test_fleet_services_are_read_only_with_tmpfs_and_healthchecks() -> None:

@@ -267,3 +267,19 @@ def test_the_lock_pins_every_dependency_of_pyproject_at_a_version_it_accepts() -
     # The extras' own dependencies the image needs (faststream[kafka] → aiokafka, ...).
     assert {"aiokafka", "uvloop", "httptools", "cryptography"} <= set(pins)
     assert canonicalize_name(project["name"]) not in pins, "the package itself is not locked"
+
+
+def test_the_build_context_has_what_the_dockerfile_copies_and_no_local_state() -> None:
+    ignored = {
+        line.strip()
+        for line in (ROOT / ".dockerignore").read_text().splitlines()
+        if line.strip() and not line.startswith("#")
+    }
+    assert {".git", "**/.venv", "tests", ".billing-fleet"} <= ignored
+    for stage in STAGES:
+        for copy in stage.values("COPY"):
+            if copy.startswith("--from="):
+                continue
+            for source in copy.split()[:-1]:
+                assert (ROOT / source).exists(), source
+                assert source.rstrip("/") not in ignored, f"{source} is in .dockerignore"
