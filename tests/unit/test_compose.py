@@ -4,9 +4,12 @@ daemon), and stays in step with the worker registry and the settings classes."""
 from __future__ import annotations
 
 import re
+import shutil
+import subprocess
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from pydantic import AliasChoices
 
@@ -127,6 +130,19 @@ def test_prometheus_scrapes_the_gateways_and_each_workers_metrics_port() -> None
     for name, worker in worker_services().items():
         expected[name] = [f"{name}:{worker['environment']['BILLING_WORKER_HTTP_PORT']}"]
     assert targets == expected
+
+
+def test_promtool_accepts_the_prometheus_config() -> None:
+    promtool = shutil.which("promtool")
+    if promtool is None:  # Debian's prometheus package; the structural test above stands
+        pytest.skip("promtool is not installed")
+    done = subprocess.run(
+        [promtool, "check", "config", str(ROOT / "deploy/compose/prometheus.yml")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
 
 
 def settings_classes() -> set[type[CoreSettings]]:

@@ -275,7 +275,7 @@ def test_the_build_context_has_what_the_dockerfile_copies_and_no_local_state() -
         for line in (ROOT / ".dockerignore").read_text().splitlines()
         if line.strip() and not line.startswith("#")
     }
-    assert {".git", "**/.venv", "tests", ".billing-fleet"} <= ignored
+    assert {".git", "**/.venv", "tests", ".billing-fleet", "build"} <= ignored
     for stage in STAGES:
         for copy in stage.values("COPY"):
             if copy.startswith("--from="):
