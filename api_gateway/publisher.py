@@ -25,7 +25,7 @@ from faststream.kafka import KafkaBroker
 
 from api_gateway.metrics import PUBLISH_SECONDS
 from billing_fleet.kafka_admin import connect_when_reachable
-from billing_fleet.kafka_security import kafka_security
+from billing_fleet.kafka_security import kafka_security, servers
 from billing_fleet.settings import CoreSettings
 from contracts import BILLING_EVENTS, BillingEvent
 
@@ -49,7 +49,7 @@ class EventPublisher:
         self._timeout = settings.kafka_publish_timeout_seconds
         self._security = kafka_security(settings)
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap_servers,
+            servers(settings.kafka_bootstrap_servers),
             acks="all",
             enable_idempotence=settings.kafka_enable_idempotence,
             request_timeout_ms=int(self._timeout * 1000),

@@ -74,6 +74,12 @@ class KafkaSecurity:
 PLAINTEXT: Final = KafkaSecurity()
 
 
+def servers(bootstrap: str) -> list[str]:
+    """``host:port,host:port`` as a list: FastStream's KafkaBroker takes a string as ONE
+    server (aiokafka splits it, FastStream wraps it in a list first)."""
+    return [part.strip() for part in bootstrap.split(",") if part.strip()]
+
+
 def check_combination(settings: CoreSettings) -> None:
     """ValueError (one line, naming the variables) for settings that cannot work together
     or files that are not there; run when the settings are read, so a process refuses to

@@ -19,7 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 
 from billing_fleet.kafka_admin import connect_when_reachable, read_all
-from billing_fleet.kafka_security import PLAINTEXT, KafkaSecurity
+from billing_fleet.kafka_security import PLAINTEXT, KafkaSecurity, servers
 from contracts import dead_letter_topic
 from contracts.labels import bounded_label
 from workers.runtime.dead_letters import DLT_ID, DLT_PREFIX
@@ -185,7 +185,7 @@ async def replay_dead_letters(
         raise LookupError(f"not in {topic}: " + ", ".join(missing))
     on_selected(len(chosen))
     broker = KafkaBroker(
-        bootstrap,
+        servers(bootstrap),
         acks="all",
         client_id="billing-fleet-dlt-replay",
         logger=None,

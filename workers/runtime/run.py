@@ -21,7 +21,7 @@ from billing_fleet.db import (
 )
 from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.kafka_admin import KafkaAdminError, connect_when_reachable, ensure_topics
-from billing_fleet.kafka_security import kafka_security
+from billing_fleet.kafka_security import kafka_security, servers
 from billing_fleet.logs import FASTSTREAM
 from billing_fleet.migrate import require_migrated
 from workers.runtime.asyncapi import register_emitted
@@ -82,7 +82,7 @@ async def run_worker(
         raise
     security = kafka_security(settings)
     broker = KafkaBroker(
-        bootstrap,
+        servers(bootstrap),
         acks="all",
         security=security.broker_security(),
         enable_idempotence=settings.kafka_enable_idempotence,
