@@ -1,7 +1,7 @@
 """The production producer settings (BILLING_KAFKA_ENABLE_IDEMPOTENCE=true) against a broker
 that implements idempotence: the librdkafka mock cluster inside the confluent-kafka wheel
-(Tansu does not). The gateway's publisher and the outbox relay's producer and sender
-publish; the records are read back."""
+(Tansu does not). The gateway's publisher and the outbox relay (its producer and sender,
+rows from PostgreSQL) publish; the records are read back."""
 
 from __future__ import annotations
 
@@ -12,11 +12,14 @@ import pytest
 from confluent_kafka import Producer
 
 from api_gateway.publisher import EventPublisher
+from billing_fleet.db import bounded_transaction, create_pool
 from billing_fleet.kafka_admin import read_all
 from billing_fleet.settings import CoreSettings
-from workers.runtime.relay_sender import BatchSender, KafkaRecord
+from workers.runtime.outbox import OutboxRelay, write_outbox
+from workers.runtime.relay_sender import BatchSender
 from workers.runtime.run import relay_producer
 from workers.runtime.settings import RuntimeSettings
+from workers.runtime.spec import Outgoing
 
 
 def _producer_id(producer: Any) -> int:
@@ -68,23 +71,33 @@ async def test_gateway_publisher_is_idempotent_on_a_cluster(production_env: str)
     assert [dict(r.headers)["ce_id"] for r in records] == [f"evt_{n}".encode() for n in range(5)]
 
 
-async def test_outbox_relay_producer_is_idempotent_on_a_cluster(production_env: str) -> None:
-    settings = RuntimeSettings()
-    producer = relay_producer(settings, "toy")
-    await producer.start()
+async def test_outbox_relay_is_idempotent_on_a_cluster(
+    production_env: str, create_database: Any
+) -> None:
+    """The relay as a worker runs it: outbox rows in PostgreSQL, its producer, its sender."""
+    rows = [
+        Outgoing("relay.out.v1", f"cus_{n % 3}", f"row {n}".encode(), {"ce_id": f"id{n}"})
+        for n in range(9)
+    ]
+    producer = relay_producer(RuntimeSettings(), "toy")
+    pool = await create_pool(await create_database(migrated=True))
     try:
-        rows = [
-            KafkaRecord("relay.out.v1", f"k{n % 3}".encode(), f"row {n}".encode(), [])
-            for n in range(9)
-        ]
-        await BatchSender(producer).send_all(rows)
-        assert _producer_id(producer) >= 0
+        async with bounded_transaction(pool, 5) as conn:
+            await write_outbox(conn, "toy", rows)
+        await producer.start()
+        relay = OutboxRelay(
+            pool, BatchSender(producer).send_all, worker="toy", ack_timeout=10, db_timeout=5
+        )
+        assert await relay.flush() == len(rows)
+        assert _producer_id(producer) >= 0  # the relay's producer is the idempotent one
+        assert await pool.fetchval("SELECT count(*) FROM outbox") == 0
     finally:
         await producer.stop()
+        await pool.close()
     records = await read_all(production_env, "relay.out.v1")
-    assert sorted(r.value for r in records) == sorted(f"row {n}".encode() for n in range(9))
-    # Each key on one partition, in order: what the relay promises.
+    assert sorted(r.value for r in records) == sorted(o.value for o in rows)
+    # Each key on one partition, in outbox order: what the relay promises.
     by_key: dict[bytes, list[bytes]] = {}
     for r in records:
         by_key.setdefault(r.key, []).append(r.value)
-    assert by_key[b"k0"] == [b"row 0", b"row 3", b"row 6"]
+    assert by_key[b"cus_0"] == [b"row 0", b"row 3", b"row 6"]
