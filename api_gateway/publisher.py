@@ -25,6 +25,7 @@ from faststream.kafka import KafkaBroker
 
 from api_gateway.metrics import PUBLISH_SECONDS
 from billing_fleet.kafka_admin import connect_when_reachable
+from billing_fleet.kafka_security import kafka_security, servers
 from billing_fleet.settings import CoreSettings
 from contracts import BILLING_EVENTS, BillingEvent
 
@@ -46,14 +47,16 @@ class EventPublisher:
             raise ValueError("KAFKA_BOOTSTRAP_SERVERS is not set")
         self._bootstrap = settings.kafka_bootstrap_servers
         self._timeout = settings.kafka_publish_timeout_seconds
+        self._security = kafka_security(settings)
         self.broker = KafkaBroker(
-            settings.kafka_bootstrap_servers,
+            servers(settings.kafka_bootstrap_servers),
             acks="all",
             enable_idempotence=settings.kafka_enable_idempotence,
             request_timeout_ms=int(self._timeout * 1000),
             max_batch_size=MAX_BATCH_BYTES,
             client_id="billing-fleet-gateway",
             logger=None,
+            security=self._security.broker_security(),
         )
         self._publisher = self.broker.publisher(
             BILLING_EVENTS,
@@ -75,7 +78,9 @@ class EventPublisher:
         attempt = 0
         while True:
             try:
-                await connect_when_reachable(self.broker, self._bootstrap, self._timeout)
+                await connect_when_reachable(
+                    self.broker, self._bootstrap, self._timeout, security=self._security
+                )
             except Exception as exc:
                 delay = CONNECT_BACKOFF_SECONDS[min(attempt, len(CONNECT_BACKOFF_SECONDS) - 1)]
                 log.warning("kafka unreachable, retrying", extra={"error": str(exc), "in": delay})

@@ -12,6 +12,8 @@ from aiokafka import AIOKafkaConsumer, TopicPartition
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.errors import KafkaConnectionError, KafkaError, TopicAlreadyExistsError
 
+from billing_fleet.kafka_security import PLAINTEXT, KafkaSecurity
+
 if TYPE_CHECKING:
     from faststream.kafka import KafkaBroker
 
@@ -20,13 +22,17 @@ class KafkaAdminError(RuntimeError):
     """The broker refused or could not be asked (unreachable, invalid topic, ...)."""
 
 
-async def broker_reachable(bootstrap: str, timeout: float) -> bool:
+async def broker_reachable(
+    bootstrap: str, timeout: float, security: KafkaSecurity = PLAINTEXT
+) -> bool:
     """True if the cluster answers a bootstrap (ApiVersions + Metadata) within ``timeout``.
 
     A port that merely accepts TCP, or a broker still starting, is not reachable.
     """
     admin = AIOKafkaAdminClient(
-        bootstrap_servers=bootstrap, request_timeout_ms=max(1, int(timeout * 1000))
+        bootstrap_servers=bootstrap,
+        request_timeout_ms=max(1, int(timeout * 1000)),
+        **security.client_kwargs(),
     )
     try:
         async with asyncio.timeout(timeout):
@@ -40,7 +46,12 @@ async def broker_reachable(bootstrap: str, timeout: float) -> bool:
 
 
 async def connect_when_reachable(
-    broker: KafkaBroker, bootstrap: str, timeout: float, *, subscribers: bool = False
+    broker: KafkaBroker,
+    bootstrap: str,
+    timeout: float,
+    *,
+    subscribers: bool = False,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> None:
     """``broker.connect()`` (``start()`` with ``subscribers``), once the cluster answers
     ``broker_reachable``; raises KafkaConnectionError before that. On a failure whatever
@@ -52,7 +63,7 @@ async def connect_when_reachable(
     The probe closes what it opens; only a cluster lost between probe and connect can
     still leave one producer behind.
     """
-    if not await broker_reachable(bootstrap, timeout):
+    if not await broker_reachable(bootstrap, timeout, security):
         raise KafkaConnectionError(f"no Kafka cluster answers at {bootstrap}")
     try:
         await (broker.start() if subscribers else broker.connect())
@@ -67,6 +78,7 @@ async def ensure_topics(
     topics: Iterable[str],
     partitions: int,
     replication_factor: int,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[str]:
     """Create the topics that do not exist yet; returns the ones this call created.
 
@@ -75,7 +87,7 @@ async def ensure_topics(
     wanted = list(dict.fromkeys(topics))
     if not wanted:
         return []
-    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap)
+    admin = AIOKafkaAdminClient(bootstrap_servers=bootstrap, **security.client_kwargs())
     try:
         await admin.start()
         try:
@@ -109,9 +121,11 @@ async def topic_partitions(consumer: AIOKafkaConsumer, topic: str) -> list[Topic
     return [TopicPartition(topic, p) for p in sorted(partitions)]
 
 
-async def read_all(bootstrap: str, topic: str) -> list[Any]:
+async def read_all(bootstrap: str, topic: str, security: KafkaSecurity = PLAINTEXT) -> list[Any]:
     """Every record of ``topic`` now (aiokafka ``ConsumerRecord``s), by partition and offset."""
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(
+        bootstrap_servers=bootstrap, enable_auto_commit=False, **security.client_kwargs()
+    )
     try:
         await consumer.start()  # inside: a consumer that failed to start is closed too
         tps = await topic_partitions(consumer, topic)

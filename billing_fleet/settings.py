@@ -11,8 +11,10 @@ from __future__ import annotations
 from typing import Final, cast
 from urllib.parse import parse_qs, urlsplit
 
-from pydantic import AliasChoices, Field, field_validator
+from pydantic import AliasChoices, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from billing_fleet.kafka_security import Mechanism, Protocol, check_combination
 
 POSTGRES_SCHEMES: Final = ("postgresql", "postgres")
 
@@ -59,6 +61,36 @@ class CoreSettings(BaseSettings):
         default=1, ge=1, description="Replication factor for topics the fleet creates."
     )
 
+    # -- Kafka security (every client: producers, consumers, admin) ----------------------------
+    kafka_security_protocol: Protocol = Field(
+        default="PLAINTEXT",
+        description="PLAINTEXT, SSL, SASL_PLAINTEXT or SASL_SSL.",
+    )
+    kafka_ssl_cafile: str | None = Field(
+        default=None,
+        description="PEM file of the CA(s) that signed the brokers' certificates; unset: "
+        "the system's CAs.",
+    )
+    kafka_ssl_certfile: str | None = Field(
+        default=None, description="PEM client certificate (mutual TLS); unset: none."
+    )
+    kafka_ssl_keyfile: str | None = Field(
+        default=None, description="PEM key of the client certificate; unset: in the certfile."
+    )
+    kafka_ssl_key_password: SecretStr | None = Field(
+        default=None, description="Password of the client key, if it is encrypted."
+    )
+    kafka_ssl_check_hostname: bool = Field(
+        default=True,
+        description="Compare the broker's certificate with its host name (the chain is "
+        "verified either way).",
+    )
+    kafka_sasl_mechanism: Mechanism = Field(
+        default="PLAIN", description="PLAIN, SCRAM-SHA-256 or SCRAM-SHA-512."
+    )
+    kafka_sasl_username: str | None = Field(default=None, description="SASL username.")
+    kafka_sasl_password: SecretStr | None = Field(default=None, description="SASL password.")
+
     # -- migrations --------------------------------------------------------------------------
     migrate_lock_timeout_seconds: float = Field(
         default=10.0,
@@ -75,6 +107,11 @@ class CoreSettings(BaseSettings):
         if value is not None:
             check_postgres_url(value)
         return value
+
+    @model_validator(mode="after")
+    def _kafka_security(self) -> CoreSettings:
+        check_combination(self)
+        return self
 
 
 def split_commas(value: object) -> object:

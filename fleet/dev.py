@@ -21,6 +21,7 @@ from asyncpg import PostgresError
 from pydantic import SecretStr
 
 from billing_fleet.kafka_admin import KafkaAdminError, broker_reachable, ensure_topics
+from billing_fleet.kafka_security import kafka_security
 from billing_fleet.logs import one_line
 from billing_fleet.migrate import MigrationError, migrate
 from billing_fleet.signals import ShutdownSignals
@@ -51,7 +52,8 @@ async def _run(
 ) -> None:
     assert settings.database_url is not None and settings.kafka_bootstrap_servers is not None
     bootstrap = settings.kafka_bootstrap_servers
-    if not await broker_reachable(bootstrap, timeout=5):
+    security = kafka_security(settings)
+    if not await broker_reachable(bootstrap, timeout=5, security=security):
         raise KafkaAdminError(f"Kafka at {bootstrap} does not answer (KAFKA_BOOTSTRAP_SERVERS).")
     lock_timeout = settings.migrate_lock_timeout_seconds
     for name in await migrate(settings.database_url, migration_packages(), lock_timeout):
@@ -61,6 +63,7 @@ async def _run(
         dev_topics(),
         settings.kafka_topic_partitions,
         settings.kafka_topic_replication_factor,
+        security,
     )
     # Imported late: the gateway pulls in FastAPI and FastStream, which `dev` needs only now.
     from api_gateway.app import serve

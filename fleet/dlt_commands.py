@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
 from billing_fleet.kafka_admin import broker_reachable
+from billing_fleet.kafka_security import kafka_security
 from billing_fleet.logs import one_line
 from fleet.preflight import (
     CONNECT_TIMEOUT_SECONDS,
@@ -91,7 +92,9 @@ def _run(settings: DevSettings, work: Callable[[], Awaitable[T]], *, database: b
     logging.getLogger("aiokafka").setLevel(logging.CRITICAL)
 
     async def checked() -> T:
-        if not await broker_reachable(bootstrap, timeout=CONNECT_TIMEOUT_SECONDS):
+        if not await broker_reachable(
+            bootstrap, timeout=CONNECT_TIMEOUT_SECONDS, security=kafka_security(settings)
+        ):
             raise Unavailable(f"Kafka at {bootstrap} does not answer (KAFKA_BOOTSTRAP_SERVERS)")
         if database and settings.database_url:
             await check_database(settings.database_url)
@@ -117,7 +120,9 @@ def _list(args: argparse.Namespace, settings: DevSettings) -> int:
     try:
         summaries = _run(
             settings,
-            lambda: list_dead_letters(bootstrap, settings.database_url, args.worker),
+            lambda: list_dead_letters(
+                bootstrap, settings.database_url, args.worker, kafka_security(settings)
+            ),
             database=True,
         )
     except SERVER_ERRORS as exc:
@@ -147,7 +152,9 @@ def _show(args: argparse.Namespace, settings: DevSettings) -> int:
     bootstrap = settings.kafka_bootstrap_servers
     try:
         letter = _run(
-            settings, lambda: show_dead_letter(bootstrap, args.topic, ref), database=False
+            settings,
+            lambda: show_dead_letter(bootstrap, args.topic, ref, kafka_security(settings)),
+            database=False,
         )
     except LookupError as exc:
         print(f"billing-fleet dlt show: {exc}", file=sys.stderr)
@@ -207,6 +214,7 @@ def _replay(args: argparse.Namespace, settings: DevSettings) -> int:
                     replay_all=args.all,
                     on_selected=selected,
                     on_replayed=lambda letter: progress.advance(bar),
+                    security=kafka_security(settings),
                 ),
                 database=True,
             )

@@ -106,9 +106,13 @@ class EmbeddedKafka(_Service):
         host: str = "127.0.0.1",
         startup_timeout: float = 10.0,
         log_path: Path | None = None,
+        advertised: str | None = None,
     ) -> None:
         self.host = host
         self.port = port if port is not None else free_port(host)
+        # The host:port the broker tells clients to connect to (a TLS proxy in front of
+        # it, in a test); unset: its own address.
+        self.advertised = advertised
         self.startup_timeout = startup_timeout
         self.log_path = log_path
         self._process: subprocess.Popen[bytes] | None = None
@@ -154,7 +158,7 @@ class EmbeddedKafka(_Service):
                 "--listener-url",
                 url,
                 "--advertised-listener-url",
-                url,
+                f"tcp://{self.advertised}" if self.advertised else url,
                 "--storage-engine",
                 "memory://tansu/",
             ],

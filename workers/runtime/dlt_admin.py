@@ -19,6 +19,7 @@ from aiokafka import AIOKafkaConsumer
 from faststream.kafka import KafkaBroker
 
 from billing_fleet.kafka_admin import connect_when_reachable, read_all
+from billing_fleet.kafka_security import PLAINTEXT, KafkaSecurity, servers
 from contracts import dead_letter_topic
 from contracts.labels import bounded_label
 from workers.runtime.dead_letters import DLT_ID, DLT_PREFIX
@@ -84,16 +85,20 @@ class Replays:
         return (letter.topic, letter.partition, letter.offset) in self.positions
 
 
-async def read_records(bootstrap: str, topic: str) -> list[DeadLetter]:
+async def read_records(
+    bootstrap: str, topic: str, security: KafkaSecurity = PLAINTEXT
+) -> list[DeadLetter]:
     """Every record of ``topic`` now, by partition and offset."""
     return [
         DeadLetter(r.topic, r.partition, r.offset, r.key, r.value or b"", list(r.headers))
-        for r in await read_all(bootstrap, topic)
+        for r in await read_all(bootstrap, topic, security)
     ]
 
 
-async def dead_letter_topics(bootstrap: str, worker: str | None = None) -> list[str]:
-    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap)
+async def dead_letter_topics(
+    bootstrap: str, worker: str | None = None, security: KafkaSecurity = PLAINTEXT
+) -> list[str]:
+    consumer = AIOKafkaConsumer(bootstrap_servers=bootstrap, **security.client_kwargs())
     try:
         await consumer.start()  # inside: a consumer that failed to start is closed too
         topics: set[str] = await consumer.topics()
@@ -104,15 +109,18 @@ async def dead_letter_topics(bootstrap: str, worker: str | None = None) -> list[
 
 
 async def list_dead_letters(
-    bootstrap: str, database_url: str | None, worker: str | None = None
+    bootstrap: str,
+    database_url: str | None,
+    worker: str | None = None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[TopicSummary]:
     """Per dead-letter topic: messages, how many were replayed, counts by error class,
     and each letter with whether it was replayed."""
     summaries = []
     replayed = await _replayed(database_url)
-    for topic in await dead_letter_topics(bootstrap, worker):
+    for topic in await dead_letter_topics(bootstrap, worker, security):
         summary = TopicSummary(topic)
-        for letter in await read_records(bootstrap, topic):
+        for letter in await read_records(bootstrap, topic, security):
             status = LetterStatus(letter, letter in replayed)
             summary.messages += 1
             summary.by_error_class[letter.header("dlt_error_class") or "unknown"] += 1
@@ -122,9 +130,11 @@ async def list_dead_letters(
     return summaries
 
 
-async def show_dead_letter(bootstrap: str, topic: str, ref: str) -> DeadLetter:
+async def show_dead_letter(
+    bootstrap: str, topic: str, ref: str, security: KafkaSecurity = PLAINTEXT
+) -> DeadLetter:
     """The dead letter named by ``ref``: its id, or ``PARTITION:OFFSET``."""
-    letters = await read_records(bootstrap, topic)
+    letters = await read_records(bootstrap, topic, security)
     for letter in letters:
         if ref in (letter.letter_id, letter.position):
             return letter
@@ -141,6 +151,7 @@ async def replay_dead_letters(
     replay_all: bool = False,
     on_selected: Callable[[int], None] = lambda total: None,
     on_replayed: Callable[[DeadLetter], None] = lambda letter: None,
+    security: KafkaSecurity = PLAINTEXT,
 ) -> list[DeadLetter]:
     """Re-publish the chosen dead letters to their origin topic (original value, key and
     non-``dlt_`` headers), each acknowledged by the broker, and record the replay.
@@ -151,7 +162,7 @@ async def replay_dead_letters(
     one letter (an unacknowledged dead-letter publish that was retried) are one letter.
     """
     wanted_offsets, wanted_ids = set(offsets), {i for i in ids if i}
-    letters = await read_records(bootstrap, topic)
+    letters = await read_records(bootstrap, topic, security)
     replayed = await _replayed(database_url)
     chosen: list[DeadLetter] = []
     seen_ids: set[str] = set()
@@ -173,9 +184,15 @@ async def replay_dead_letters(
     if missing:
         raise LookupError(f"not in {topic}: " + ", ".join(missing))
     on_selected(len(chosen))
-    broker = KafkaBroker(bootstrap, acks="all", client_id="billing-fleet-dlt-replay", logger=None)
+    broker = KafkaBroker(
+        servers(bootstrap),
+        acks="all",
+        client_id="billing-fleet-dlt-replay",
+        logger=None,
+        security=security.broker_security(),
+    )
     # Stops what it started when it fails: no producer is left unclosed.
-    await connect_when_reachable(broker, bootstrap, CONNECT_TIMEOUT_SECONDS)
+    await connect_when_reachable(broker, bootstrap, CONNECT_TIMEOUT_SECONDS, security=security)
     try:
         conn = await asyncpg.connect(database_url, timeout=CONNECT_TIMEOUT_SECONDS)
         try:

@@ -21,6 +21,7 @@ from billing_fleet.db import (
 )
 from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
 from billing_fleet.kafka_admin import KafkaAdminError, connect_when_reachable, ensure_topics
+from billing_fleet.kafka_security import kafka_security, servers
 from billing_fleet.logs import FASTSTREAM
 from billing_fleet.migrate import require_migrated
 from workers.runtime.asyncapi import register_emitted
@@ -79,9 +80,11 @@ async def run_worker(
     except BaseException:
         pool.terminate()
         raise
+    security = kafka_security(settings)
     broker = KafkaBroker(
-        bootstrap,
+        servers(bootstrap),
         acks="all",
+        security=security.broker_security(),
         enable_idempotence=settings.kafka_enable_idempotence,
         # No short request_timeout_ms (unlike the gateway): the consumer shares it, and a
         # JoinGroup may legitimately wait for the rebalance. Our publishes have their own.
@@ -131,7 +134,7 @@ async def run_worker(
             "kafka",
             settings,
             lambda: connect_when_reachable(
-                broker, bootstrap, PROBE_TIMEOUT_SECONDS, subscribers=True
+                broker, bootstrap, PROBE_TIMEOUT_SECONDS, subscribers=True, security=security
             ),
         )
         await _until_up(spec, "kafka producer", settings, producer.start)
@@ -217,6 +220,7 @@ def relay_producer(settings: RuntimeSettings, worker: str) -> AIOKafkaProducer:
         enable_idempotence=settings.kafka_enable_idempotence,
         max_batch_size=RELAY_MAX_BATCH_BYTES,
         client_id=f"billing-fleet-{worker}-outbox",
+        **kafka_security(settings).client_kwargs(),
     )
 
 
@@ -254,6 +258,7 @@ async def _ensure_topics(
             topics,
             settings.kafka_topic_partitions,
             settings.kafka_topic_replication_factor,
+            kafka_security(settings),
         )
     except KafkaAdminError as exc:
         if exc.__cause__ is not None and is_dependency_failure(exc.__cause__, is_outage):
