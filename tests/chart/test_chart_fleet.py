@@ -32,16 +32,6 @@ SETTINGS_MODULES = (
     workers.runtime.settings,
 )
 
-# Kafka TLS settings the "Production Kafka" part of issue 12 adds alongside this chart; the
-# production scenario sets them. Remove each name here once its setting exists.
-PENDING_SETTINGS = frozenset(
-    {
-        "BILLING_KAFKA_SECURITY_PROTOCOL",
-        "BILLING_KAFKA_SSL_CAFILE",
-        "BILLING_KAFKA_SSL_CHECK_HOSTNAME",
-    }
-)
-
 HARDENED = {
     "allowPrivilegeEscalation": False,
     "readOnlyRootFilesystem": True,
@@ -112,8 +102,7 @@ def test_every_variable_the_chart_sets_is_a_setting(scenario: str) -> None:
     known = {v for cls in every_settings_class() for v in variables(cls)}
     assert "BILLING_ENTITLEMENT_CATALOG_PATH" in known and "BILLING_GATEWAY_PORT" in known
     unknown = {n for n in env_names(manifests(SCENARIOS[scenario])) if n not in known}
-    assert unknown <= PENDING_SETTINGS
-    assert not PENDING_SETTINGS & known, "a pending setting exists now: drop it from the list"
+    assert not unknown, unknown
 
 
 @pytest.mark.parametrize("scenario", sorted(SCENARIOS))
