@@ -193,9 +193,9 @@ def _quantile(q: float, buckets: str, by: str) -> str:
 
 
 _WEBHOOK_BUCKETS = f'billing:http_request_seconds_bucket:rate5m{{route="{WEBHOOK_ROUTE}"}}'
-# The read API: every route but the webhook, the probes and the scrapes.
-_NOT_READ = f"{WEBHOOK_ROUTE}|/metrics|/healthz|/readyz|unmatched"
-_READ_BUCKETS = f'billing:http_request_seconds_bucket:rate5m{{route!~"{_NOT_READ}"}}'
+# The read API: its routes are the entitlement views.
+_READ_ROUTES = ".*/entitlements.*"
+_READ_BUCKETS = f'billing:http_request_seconds_bucket:rate5m{{route=~"{_READ_ROUTES}"}}'
 _HANDLER_BUCKETS = "billing:handler_seconds_bucket:rate5m"
 
 PANELS: tuple[Panel, ...] = (
