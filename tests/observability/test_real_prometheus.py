@@ -30,7 +30,7 @@ from tests.integration.test_entitlement_worker import (
     write_catalog,
 )
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER
-from tests.observability.promtool import require
+from tests.observability.promtool import promtool, require
 from tests.stripe_fixtures import PRIMARY_SECRET, load_event, signed
 
 pytestmark = pytest.mark.integration
@@ -197,6 +197,15 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
                 await asyncio.sleep(1)
             for expr in wanted:
                 await query(expr)  # every one parses (a 400 would fail here)
+            scrapes = [
+                (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+                for port in (gateway_port, worker_port)
+            ]
+
+    # Prometheus naming (units, _total, no reserved suffixes), as promtool lints it.
+    for text in scrapes:
+        checked = promtool("check", "metrics", stdin=text)
+        assert checked.returncode == 0, checked.stdout + checked.stderr
 
     assert missing == [], "\n".join([*missing, tail(log)])
     assert [series["metric"]["worker"] for series in fired] == ["entitlement"]

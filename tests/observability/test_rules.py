@@ -4,7 +4,6 @@ promtool, every alert unit-tested both ways, documented, and no expression writt
 from __future__ import annotations
 
 import json
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -12,17 +11,11 @@ from typing import Any
 import yaml
 
 from deploy import observability
-from tests.observability.promtool import require
+from tests.observability.promtool import promtool
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parents[1]
 UNIT_TESTS = HERE / "rules_test.yaml"
-
-
-def promtool(*args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [require("promtool"), *args], capture_output=True, text=True, timeout=60, check=False
-    )
 
 
 def test_the_chart_files_are_what_the_generator_renders() -> None:
