@@ -78,6 +78,9 @@ _5XX_RATIO = (
 
 _UNREADY = f'{HTTP}_count{{route=~"/readyz|{WEBHOOK_ROUTE}",status="503"}}'
 
+# As with dead letters, the first dead delivery of a channel starts its series at 1.
+_DEAD = 'billing_deliveries_total{outcome="dead"}'
+
 
 @dataclass(frozen=True)
 class Alert:
@@ -90,8 +93,6 @@ class Alert:
     for_: str
     severity: str
     summary: str
-    # Whose series only a worker with deliveries exports (none in the registry yet).
-    needs_deliveries: bool = False
 
     @property
     def expr(self) -> str:
@@ -141,12 +142,12 @@ ALERTS: tuple[Alert, ...] = (
     ),
     Alert(
         "BillingDeliveriesDead",
-        'sum by (worker, channel) (increase(billing_deliveries_total{outcome="dead"}[15m]))',
+        f"sum by (worker, channel) (({_DEAD} unless {_DEAD} offset 15m) or increase({_DEAD}[15m]))"
+        " or sum by (worker, channel) (0 * billing_deliveries_total)",
         "> 0",
         "0m",
         "warning",
         "{{ $value }} {{ $labels.channel }} deliveries ran out of attempts.",
-        needs_deliveries=True,
     ),
     Alert(
         "BillingDeliveriesPending",
@@ -155,7 +156,6 @@ ALERTS: tuple[Alert, ...] = (
         "30m",
         "warning",
         "{{ $value }} {{ $labels.channel }} deliveries pending for 30 minutes.",
-        needs_deliveries=True,
     ),
     Alert(
         "BillingProcessDown",
@@ -185,7 +185,6 @@ class Panel:
     title: str
     exprs: tuple[tuple[str, str], ...]  # (expression, legend)
     unit: str
-    needs_deliveries: bool = False
 
 
 def _quantile(q: float, buckets: str, by: str) -> str:
@@ -255,13 +254,11 @@ PANELS: tuple[Panel, ...] = (
         "Deliveries by channel and outcome",
         (("billing:deliveries:rate5m", "{{worker}} {{channel}} {{outcome}}"),),
         "ops",
-        needs_deliveries=True,
     ),
     Panel(
         "Deliveries pending",
         (("sum by (worker, channel) (billing_deliveries_pending)", "{{worker}} {{channel}}"),),
         "short",
-        needs_deliveries=True,
     ),
 )
 

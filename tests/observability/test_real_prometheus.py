@@ -73,7 +73,7 @@ async def until(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> N
     raise AssertionError(f"no {what} within 30 s:\n{tail(log)}")
 
 
-def prometheus_config(gateway: int, worker: int) -> dict[str, Any]:
+def prometheus_config(gateway: int, *workers: int) -> dict[str, Any]:
     return {
         "global": {"scrape_interval": "1s", "evaluation_interval": "1s"},
         "rule_files": [str(observability.RULES_PATH)],
@@ -84,7 +84,7 @@ def prometheus_config(gateway: int, worker: int) -> dict[str, Any]:
             },
             {
                 "job_name": "billing-workers",
-                "static_configs": [{"targets": [f"127.0.0.1:{worker}"]}],
+                "static_configs": [{"targets": [f"127.0.0.1:{w}" for w in workers]}],
             },
         ],
     }
@@ -101,16 +101,12 @@ def poison_webhook() -> tuple[bytes, dict[str, str]]:
 
 
 def expressions() -> dict[str, bool]:
-    """Every expression to evaluate, and whether it must have series here (the deliveries
-    ones need a worker with deliveries, which the registry has not yet)."""
-    wanted = {
-        expr: not panel.needs_deliveries
-        for panel in observability.PANELS
-        for expr, _ in panel.exprs
-    }
+    """Every expression to evaluate, and whether it must have series here: every panel and
+    every alert's signal does; an alert's whole expression only when its condition holds."""
+    wanted = {expr: True for panel in observability.PANELS for expr, _ in panel.exprs}
     for alert in observability.ALERTS:
-        wanted[alert.signal] = not alert.needs_deliveries
-        wanted[alert.expr] = False  # parses; true only when its condition is caused
+        wanted[alert.signal] = True
+        wanted[alert.expr] = False  # parses; the dead-letters one is checked below
     return wanted
 
 
@@ -123,6 +119,7 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
     settings = settings.model_copy(update={"database_url": url})
     await create_topics(settings)
     gateway_port, worker_port, prometheus_port = free_port(), free_port(), free_port()
+    notify_port, closed_port = free_port(), free_port()
     connection = {"KAFKA_BOOTSTRAP_SERVERS": settings.kafka_bootstrap_servers, "DATABASE_URL": url}
     gateway_env = clean_env(
         **connection,
@@ -140,12 +137,21 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
         BILLING_WORKER_MAX_ATTEMPTS="2",
         BILLING_WORKER_RETRY_BACKOFF_SECONDS="0.1",
     )
+    notify_env = {
+        **worker_env,
+        "BILLING_WORKER_HTTP_PORT": str(notify_port),
+        "BILLING_WORKER_DECLARATION": "tests.observability.deliveries_worker:DECLARATION",
+        # Nobody listens there: each delivery is retried and stays pending.
+        "OBS_DELIVERY_URL": f"http://127.0.0.1:{closed_port}/hook",
+        "PYTHONPATH": str(ROOT),
+    }
     config = tmp_path / "prometheus.yml"
-    config.write_text(yaml.safe_dump(prometheus_config(gateway_port, worker_port)))
+    config.write_text(yaml.safe_dump(prometheus_config(gateway_port, worker_port, notify_port)))
     log = tmp_path / "processes.log"
     commands: list[tuple[list[str], dict[str, str] | None]] = [
         (GATEWAY, gateway_env),
         ([*COMMAND, "worker", "entitlement"], worker_env),
+        ([*COMMAND, "worker", "notify"], notify_env),
         (
             [
                 prometheus,
@@ -165,7 +171,8 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
                 return (await client.get(address)).status_code == 200
 
             await until(lambda: ok(f"{gateway}/readyz"), "ready gateway", log)
-            await until(lambda: ok(f"http://127.0.0.1:{worker_port}/readyz"), "ready worker", log)
+            for worker in (f"http://127.0.0.1:{p}/readyz" for p in (worker_port, notify_port)):
+                await until(lambda a=worker: ok(a), "ready worker", log)  # type: ignore[misc]
             await until(
                 lambda: ok(f"http://127.0.0.1:{prometheus_port}/-/ready"), "Prometheus", log
             )
@@ -199,7 +206,7 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
                 await query(expr)  # every one parses (a 400 would fail here)
             scrapes = [
                 (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-                for port in (gateway_port, worker_port)
+                for port in (gateway_port, worker_port, notify_port)
             ]
 
     # Prometheus naming (units, _total, no reserved suffixes), as promtool lints it.
