@@ -167,15 +167,16 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
     with running(commands, log):
         async with httpx.AsyncClient(timeout=5) as client:
 
-            async def ok(address: str) -> bool:
-                return (await client.get(address)).status_code == 200
+            def ok(address: str) -> Callable[[], Awaitable[bool]]:
+                async def check() -> bool:
+                    return (await client.get(address)).status_code == 200
 
-            await until(lambda: ok(f"{gateway}/readyz"), "ready gateway", log)
-            for worker in (f"http://127.0.0.1:{p}/readyz" for p in (worker_port, notify_port)):
-                await until(lambda a=worker: ok(a), "ready worker", log)  # type: ignore[misc]
-            await until(
-                lambda: ok(f"http://127.0.0.1:{prometheus_port}/-/ready"), "Prometheus", log
-            )
+                return check
+
+            await until(ok(f"{gateway}/readyz"), "ready gateway", log)
+            for port in (worker_port, notify_port):
+                await until(ok(f"http://127.0.0.1:{port}/readyz"), f"ready worker on {port}", log)
+            await until(ok(f"http://127.0.0.1:{prometheus_port}/-/ready"), "Prometheus", log)
 
             webhook = f"{gateway}/webhooks/stripe"
             body, headers = signed(load_event(SYNCENGINE_CREATED))
@@ -195,7 +196,9 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
 
             wanted = expressions()
             missing = [expr for expr, needs in wanted.items() if needs]
-            dead_letters = next(a for a in observability.ALERTS if a.name.startswith("BillingDead"))
+            dead_letters = next(
+                a for a in observability.ALERTS if a.name == "BillingDeadLettersGrowing"
+            )
             deadline = time.monotonic() + SETTLE_SECONDS
             fired: list[Any] = []
             while (missing or not fired) and time.monotonic() < deadline:
