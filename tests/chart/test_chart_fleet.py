@@ -231,6 +231,14 @@ def test_monitoring_parts_are_toggled_and_carry_the_files() -> None:
     ports = {e["port"] for e in monitor["spec"]["endpoints"]}
     served = {p["name"] for s in of_kind(objects, "Service").values() for p in s["spec"]["ports"]}
     assert ports <= served
+    # Every target's job is billing-<component>: the prefix the alert rules select by.
+    for endpoint in monitor["spec"]["endpoints"]:
+        [job] = [r for r in endpoint["relabelings"] if r.get("targetLabel") == "job"]
+        assert job["replacement"] == "billing-$1"
+        assert job["sourceLabels"] == [
+            "__meta_kubernetes_service_label_app_kubernetes_io_component"
+        ]
+    assert 'job=~"billing.*"' in (CHART / "files" / "rules.yaml").read_text()
 
 
 def test_an_enabled_hpa_owns_the_replicas() -> None:

@@ -127,9 +127,11 @@ def test_prometheus_scrapes_the_gateways_and_each_workers_metrics_port() -> None
     gateway = SERVICES["gateway"]["environment"]
     # /metrics is on the admin port when one is set.
     metrics_port = gateway.get("BILLING_GATEWAY_ADMIN_PORT", gateway["BILLING_GATEWAY_PORT"])
-    expected = {"gateway": [f"gateway:{metrics_port}"]}
+    # Job names carry the prefix the alert rules select the fleet's targets by.
+    expected = {"billing-gateway": [f"gateway:{metrics_port}"]}
     for name, worker in worker_services().items():
-        expected[name] = [f"{name}:{worker['environment']['BILLING_WORKER_HTTP_PORT']}"]
+        port = worker["environment"]["BILLING_WORKER_HTTP_PORT"]
+        expected[f"billing-{name}"] = [f"{name}:{port}"]
     assert targets == expected
 
 
