@@ -11,6 +11,7 @@ from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
 from billing_fleet.db import database_answers
 from billing_fleet.http_server import PROBE_TIMEOUT_SECONDS
+from billing_fleet.readiness import record_checks
 
 router = APIRouter(tags=["health"])
 
@@ -34,6 +35,7 @@ async def readyz(request: Request) -> JSONResponse:
         request.app.state.publisher.ping(PROBE_TIMEOUT_SECONDS),
         _database_ok(request),
     )
+    record_checks({"kafka": kafka, "database": database})
     checks = {
         "kafka": "ok" if kafka else "unreachable",
         "database": "ok" if database else "unreachable",

@@ -76,8 +76,6 @@ _5XX_RATIO = (
     f'(sum(rate({HTTP}_count{{status=~"5.."}}[5m])) or vector(0)) / sum(rate({HTTP}_count[5m]))'
 )
 
-_UNREADY = f'{HTTP}_count{{route=~"/readyz|{WEBHOOK_ROUTE}",status="503"}}'
-
 # As with dead letters, the first dead delivery of a channel starts its series at 1.
 _DEAD = 'billing_deliveries_total{outcome="dead"}'
 
@@ -166,16 +164,14 @@ ALERTS: tuple[Alert, ...] = (
         "{{ $labels.instance }} ({{ $labels.job }}) cannot be scraped.",
     ),
     Alert(
-        # /readyz is 503 while the broker or the database is unreachable, and no metric
-        # says which; the readiness probe then takes the pod out, and a gateway that
-        # cannot publish answers webhooks 503, which this counts.
+        # Every /readyz run sets billing_dependency_up per dependency it checks; min over
+        # a process's series so one gateway or worker with a dependency down fires.
         "BillingDependencyUnreachable",
-        f"sum by (instance) (rate({_UNREADY}[5m]))"
-        f" or sum by (instance) (0 * rate({HTTP}_count[5m]))",
-        "> 0",
+        "min by (job, instance, dependency) (billing_dependency_up)",
+        "== 0",
         "3m",
         "critical",
-        "{{ $labels.instance }} answers 503: Kafka or PostgreSQL is unreachable.",
+        "{{ $labels.instance }} ({{ $labels.job }}) cannot reach {{ $labels.dependency }}.",
     ),
 )
 

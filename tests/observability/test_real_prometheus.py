@@ -1,6 +1,7 @@
 """Every dashboard and alert expression against Debian's real Prometheus scraping a real
 gateway and entitlement worker: each parses and has series, and a poison webhook makes
-the dead-letters alert expression true."""
+the dead-letters alert expression true; /readyz is called first, so the readiness gauge
+has series."""
 
 from __future__ import annotations
 
@@ -173,6 +174,7 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
 
                 return check
 
+            # Each /readyz sets billing_dependency_up: its alert's signal has series after.
             await until(ok(f"{gateway}/readyz"), "ready gateway", log)
             for port in (worker_port, notify_port):
                 await until(ok(f"http://127.0.0.1:{port}/readyz"), f"ready worker on {port}", log)
@@ -207,6 +209,7 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
                 await asyncio.sleep(1)
             for expr in wanted:
                 await query(expr)  # every one parses (a 400 would fail here)
+            dependencies = await query("billing_dependency_up")
             scrapes = [
                 (await client.get(f"http://127.0.0.1:{port}/metrics")).text
                 for port in (gateway_port, worker_port, notify_port)
@@ -219,3 +222,11 @@ async def test_every_panel_and_alert_expression_has_series_and_a_poison_fires_de
 
     assert missing == [], "\n".join([*missing, tail(log)])
     assert [series["metric"]["worker"] for series in fired] == ["entitlement"]
+    # Every process was ready: each reached both dependencies its /readyz checks.
+    assert sorted(
+        (s["metric"]["job"], s["metric"]["dependency"], s["value"][1]) for s in dependencies
+    ) == sorted(
+        (job, dependency, "1")
+        for job in ("billing-gateway", "billing-workers", "billing-workers")
+        for dependency in ("database", "kafka")
+    )

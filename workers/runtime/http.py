@@ -12,6 +12,7 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
 from billing_fleet.http_server import SignalFreeServer, server_config, start_server
+from billing_fleet.readiness import record_checks
 
 Check = Callable[[], Awaitable[bool]]
 
@@ -22,6 +23,7 @@ def create_app(checks: dict[str, Check], asyncapi_json: str) -> Starlette:
 
     async def readyz(request: Request) -> JSONResponse:
         results = await asyncio.gather(*(check() for check in checks.values()))
+        record_checks(dict(zip(checks, results, strict=True)))
         ready = all(results)
         body = {
             "ready": ready,
