@@ -20,6 +20,7 @@ from tests.runtime_toy import create_topics, toy_spec, unique, wait_for, worker_
 from workers.entitlement.worker import NAME, build
 from workers.runtime.asyncapi import documentation_broker
 from workers.runtime.run import run_worker
+from workers.runtime.spec import WorkerSpec
 
 pytestmark = pytest.mark.integration
 
@@ -34,17 +35,14 @@ async def _document(base: str) -> dict[str, Any] | None:
     return document
 
 
-async def test_the_entitlement_worker_documents_every_topic(settings: FleetSettings) -> None:
-    topic = unique("asyncapi.in")
-    spec = build(settings).consuming(topic)  # not the shared input topic
-    port = free_port()
-    configured = worker_settings(settings, worker_http_port=port)
-    await create_topics(configured, topic)
-    worker = asyncio.create_task(run_worker(spec, configured))
+async def _served(spec: WorkerSpec, settings: FleetSettings, *topics: str) -> dict[str, Any]:
+    """The AsyncAPI document ``spec`` serves once running (its topics created first)."""
+    await create_topics(settings, *topics)
+    worker = asyncio.create_task(run_worker(spec, settings))
     found: list[dict[str, Any]] = []
 
     async def served() -> bool:
-        document = await _document(f"http://127.0.0.1:{port}")
+        document = await _document(f"http://127.0.0.1:{settings.worker_http_port}")
         found.extend([document] if document else [])
         return document is not None
 
@@ -54,7 +52,14 @@ async def test_the_entitlement_worker_documents_every_topic(settings: FleetSetti
         worker.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await worker
-    document = found[0]
+    return found[0]
+
+
+async def test_the_entitlement_worker_documents_every_topic(settings: FleetSettings) -> None:
+    topic = unique("asyncapi.in")
+    spec = build(settings).consuming(topic)  # not the shared input topic
+    configured = worker_settings(settings, worker_http_port=free_port())
+    document = await _served(spec, configured, topic)
 
     addresses = {channel["address"] for channel in document["channels"].values()}
     assert addresses == {topic, dead_letter_topic(topic, NAME), ENTITLEMENT_CHANGES}
@@ -104,23 +109,8 @@ async def test_a_running_worker_documents_each_subscription_s_contract_type(
 ) -> None:
     name, topic, changes = unique("docs"), unique("asyncapi.in"), unique("asyncapi.changes")
     spec = toy_spec(name, topic, changes_topic=changes)
-    port = free_port()
-    configured = worker_settings(settings, worker_http_port=port)
-    await create_topics(configured, topic, changes)
-    worker = asyncio.create_task(run_worker(spec, configured))
-    found: list[dict[str, Any]] = []
+    configured = worker_settings(settings, worker_http_port=free_port())
+    document = await _served(spec, configured, topic, changes)
 
-    async def served() -> bool:
-        document = await _document(f"http://127.0.0.1:{port}")
-        found.extend([document] if document else [])
-        return document is not None
-
-    try:
-        await wait_for(served, timeout=30, message="the worker never served /asyncapi.json")
-    finally:
-        worker.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await worker
-
-    assert _is_entitlement_change(_payload(found[0], f"{changes}:{name}"))
-    assert "oneOf" in _payload(found[0], f"{topic}:{name}")["items"]  # the BillingEvent union
+    assert _is_entitlement_change(_payload(document, f"{changes}:{name}"))
+    assert "oneOf" in _payload(document, f"{topic}:{name}")["items"]  # the BillingEvent union
