@@ -132,6 +132,18 @@ async def start_dev(env: dict[str, str], log: Path, cwd: Path | None = None) -> 
     raise AssertionError(f"dev exited ({process.returncode}) before its banner:\n{tail(log)}")
 
 
+def stop_all(processes: list[subprocess.Popen[bytes]], timeout: float = 20) -> None:
+    """SIGTERM every process, then wait for each; one that outlives ``timeout`` is killed."""
+    for process in processes:
+        process.terminate()
+    for process in processes:
+        try:
+            process.wait(timeout)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait(5)
+
+
 async def wait_ready(base_url: str, timeout: float = 30) -> None:
     """Until the gateway answers /readyz with ready (Kafka and PostgreSQL reached)."""
     async with httpx.AsyncClient(base_url=base_url) as client, asyncio.timeout(timeout):

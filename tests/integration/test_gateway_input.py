@@ -167,19 +167,24 @@ async def unmigrated_database(create_database: Any) -> str:
     return url
 
 
-@pytest.mark.parametrize("fast_paths", [True, False], ids=["fast paths", "FastAPI"])
-async def test_an_unexpected_error_is_a_problem_500_logged_once(
-    kafka: Any, unmigrated_database: str, fast_paths: bool, caplog: pytest.LogCaptureFixture
-) -> None:
-    settings = FleetSettings(
+def _failing_gateway(kafka: Any, database_url: str) -> FleetSettings:
+    """A gateway on ``unmigrated_database`` whose read API is configured (so reads fail)."""
+    return FleetSettings(
         kafka_bootstrap_servers=kafka.bootstrap_servers,
-        database_url=unmigrated_database,
+        database_url=database_url,
         stripe_webhook_secrets=["whsec_unused"],
         gateway_port=free_port(),
         jwt_hs256_secret=HS256_SECRET,
         jwt_issuer=ISSUER,
         jwt_audience=AUDIENCE,
     )
+
+
+@pytest.mark.parametrize("fast_paths", [True, False], ids=["fast paths", "FastAPI"])
+async def test_an_unexpected_error_is_a_problem_500_logged_once(
+    kafka: Any, unmigrated_database: str, fast_paths: bool, caplog: pytest.LogCaptureFixture
+) -> None:
+    settings = _failing_gateway(kafka, unmigrated_database)
     async with serve_gateway(settings, fast_paths=fast_paths):
         caplog.clear()
         with caplog.at_level(logging.INFO):
@@ -202,15 +207,7 @@ async def test_the_logged_path_of_an_unexpected_error_is_cut(
 ) -> None:
     """The path comes from the client (up to the head limit, 64 KiB): the log line keeps
     its first ``LOG_VALUE_LIMIT`` characters, as every outside value."""
-    settings = FleetSettings(
-        kafka_bootstrap_servers=kafka.bootstrap_servers,
-        database_url=unmigrated_database,
-        stripe_webhook_secrets=["whsec_unused"],
-        gateway_port=free_port(),
-        jwt_hs256_secret=HS256_SECRET,
-        jwt_issuer=ISSUER,
-        jwt_audience=AUDIENCE,
-    )
+    settings = _failing_gateway(kafka, unmigrated_database)
     path = "/v1/entitlements/" + "f" * 20_000
     async with serve_gateway(settings, fast_paths=fast_paths):
         caplog.clear()

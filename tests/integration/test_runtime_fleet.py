@@ -6,7 +6,6 @@ killed, the other goes on, and the killed one's backlog is relayed after its res
 from __future__ import annotations
 
 import signal
-import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
@@ -18,6 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from billing_fleet.db import bounded_transaction, create_pool
 from contracts import ENTITLEMENT_CHANGES
+from tests.cli_support import stop_all
 from tests.fleet_settings import FleetSettings
 from tests.integration.test_entitlement_worker import (
     SYNCENGINE_CREATED,
@@ -141,13 +141,7 @@ async def test_two_worker_processes_each_apply_once_and_relay_only_their_own_row
         assert await published_metric(toy_port) == {toy: 8}
         assert await published_metric(entitlement_port) == {"entitlement": 20}
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
+        stop_all(processes)
 
     assert Counter(await applied(url, toy)) == Counter(all_ids)
     conn = await asyncpg.connect(url)

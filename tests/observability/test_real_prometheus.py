@@ -21,7 +21,7 @@ import yaml
 
 from deploy import observability
 from fleet.embedded import free_port
-from tests.cli_support import COMMAND, clean_env, tail
+from tests.cli_support import COMMAND, clean_env, stop_all, tail
 from tests.fleet_settings import FleetSettings
 from tests.gateway import create_topics
 from tests.gateway_process import GATEWAY
@@ -52,14 +52,7 @@ def running(commands: list[tuple[list[str], dict[str, str] | None]], log: Path) 
                 )
         yield
     finally:
-        for process in processes:
-            process.terminate()
-        for process in processes:
-            try:
-                process.wait(20)
-            except subprocess.TimeoutExpired:
-                process.kill()
-                process.wait(5)
+        stop_all(processes)
 
 
 async def until(check: Callable[[], Awaitable[bool]], what: str, log: Path) -> None:
