@@ -172,6 +172,10 @@ class Subscription(Model):
     changed_fields: list[Text] = Field(
         description="Top-level Stripe fields this event changed (from previous_attributes)."
     )
+    created_at: Timestamp | None = Field(default=None, description="When Stripe created it.")
+    canceled_at: Timestamp | None = Field(
+        default=None, description="When it was canceled (Stripe's canceled_at), if it was."
+    )
 
 
 class InvoiceLine(Model):
@@ -180,6 +184,12 @@ class InvoiceLine(Model):
     quantity: Quantity | None
     amount: BigInt
     description: Text | None
+    id: Id | None = Field(default=None, description="The line item's id.")
+    unit_amount: BigInt | None = Field(
+        default=None, description="The price's unit amount, when Stripe gives it."
+    )
+    period_start: Timestamp | None = None
+    period_end: Timestamp | None = None
 
 
 class Invoice(Model):
@@ -204,6 +214,26 @@ class Invoice(Model):
     invoice_pdf: Text | None
     customer_email: Text | None
     lines: list[InvoiceLine]
+    created_at: Timestamp | None = Field(default=None, description="When Stripe created it.")
+    subtotal: BigInt | None = Field(default=None, description="Before discounts and tax.")
+    discount: BigInt | None = Field(default=None, description="The discounts' total amount.")
+    tax: BigInt | None = Field(default=None, description="The taxes' total amount.")
+    paid_at: Timestamp | None = Field(
+        default=None, description="When it was paid (status_transitions.paid_at)."
+    )
+
+
+class Refund(Model):
+    """A refund of (part of) a payment; a payment may have several."""
+
+    id: RequiredId
+    charge_id: Id | None
+    payment_intent_id: Id | None
+    amount: BigInt
+    currency: Text
+    status: Text | None = Field(description="pending, succeeded, failed, canceled, ...")
+    reason: Text | None
+    created_at: Timestamp | None
 
 
 class Payment(Model):
@@ -220,6 +250,17 @@ class Payment(Model):
     receipt_url: Text | None
     description: Text | None
     metadata: Metadata
+    amount_captured: BigInt | None = Field(default=None, description="Of the charge, if any.")
+    payment_method_type: Text | None = Field(default=None, description="e.g. card, sepa_debit.")
+    card_brand: Text | None = Field(default=None, description="e.g. visa, for card payments.")
+    card_last4: Annotated[str, StringConstraints(max_length=4, pattern=NO_NUL)] | None = Field(
+        default=None, description="The card's last four digits; never more of the card."
+    )
+    created_at: Timestamp | None = Field(default=None, description="When Stripe created it.")
+    refunds: list[Refund] = Field(
+        default_factory=list,
+        description="The refunds the Stripe object listed (a charge's refunds), if it did.",
+    )
 
 
 class Dispute(Model):
@@ -230,6 +271,14 @@ class Dispute(Model):
     currency: Text
     reason: Text | None
     status: Text
+    created_at: Timestamp | None = Field(default=None, description="When it was opened.")
+    evidence_due_by: Timestamp | None = None
+    amount_withdrawn: BigInt = Field(
+        default=0, description="Funds withdrawn from the balance for it (positive)."
+    )
+    amount_reinstated: BigInt = Field(
+        default=0, description="Funds returned to the balance (a won dispute)."
+    )
 
 
 class Checkout(Model):
@@ -303,6 +352,7 @@ InvoiceEventType = Literal[
 ]
 PaymentEventType = Literal["payment.succeeded", "payment.failed", "payment.refunded"]
 DisputeEventType = Literal["dispute.opened", "dispute.updated", "dispute.closed"]
+RefundEventType = Literal["refund.created", "refund.updated", "refund.failed"]
 CustomerEventType = Literal["customer.created", "customer.updated", "customer.deleted"]
 
 
@@ -406,6 +456,11 @@ class DisputeEvent(Envelope):
     dispute: Dispute
 
 
+class RefundEvent(Envelope):
+    type: RefundEventType
+    refund: Refund
+
+
 class CheckoutEvent(Envelope):
     """A paid checkout in payment mode whose metadata names a one-off purchase
     (``PURCHASE_KEYS``) carries a customer and, if any, a valid ``quantity``."""
@@ -450,6 +505,7 @@ BillingEvent = Annotated[
     | InvoiceEvent
     | PaymentEvent
     | DisputeEvent
+    | RefundEvent
     | CheckoutEvent
     | CustomerEvent
     | EntitlementSummaryEvent,
