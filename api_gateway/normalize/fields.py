@@ -9,11 +9,17 @@ becomes an ``UnmappableEvent`` naming the exact field, never a ``KeyError``/``Ty
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from api_gateway.normalize.errors import UnmappableEvent
+
+# Stripe's decimal strings (``unit_amount_decimal``): digits, an optional fraction, no
+# exponent. Decimal() would also take "1e9", "NaN", " 1" and "1_000".
+_DECIMAL = re.compile(r"(-?)([0-9]+)(?:\.([0-9]+))?")
+_WHOLE_DIGITS_MAX = 19  # more digits than any bigint has
 
 
 def _kind(value: Any) -> str:
@@ -84,6 +90,25 @@ class Reader:
             raise UnmappableEvent(f"{self._at(key)}: required integer is missing")
         return value
 
+    def opt_whole_decimal(self, key: str) -> int | None:
+        """A decimal string as an integer when it is whole ("8000", "8000.00"); None when
+        absent or when it has a fraction (which no integer amount states faithfully)."""
+        value = self._data.get(key)
+        if value is None:
+            return None
+        if not isinstance(value, str):
+            raise UnmappableEvent(f"{self._at(key)}: expected a decimal string, got {_kind(value)}")
+        match = _DECIMAL.fullmatch(value)
+        if match is None:
+            raise UnmappableEvent(f"{self._at(key)}: expected a decimal string")
+        sign, whole, fraction = match.groups()
+        if fraction and fraction.strip("0"):
+            return None
+        whole = whole.lstrip("0") or "0"
+        if len(whole) > _WHOLE_DIGITS_MAX:
+            raise UnmappableEvent(f"{self._at(key)}: decimal out of range")
+        return -int(whole) if sign else int(whole)
+
     def opt_bool(self, key: str) -> bool | None:
         value = self._data.get(key)
         if value is None or isinstance(value, bool):
@@ -147,6 +172,25 @@ class Reader:
         if not isinstance(value, list):
             raise UnmappableEvent(f"{path}: expected a list, got {_kind(value)}")
         return [Reader(item, f"{path}[{i}]") for i, item in enumerate(value)]
+
+    def expanded_items(self, key: str) -> list[Reader]:
+        """The expanded objects of a list whose items may also be bare ids (skipped: an id
+        says nothing about the object behind it)."""
+        value = self._data.get(key)
+        path = self._at(key)
+        if isinstance(value, Mapping):
+            value = value.get("data")
+            path = f"{path}.data"
+        if value is None:
+            return []
+        if not isinstance(value, list):
+            raise UnmappableEvent(f"{path}: expected a list, got {_kind(value)}")
+        found: list[Reader] = []
+        for i, item in enumerate(value):
+            if isinstance(item, str):
+                continue
+            found.append(Reader(item, f"{path}[{i}]"))
+        return found
 
     def keys(self) -> list[str]:
         return [str(k) for k in self._data]

@@ -117,4 +117,7 @@ def subscription(sub: Reader, stripe_type: str, previous: Reader | None) -> Subs
         pause_collection=_pause(sub),
         metadata=sub.metadata(),
         changed_fields=sorted(previous.keys()) if previous is not None else [],
+        # (Old versions' ``start`` is not the creation time: a plan change moved it.)
+        created_at=sub.opt_time("created"),
+        canceled_at=sub.opt_time("canceled_at"),
     )
