@@ -15,7 +15,15 @@ from typing import Any
 from pydantic import BaseModel, ValidationError
 
 import contracts
-from api_gateway.normalize import checkout, customers, disputes, entitlements, invoices, payments
+from api_gateway.normalize import (
+    checkout,
+    customers,
+    disputes,
+    entitlements,
+    invoices,
+    payments,
+    refunds,
+)
 from api_gateway.normalize.errors import UnhandledEventType, UnmappableEvent, refused
 from api_gateway.normalize.fields import Reader, to_datetime
 from api_gateway.normalize.subscriptions import subscription
@@ -52,6 +60,10 @@ def _payment_intent(kind: str, obj: Reader, prev: Reader | None) -> _Mapped:
 
 def _dispute(kind: str, obj: Reader, prev: Reader | None) -> _Mapped:
     return "dispute", disputes.dispute(obj), disputes.dispute_customer(obj)
+
+
+def _refund(kind: str, obj: Reader, prev: Reader | None) -> _Mapped:
+    return "refund", refunds.refund(obj), refunds.refund_customer(obj)
 
 
 def _checkout(kind: str, obj: Reader, prev: Reader | None) -> _Mapped:
@@ -96,6 +108,11 @@ _ROUTES: dict[str, tuple[str, _Mapper]] = {
     "charge.dispute.funds_reinstated": ("dispute.updated", _dispute),
     "charge.dispute.funds_withdrawn": ("dispute.updated", _dispute),
     "charge.dispute.closed": ("dispute.closed", _dispute),
+    "refund.created": ("refund.created", _refund),
+    "refund.updated": ("refund.updated", _refund),
+    "refund.failed": ("refund.failed", _refund),
+    # Stripe's older refund-update event: the same Refund object; consumers key by its id.
+    "charge.refund.updated": ("refund.updated", _refund),
     "checkout.session.completed": ("checkout.completed", _checkout),
     # For delayed methods (SEPA, bank transfer) completed arrives unpaid and this follows
     # once the money is in; consumers key by session id.
@@ -172,6 +189,9 @@ def partition_key(event: contracts.BillingEvent) -> str:
             return event.payment.id
         case contracts.DisputeEvent():
             return event.dispute.id
+        case contracts.RefundEvent():
+            # Stable: every event of a refund (and of its charge's other refunds) shares it.
+            return event.refund.charge_id or event.refund.id
         case contracts.CheckoutEvent():
             return event.checkout.id
         case contracts.CustomerEvent():

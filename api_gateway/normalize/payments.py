@@ -2,13 +2,26 @@
 
 Stripe reports one card payment twice (``payment_intent.succeeded`` and
 ``charge.succeeded``). Both map to the same ``Payment.id`` (the intent id when known) so
-the ledger upserts one row; legacy charges without an intent use the charge id.
+the ledger upserts one row; legacy charges without an intent use the charge id. An intent's
+card details, captured amount and refunds are its latest charge's, when the event
+carries that charge (``charges.data`` until 2022-11-15, or an expanded ``latest_charge``).
 """
 
 from __future__ import annotations
 
+from api_gateway.normalize.cards import UNKNOWN_METHOD, payment_method
 from api_gateway.normalize.fields import Reader
+from api_gateway.normalize.refunds import refunds_of
 from contracts import Payment
+
+
+def _amount_captured(charge: Reader) -> int | None:
+    captured = charge.opt_int("amount_captured")
+    if captured is not None:
+        return captured
+    # Older renderings only say whether it was captured; how much is unknown (a capture
+    # may be partial), except that an uncaptured charge captured nothing.
+    return 0 if charge.opt_bool("captured") is False else None
 
 
 def from_charge(charge: Reader) -> Payment:
@@ -18,6 +31,7 @@ def from_charge(charge: Reader) -> Payment:
     # Very old charges have no amount_refunded; a refunded one was refunded in full.
     refunded_default = amount if charge.flag("refunded") else 0
     status = charge.opt_str("status") or ("succeeded" if charge.flag("paid") else "failed")
+    method = payment_method(charge)
     return Payment(
         id=intent_id or charge_id,
         payment_intent_id=intent_id,
@@ -32,6 +46,12 @@ def from_charge(charge: Reader) -> Payment:
         receipt_url=charge.opt_str("receipt_url"),
         description=charge.opt_str("description"),
         metadata=charge.metadata(),
+        amount_captured=_amount_captured(charge),
+        payment_method_type=method.type,
+        card_brand=method.card_brand,
+        card_last4=method.card_last4,
+        created_at=charge.opt_time("created"),
+        refunds=refunds_of(charge),
     )
 
 
@@ -50,6 +70,7 @@ def from_payment_intent(intent: Reader) -> Payment:
     intent_id = intent.req_str("id")
     charge_id, charge = _latest_charge(intent)
     error = intent.child("last_payment_error")
+    method = payment_method(charge) if charge is not None else UNKNOWN_METHOD
     return Payment(
         id=intent_id,
         payment_intent_id=intent_id,
@@ -64,4 +85,10 @@ def from_payment_intent(intent: Reader) -> Payment:
         receipt_url=charge.opt_str("receipt_url") if charge is not None else None,
         description=intent.opt_str("description"),
         metadata=intent.metadata(),
+        amount_captured=_amount_captured(charge) if charge is not None else None,
+        payment_method_type=method.type,
+        card_brand=method.card_brand,
+        card_last4=method.card_last4,
+        created_at=intent.opt_time("created"),
+        refunds=refunds_of(charge) if charge is not None else [],
     )
