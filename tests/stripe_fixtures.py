@@ -1,4 +1,5 @@
-"""Real Stripe event payloads (tests/fixtures/stripe, provenance in its README); a signer."""
+"""Real Stripe event payloads and sample objects (tests/fixtures/stripe, provenance in its
+README); a signer."""
 
 from __future__ import annotations
 
@@ -28,6 +29,12 @@ def load_event(name: str, *, fresh_id: bool = True) -> dict[str, Any]:
     if fresh_id:
         event["id"] = f"evt_test_{uuid.uuid4().hex}"
     return event
+
+
+def load_object(name: str) -> dict[str, Any]:
+    """One of Stripe's sample API objects (``objects/``, e.g. ``refund.json``): not an event."""
+    data: dict[str, Any] = json.loads((FIXTURES / "objects" / name).read_text())
+    return data
 
 
 def sign(payload: bytes, secret: str = PRIMARY_SECRET, timestamp: int | None = None) -> str:

@@ -13,7 +13,7 @@ from typing import Any
 import httpx
 import pytest
 
-from contracts import BILLING_EVENTS, event_id_for, parse_billing_event
+from contracts import BILLING_EVENTS, RefundEvent, event_id_for, parse_billing_event
 from fleet.embedded import EmbeddedKafka
 from tests.fleet_settings import FleetSettings
 from tests.gateway import Gateway, create_topics, free_port, read_topic, records_for, serve_gateway
@@ -27,7 +27,7 @@ from tests.runtime_toy import (
     wait_for,
     worker_settings,
 )
-from tests.stripe_fixtures import SECONDARY_SECRET, load_event, sign, signed
+from tests.stripe_fixtures import SECONDARY_SECRET, load_event, load_object, sign, signed
 
 pytestmark = pytest.mark.integration
 
@@ -68,6 +68,27 @@ async def test_signed_event_is_published_once_with_key_headers_and_json(
     assert normalized.customer_id == "cus_IhGfebO16cMIGN"
     assert normalized.type == "subscription.activated"
     assert normalized.subscription.id == event["data"]["object"]["id"]
+
+
+async def test_refund_event_is_published_keyed_by_its_charge(gateway: Gateway, kafka: Any) -> None:
+    # No refund.* fixture exists: Stripe's sample refund (no customer) in a real event.
+    event = load_event("charge.refunded__rubymock__1")
+    event["type"] = "refund.created"
+    event["data"] = {"object": load_object("refund.json")}
+    body, headers = signed(event)
+
+    response = await post(gateway, body, headers)
+
+    assert response.status_code == 200, response.text
+    assert response.json()["type"] == "refund.created"
+    [record] = await published(kafka, event["id"])
+    assert record.key == b"ch_1PgafuB7WZ01zgkWXYmPNZs8"
+    normalized = parse_billing_event(record.value)
+    assert isinstance(normalized, RefundEvent)
+    assert (normalized.refund.id, normalized.refund.amount) == ("re_1Pgc72B7WZ01zgkWqPvrRrPE", 100)
+    async with httpx.AsyncClient(base_url=gateway.url) as client:
+        metrics = (await client.get("/metrics")).text
+    assert 'billing_webhooks_received_total{outcome="published",type="refund.created"}' in metrics
 
 
 async def test_secondary_secret_is_accepted_for_rolling(gateway: Gateway, kafka: Any) -> None:

@@ -25,7 +25,7 @@ from api_gateway.normalize import (
     normalize,
     partition_key,
 )
-from tests.stripe_fixtures import FIXTURES
+from tests.stripe_fixtures import FIXTURES, load_object
 
 
 def _fixture_files() -> list[Path]:
@@ -44,11 +44,6 @@ def load(name: str) -> dict[str, Any]:
     return data
 
 
-def load_object(name: str) -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / "objects" / name).read_text())
-    return data
-
-
 def at(ts: int) -> datetime:
     return datetime.fromtimestamp(ts, tz=UTC)
 
@@ -59,6 +54,12 @@ def subscription_of(name: str) -> contracts.Subscription:
     return event.subscription
 
 
+def dispute_of(raw: dict[str, Any]) -> contracts.Dispute:
+    event = normalize(raw)
+    assert isinstance(event, contracts.DisputeEvent)
+    return event.dispute
+
+
 def invoice_of(raw: dict[str, Any]) -> contracts.Invoice:
     event = normalize(raw)
     assert isinstance(event, contracts.InvoiceEvent)
@@ -66,7 +67,11 @@ def invoice_of(raw: dict[str, Any]) -> contracts.Invoice:
 
 
 def payment_of(name: str) -> contracts.Payment:
-    event = normalize(load(name))
+    return payment_of_raw(load(name))
+
+
+def payment_of_raw(raw: dict[str, Any]) -> contracts.Payment:
+    event = normalize(raw)
     assert isinstance(event, contracts.PaymentEvent)
     return event.payment
 
@@ -180,6 +185,15 @@ def test_deleted_subscription_is_immediate_cancellation() -> None:
     assert event.subscription.cancellation == contracts.Cancellation(
         mode="immediately", effective_at=at(1642152635), reason=None
     )
+
+
+def test_subscription_created_and_canceled_at() -> None:
+    deleted = subscription_of("customer.subscription.deleted__drfstripe__1.json")
+    # 2015 subscriptions have no created (their start moved with plan changes).
+    old = subscription_of("customer.subscription.created__nijikokun__1.json")
+
+    assert (deleted.created_at, deleted.canceled_at) == (at(1642150469), at(1642152635))
+    assert (old.created_at, old.canceled_at) == (None, None)
 
 
 def test_cancellation_reason_and_pause_collection() -> None:
@@ -327,6 +341,105 @@ def test_invoice_total_and_attempt_count_defaults() -> None:
     assert (inv.total, inv.attempt_count) == (inv.amount_due, 0)
 
 
+def test_2020_invoice_totals_paid_at_and_line_details() -> None:
+    paid = invoice_of(load("invoice.paid__syncengine__1.json"))
+    created = invoice_of(load("invoice.created__rubymock__1.json"))
+
+    # Empty total_discount_amounts / total_tax_amounts lists: nothing off, no tax.
+    assert (paid.created_at, paid.subtotal, paid.discount, paid.tax) == (at(1642645471), 0, 0, 0)
+    assert paid.paid_at == at(1642649110)
+    assert created.paid_at is None
+    assert [(ln.id, ln.unit_amount, ln.period_start, ln.period_end) for ln in created.lines] == [
+        ("il_000000000000000000000000", 1500, at(1648320110), at(1650998510))
+    ]
+
+
+def test_clover_invoice_line_unit_amount_from_pricing_decimal() -> None:
+    inv = invoice_of(load("invoice.paid__zulip__2.json"))
+
+    assert [(ln.quantity, ln.amount, ln.unit_amount) for ln in inv.lines] == [(123, 984000, 8000)]
+    # basil has no tax field: total_taxes (empty here) says it.
+    assert (inv.subtotal, inv.discount, inv.tax, inv.paid_at) == (984000, 0, 0, at(1000000000))
+
+
+def test_2015_invoice_created_from_date_and_unknown_totals() -> None:
+    inv = invoice_of(load("invoice.payment_succeeded__nijikokun__1.json"))
+
+    assert inv.created_at == at(1419171865)  # `date` before 2019-03-14
+    assert (inv.subtotal, inv.discount, inv.tax, inv.paid_at) == (212, None, None, None)
+    # The line's id is its subscription's (sub_...), which names no line; the plan's
+    # amount is the unit amount.
+    assert [(ln.id, ln.unit_amount, ln.period_start) for ln in inv.lines] == [
+        (None, 212, at(1446710599))
+    ]
+
+
+def test_invoice_discount_and_tax_are_sums_of_their_lists() -> None:
+    # No fixture has a discount or tax; fill the real 2020 invoice's lists as Stripe does.
+    raw = load("invoice.created__rubymock__1.json")
+    obj = raw["data"]["object"]
+    obj["total_discount_amounts"] = [
+        {"amount": 150, "discount": "di_1"},
+        {"amount": 50, "discount": "di_2"},
+    ]
+    obj["discount"] = {"object": "discount", "coupon": {"percent_off": 10, "amount_off": None}}
+    obj["total_tax_amounts"] = [
+        {"amount": 119, "inclusive": False, "tax_rate": "txr_1"},
+        {"amount": 7, "inclusive": True, "tax_rate": "txr_2"},
+    ]
+
+    inv = invoice_of(raw)
+    assert (inv.discount, inv.tax) == (200, 126)
+
+    obj["tax"] = 130  # the top-level total wins where Stripe gives one
+    assert invoice_of(raw).tax == 130
+
+    # A legacy coupon alone is no amount: unknown, not zero.
+    del obj["total_discount_amounts"]
+    assert invoice_of(raw).discount is None
+
+
+def test_basil_invoice_tax_from_total_taxes() -> None:
+    raw = load("invoice.paid__zulip__1.json")
+    raw["data"]["object"]["total_taxes"] = [
+        {"amount": 800, "tax_behavior": "exclusive", "taxability_reason": "standard_rated"},
+        {"amount": 100, "tax_behavior": "inclusive", "taxability_reason": "standard_rated"},
+    ]
+
+    assert invoice_of(raw).tax == 900
+
+
+@pytest.mark.parametrize(
+    ("pricing", "unit_amount"),
+    [("8000.000000000000", 8000), ("0", 0), ("-250", -250), ("12.5", None), (None, None)],
+)
+def test_line_unit_amount_decimal_counts_only_when_whole(
+    pricing: str | None, unit_amount: int | None
+) -> None:
+    raw = load("invoice.paid__zulip__1.json")
+    raw["data"]["object"]["lines"]["data"][0]["pricing"]["unit_amount_decimal"] = pricing
+
+    assert invoice_of(raw).lines[0].unit_amount == unit_amount
+
+
+def test_line_unit_amount_of_a_price_in_another_currency() -> None:
+    # A multi-currency price reads in its default currency at the top level; the line is
+    # in the invoice's. Stripe's sample price (usd) on a real invoice turned to eur.
+    raw = load("invoice.created__rubymock__1.json")
+    obj = raw["data"]["object"]
+    obj["currency"] = "eur"
+    line = obj["lines"]["data"][0]
+    line["price"] = load_object("price.json")
+    del line["plan"]
+
+    assert load_object("price.json")["currency"] == "usd"
+    assert invoice_of(raw).lines[0].unit_amount is None
+    line["price"]["currency_options"] = {"eur": {"unit_amount": 1300}}
+    assert invoice_of(raw).lines[0].unit_amount == 1300
+    line["price"] = "price_only_an_id"
+    assert invoice_of(raw).lines[0].unit_amount is None
+
+
 def test_payment_succeeded_and_paid_address_the_same_invoice() -> None:
     succeeded = normalize(load("invoice.payment_succeeded__rubymock__1.json"))
     paid = normalize(load("invoice.paid__rubymock__1.json"))
@@ -381,6 +494,192 @@ def test_refund_carries_refunded_amount_and_invoice() -> None:
     assert event.payment.invoice_id == "in_1KJdKkJDPojXS6LNSwSWkZSN"
 
 
+@pytest.mark.parametrize(
+    ("name", "brand", "last4", "captured"),
+    [
+        ("charge.succeeded__rubymock__1.json", "visa", "4242", 2000),
+        ("charge.succeeded__zulip__1.json", "visa", "4242", 48000),
+        ("charge.refunded__syncengine__1.json", "mastercard", "7572", 2500),
+        # 2015: no payment_method_details; the card is the charge's source, its brand a
+        # display name ("Visa"), and nothing says how much was captured.
+        ("charge.succeeded__nijikokun__1.json", "visa", "4242", None),
+    ],
+)
+def test_charge_card_brand_last4_captured_and_created(
+    name: str, brand: str, last4: str, captured: int | None
+) -> None:
+    payment = payment_of(name)
+
+    assert (payment.payment_method_type, payment.card_brand, payment.card_last4) == (
+        "card",
+        brand,
+        last4,
+    )
+    assert payment.amount_captured == captured
+    assert payment.created_at == at(load(name)["data"]["object"]["created"])
+
+
+def test_non_card_payment_has_a_type_and_no_card() -> None:
+    # No fixture pays by debit; Stripe's sepa_debit details on a real charge.
+    raw = load("charge.succeeded__syncengine__1.json")
+    raw["data"]["object"]["payment_method_details"] = {
+        "type": "sepa_debit",
+        "sepa_debit": {"bank_code": "37040044", "country": "DE", "last4": "3000"},
+    }
+
+    payment = normalize(raw)
+    assert isinstance(payment, contracts.PaymentEvent)
+    assert (payment.payment.payment_method_type, payment.payment.card_brand) == ("sepa_debit", None)
+    assert payment.payment.card_last4 is None
+
+
+def test_intent_card_details_from_its_charges_list() -> None:
+    succeeded = payment_of("payment_intent.succeeded__rubymock__1.json")
+    failed = payment_of("payment_intent.payment_failed__rubymock__1.json")
+
+    assert (succeeded.card_brand, succeeded.card_last4, succeeded.amount_captured) == (
+        "visa",
+        "4242",
+        2000,
+    )
+    assert (failed.card_last4, failed.amount_captured, failed.refunds) == ("0002", 0, [])
+    assert succeeded.created_at == at(1648320032)
+
+
+def test_intent_card_details_and_refunds_from_expanded_latest_charge() -> None:
+    # Webhooks carry latest_charge as an id (the clover intent here: no card details);
+    # expanded, it is the charge object: the real clover charge it names, refunded.
+    raw = load("payment_intent.succeeded__zulip__1.json")
+    assert payment_of("payment_intent.succeeded__zulip__1.json").card_brand is None
+    charge = load("charge.succeeded__zulip__1.json")["data"]["object"]
+    charge["refunds"] = {"object": "list", "data": [load_object("refund.json")]}
+    raw["data"]["object"]["latest_charge"] = charge
+
+    event = normalize(raw)
+    assert isinstance(event, contracts.PaymentEvent)
+    payment = event.payment
+
+    assert payment.charge_id == charge["id"]
+    assert (payment.payment_method_type, payment.card_brand, payment.card_last4) == (
+        "card",
+        "visa",
+        "4242",
+    )
+    assert payment.amount_captured == 48000
+    assert [(r.id, r.charge_id, r.amount) for r in payment.refunds] == [
+        ("re_1Pgc72B7WZ01zgkWqPvrRrPE", "ch_1PgafuB7WZ01zgkWXYmPNZs8", 100)
+    ]
+
+
+@pytest.mark.parametrize(
+    ("name", "refund"),
+    [
+        (
+            "charge.refunded__rubymock__1.json",
+            contracts.Refund(
+                id="re_000000000000000000000000",
+                charge_id="ch_000000000000000000000000",
+                payment_intent_id=None,
+                amount=100,
+                currency="usd",
+                status="succeeded",
+                reason=None,
+                created_at=at(1648319949),
+            ),
+        ),
+        (
+            "charge.refunded__syncengine__1.json",
+            contracts.Refund(
+                id="re_3Kl36gJDPojXS6LN0eP4yPDz",
+                charge_id="ch_3Kl36gJDPojXS6LN0DCM4A8l",
+                payment_intent_id="pi_3Kl36gJDPojXS6LN02fQVtKR",
+                amount=2500,
+                currency="usd",
+                status="succeeded",
+                reason=None,
+                created_at=at(1649321738),
+            ),
+        ),
+    ],
+)
+def test_charge_refunded_lists_its_refunds(name: str, refund: contracts.Refund) -> None:
+    assert payment_of(name).refunds == [refund]
+
+
+def test_charge_refunds_take_charge_and_currency_from_the_charge() -> None:
+    # Since 2022-11-15 refunds are only listed when expanded; a listed refund that omits
+    # its charge, intent or currency refunds this charge, in its currency.
+    raw = load("charge.refunded__syncengine__1.json")
+    [listed] = raw["data"]["object"]["refunds"]["data"]
+    del listed["charge"], listed["payment_intent"], listed["currency"]
+
+    [refund] = payment_of_raw(raw).refunds
+    assert (refund.charge_id, refund.payment_intent_id, refund.currency) == (
+        "ch_3Kl36gJDPojXS6LN0DCM4A8l",
+        "pi_3Kl36gJDPojXS6LN02fQVtKR",
+        "usd",
+    )
+    del raw["data"]["object"]["refunds"]
+    assert payment_of_raw(raw).refunds == []
+
+
+_CARD_FIXTURES = [
+    "charge.succeeded__nijikokun__1.json",
+    "charge.succeeded__rubymock__1.json",
+    "charge.succeeded__syncengine__1.json",
+    "charge.succeeded__zulip__1.json",
+    "charge.refunded__rubymock__1.json",
+    "charge.refunded__syncengine__1.json",
+    "payment_intent.succeeded__rubymock__1.json",
+    "payment_intent.payment_failed__rubymock__1.json",
+]
+
+
+def _cards(node: Any) -> list[dict[str, Any]]:
+    """Every card object inside a Stripe object: payment_method_details.card, a source."""
+    found: list[dict[str, Any]] = []
+    if isinstance(node, dict):
+        if "last4" in node and ("exp_month" in node or "fingerprint" in node):
+            found.append(node)
+        for value in node.values():
+            found += _cards(value)
+    elif isinstance(node, list):
+        for value in node:
+            found += _cards(value)
+    return found
+
+
+def _strings(node: Any) -> set[str]:
+    if isinstance(node, dict):
+        return set().union(*(_strings(value) for value in node.values()))
+    if isinstance(node, list):
+        return set().union(*(_strings(value) for value in node))
+    return {node} if isinstance(node, str) else set()
+
+
+@pytest.mark.parametrize("name", _CARD_FIXTURES)
+def test_no_card_data_beyond_brand_last4_and_type_is_normalized(name: str) -> None:
+    raw = load(name)
+    cards = _cards(raw["data"]["object"])
+    assert cards  # the fixture does carry a card
+    card_values = _strings(cards)
+    text = normalize(raw).model_dump_json()
+
+    # Strip every card to its brand and last4: what is published stays the same ...
+    for card in cards:
+        for key in list(card):
+            if key not in ("brand", "last4", "object"):
+                del card[key]
+    assert normalize(raw).model_dump_json() == text
+    # ... and no other text of a card (fingerprint, holder's name, country, funding)
+    # is in it, unless the event holds it elsewhere too (Zulip's NORMALIZED).
+    assert "exp_month" not in text and "fingerprint" not in text
+    elsewhere = json.dumps(raw)
+    card_only = [value for value in card_values if value not in elsewhere]
+    assert card_only
+    assert [value for value in card_only if value in text] == []
+
+
 def test_failed_intent_reports_last_payment_error() -> None:
     payment = payment_of("payment_intent.payment_failed__rubymock__1.json")
 
@@ -419,6 +718,33 @@ def test_dispute_funds_reinstated_is_an_update() -> None:
         "ch_00000000000000",
         25000,
     )
+
+
+def test_dispute_dates_and_withdrawn_funds() -> None:
+    dispute = dispute_of(load("charge.dispute.funds_reinstated__rubymock__1.json"))
+
+    assert (dispute.created_at, dispute.evidence_due_by) == (at(1516145022), at(1517529599))
+    # Its one balance transaction withdrew 25000 (and a 1500 fee, which is not the
+    # disputed money).
+    assert (dispute.amount_withdrawn, dispute.amount_reinstated) == (25000, 0)
+    opened = dispute_of(load("charge.dispute.created__syncengine__1.json"))
+    assert (opened.amount_withdrawn, opened.amount_reinstated) == (0, 0)
+
+
+def test_dispute_funds_count_expanded_transactions_in_its_currency() -> None:
+    # The real funds_reinstated event with its withdrawal followed by the reinstatement a
+    # won dispute gets, a bare id and one settled in another currency.
+    raw = load("charge.dispute.funds_reinstated__rubymock__1.json")
+    txns = raw["data"]["object"]["balance_transactions"]
+    withdrawal = txns[0]
+    txns += [
+        {**withdrawal, "id": "txn_back", "amount": 25000, "net": 26500, "fee": -1500},
+        "txn_only_an_id",
+        {**withdrawal, "id": "txn_eur", "amount": -23000, "currency": "eur"},
+    ]
+
+    dispute = dispute_of(raw)
+    assert (dispute.amount_withdrawn, dispute.amount_reinstated) == (25000, 25000)
 
 
 # -- checkout, customers, entitlements -----------------------------------------------------
@@ -512,6 +838,79 @@ def test_entitlement_summary_with_expanded_feature() -> None:
     assert event.summary.truncated is True  # Stripe's sample list says has_more
 
 
+# -- refunds --------------------------------------------------------------------------------
+
+# No refund.* or charge.refund.updated event is among the fixtures: these events are built
+# around Stripe's sample refund (objects/refund.json) in the envelope of a real event.
+
+
+def refund_event(stripe_type: str, **changes: Any) -> dict[str, Any]:
+    raw = load("charge.refunded__rubymock__1.json")
+    raw["type"] = stripe_type
+    raw["data"] = {"object": {**load_object("refund.json"), **changes}}
+    return raw
+
+
+@pytest.mark.parametrize(
+    ("stripe_type", "our_type"),
+    [
+        ("refund.created", "refund.created"),
+        ("refund.updated", "refund.updated"),
+        ("refund.failed", "refund.failed"),
+        ("charge.refund.updated", "refund.updated"),
+    ],
+)
+def test_refund_events(stripe_type: str, our_type: str) -> None:
+    raw = refund_event(stripe_type)
+    event = normalize(raw)
+    assert isinstance(event, contracts.RefundEvent)
+
+    assert event.type == our_type
+    assert event.source.stripe_event_type == stripe_type
+    assert event.refund == contracts.Refund(
+        id="re_1Pgc72B7WZ01zgkWqPvrRrPE",
+        charge_id="ch_1PgafuB7WZ01zgkWXYmPNZs8",
+        payment_intent_id=None,
+        amount=100,
+        currency="usd",
+        status="succeeded",
+        reason=None,
+        created_at=at(1234567890),
+    )
+    assert contracts.parse_billing_event(event.model_dump_json()) == event
+    # Stripe's sample refund has "customer": null and its charge only as an id.
+    assert event.customer_id is None
+    assert partition_key(event) == "ch_1PgafuB7WZ01zgkWXYmPNZs8"
+
+
+def test_failed_refund_carries_status_and_reason() -> None:
+    event = normalize(
+        refund_event("refund.failed", status="failed", reason="requested_by_customer")
+    )
+    assert isinstance(event, contracts.RefundEvent)
+    assert (event.refund.status, event.refund.reason) == ("failed", "requested_by_customer")
+
+
+def test_refund_customer_is_its_own_else_its_expanded_charges() -> None:
+    charge = {"id": "ch_1PgafuB7WZ01zgkWXYmPNZs8", "object": "charge", "customer": "cus_charged"}
+    by_charge = normalize(refund_event("refund.created", charge=charge))
+    own = normalize(refund_event("refund.created", charge=charge, customer="cus_refunded"))
+
+    assert isinstance(by_charge, contracts.RefundEvent)
+    assert by_charge.refund.charge_id == "ch_1PgafuB7WZ01zgkWXYmPNZs8"
+    assert (by_charge.customer_id, own.customer_id) == ("cus_charged", "cus_refunded")
+    assert partition_key(own) == "cus_refunded"
+
+
+def test_refund_without_charge_or_customer_is_keyed_by_its_id() -> None:
+    # Refunds of some payment methods name only the intent.
+    event = normalize(refund_event("refund.updated", charge=None, payment_intent="pi_1"))
+    assert isinstance(event, contracts.RefundEvent)
+
+    assert (event.refund.charge_id, event.refund.payment_intent_id) == (None, "pi_1")
+    assert partition_key(event) == "re_1Pgc72B7WZ01zgkWqPvrRrPE"
+
+
 # -- partition key -------------------------------------------------------------------------
 
 
@@ -537,9 +936,9 @@ def test_partition_key_falls_back_to_object_id(name: str, key: str) -> None:
 # -- garbage -------------------------------------------------------------------------------
 
 
-def _mutated(name: str, path: tuple[str, ...], value: Any) -> dict[str, Any]:
+def _mutated(name: str, path: tuple[str | int, ...], value: Any) -> dict[str, Any]:
     raw = load(name)
-    target = raw
+    target: Any = raw  # objects and lists (an int key indexes a list)
     for key in path[:-1]:
         target = target[key]
     if value is _DELETE:
@@ -552,6 +951,14 @@ def _mutated(name: str, path: tuple[str, ...], value: Any) -> dict[str, Any]:
 _DELETE = object()
 _SUB = "customer.subscription.created__drfstripe__1.json"
 _CHARGE = "charge.succeeded__syncengine__1.json"
+_REFUNDED = "charge.refunded__syncengine__1.json"
+_INTENT = "payment_intent.succeeded__rubymock__1.json"
+_INVOICE = "invoice.created__rubymock__1.json"
+_CLOVER = "invoice.paid__zulip__1.json"
+_DISPUTE = "charge.dispute.funds_reinstated__rubymock__1.json"
+_CARD = ("data", "object", "payment_method_details", "card")
+_LISTED = ("data", "object", "refunds", "data", 0)
+_PRICING = ("data", "object", "lines", "data", 0, "pricing")
 
 
 @pytest.mark.parametrize(
@@ -581,6 +988,70 @@ _CHARGE = "charge.succeeded__syncengine__1.json"
             ),
             r"entitlements",
         ),
+        # the ledger fields
+        (_mutated(_SUB, ("data", "object", "canceled_at"), "soon"), r"object\.canceled_at"),
+        (_mutated(_SUB, ("data", "object", "created"), True), r"object\.created"),
+        (_mutated(_CHARGE, ("data", "object", "amount_captured"), "3000"), r"amount_captured"),
+        (_mutated(_CHARGE, (*_CARD, "last4"), 4242), r"payment_method_details\.card\.last4"),
+        (_mutated(_CHARGE, (*_CARD, "brand"), ["visa"]), r"payment_method_details\.card\.brand"),
+        (_mutated(_CHARGE, (*_CARD[:-1], "type"), 1), r"payment_method_details\.type"),
+        (_mutated(_CHARGE, ("data", "object", "refunds"), "re_1"), r"object\.refunds"),
+        (_mutated(_REFUNDED, (*_LISTED, "amount"), "25.00"), r"refunds\.data\[0\]\.amount"),
+        (_mutated(_REFUNDED, (*_LISTED, "id"), _DELETE), r"refunds\.data\[0\]\.id"),
+        (_mutated(_REFUNDED, (*_LISTED, "charge"), 7), r"refunds\.data\[0\]\.charge"),
+        (_mutated(_REFUNDED, (*_LISTED, "created"), "today"), r"refunds\.data\[0\]\.created"),
+        (
+            _mutated(_INTENT, ("data", "object", "charges", "data", 0, *_CARD[2:], "last4"), 1),
+            r"charges\.data\[0\]\.payment_method_details\.card\.last4",
+        ),
+        (_mutated(_INVOICE, ("data", "object", "subtotal"), "15.00"), r"object\.subtotal"),
+        (_mutated(_INVOICE, ("data", "object", "tax"), 1.5), r"object\.tax"),
+        (
+            _mutated(_INVOICE, ("data", "object", "total_tax_amounts"), [{"amount": "1"}]),
+            r"total_tax_amounts\[0\]\.amount",
+        ),
+        (
+            _mutated(_INVOICE, ("data", "object", "total_discount_amounts"), [{}]),
+            r"total_discount_amounts\[0\]\.amount",
+        ),
+        (
+            _mutated(_INVOICE, ("data", "object", "status_transitions"), {"paid_at": "now"}),
+            r"status_transitions\.paid_at",
+        ),
+        (
+            _mutated(_INVOICE, ("data", "object", "lines", "data", 0, "period"), "may"),
+            r"lines\.data\[0\]\.period",
+        ),
+        (
+            _mutated(_INVOICE, ("data", "object", "lines", "data", 0, "price", "unit_amount"), "1"),
+            r"lines\.data\[0\]\.price\.unit_amount",
+        ),
+        (_mutated(_CLOVER, (*_PRICING, "unit_amount_decimal"), 8000), r"unit_amount_decimal"),
+        (_mutated(_CLOVER, (*_PRICING, "unit_amount_decimal"), "8e3"), r"unit_amount_decimal"),
+        (_mutated(_CLOVER, (*_PRICING, "unit_amount_decimal"), "NaN"), r"unit_amount_decimal"),
+        (_mutated(_CLOVER, (*_PRICING, "unit_amount_decimal"), "9" * 5000), r"out of range"),
+        (
+            _mutated(_DISPUTE, ("data", "object", "balance_transactions"), 5),
+            r"balance_transactions",
+        ),
+        (
+            _mutated(_DISPUTE, ("data", "object", "balance_transactions"), [42]),
+            r"balance_transactions\[0\]",
+        ),
+        (
+            _mutated(_DISPUTE, ("data", "object", "balance_transactions", 0, "amount"), None),
+            r"balance_transactions\[0\]\.amount",
+        ),
+        (
+            _mutated(_DISPUTE, ("data", "object", "evidence_details"), {"due_by": "soon"}),
+            r"evidence_details\.due_by",
+        ),
+        (refund_event("refund.created", amount="1.00"), r"data\.object\.amount"),
+        (refund_event("refund.created", id=None), r"data\.object\.id"),
+        (refund_event("refund.updated", charge=42), r"data\.object\.charge"),
+        (refund_event("refund.updated", currency=None), r"data\.object\.currency"),
+        (refund_event("refund.failed", customer={"email": "x"}), r"customer\.id"),
+        (refund_event("charge.refund.updated", status=False), r"data\.object\.status"),
     ],
 )
 def test_malformed_events_are_unmappable(raw: dict[str, Any], field: str) -> None:
@@ -605,7 +1076,12 @@ _FIELD_NAMES = sorted(
         "parent", "subscription_details", "subscription", "payments", "payment",
         "payment_intent", "charge", "charges", "latest_charge", "last_payment_error",
         "pricing", "price_details", "entitlements", "feature", "lookup_key", "paid",
-        "deleted", "mode", "customer_details", "email", "is_default",
+        "deleted", "mode", "customer_details", "email", "is_default", "created", "date",
+        "subtotal", "total_discount_amounts", "tax", "total_taxes", "total_tax_amounts",
+        "status_transitions", "paid_at", "unit_amount", "unit_amount_decimal", "period",
+        "start", "end", "unique_id", "type", "currency_options", "amount_captured",
+        "captured", "payment_method_details", "card", "brand", "last4", "source", "object",
+        "refunds", "evidence_details", "due_by", "balance_transactions",
     }
 )  # fmt: skip
 
@@ -743,9 +1219,23 @@ def _without(obj: dict[str, Any], *keys: str, **changes: Any) -> None:
             _sub_with(lambda o: o.update(metadata={"k\x00": "v"})),
             r'event.data.object: metadata["k\u0000"] (key): contains NUL',
         ),
+        (
+            _mutated(_CHARGE, (*_CARD, "last4"), "42424"),
+            "event.data.object: card_last4: String should have at most 4 characters",
+        ),
+        (
+            _mutated(_REFUNDED, (*_LISTED, "amount"), 2**63),
+            "event.data.object.refunds.data[0]: amount: Input should be less than or equal "
+            "to 9223372036854775807",
+        ),
+        (
+            refund_event("refund.created", created=253_000_000_000),
+            "event.data.object: created_at: Input should be less than 9000-01-02T00:00:00Z",
+        ),
     ],
     ids=["no-customer", "nul-customer", "negative-quantity", "bigint-quantity", "no-items",
-         "empty-items", "no-price", "nul-metadata-key"],
+         "empty-items", "no-price", "nul-metadata-key", "long-last4", "bigint-refund",
+         "refund-in-year-9987"],
 )  # fmt: skip
 def test_what_no_worker_can_apply_is_unmappable_with_a_clear_detail(
     raw: dict[str, Any], detail: str
