@@ -19,6 +19,7 @@ killed and a new pool started on the next render.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import multiprocessing
 import signal
 from concurrent.futures import ProcessPoolExecutor
@@ -108,17 +109,22 @@ def _on_alarm(signum: int, frame: FrameType | None) -> None:
 
 def _prepare_child() -> None:
     """In each render process: Ctrl-C is the worker's to handle (the worker stops the
-    pool), the alarm ends a render, and weasyprint is imported before the first one."""
+    pool), the alarm ends a render, and weasyprint is imported before the first one (its
+    import takes longer than a render; when it fails, each render says why)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGALRM, _on_alarm)
-    import weasyprint  # noqa: F401 - its import takes longer than a render
+    with contextlib.suppress(Exception):
+        import weasyprint  # noqa: F401
 
 
 def _render_pdf(html: str, timeout_seconds: float) -> bytes:
     """In a render process: the PDF of ``html``. Its exceptions cross back pickled, so
     they are ours, carrying text only."""
-    from weasyprint import HTML
-    from weasyprint.urls import URLFetcher
+    try:
+        from weasyprint import HTML
+        from weasyprint.urls import URLFetcher
+    except (ImportError, OSError) as exc:  # Pango or HarfBuzz missing: fix the image
+        raise RenderUnavailable(f"weasyprint cannot start: {type(exc).__name__}: {exc}") from None
 
     signal.setitimer(signal.ITIMER_REAL, timeout_seconds)
     try:
