@@ -36,6 +36,10 @@ def _run(args: argparse.Namespace) -> int:
             rounds=args.rounds,
             timeout=args.timeout,
         )
+    if args.command == "receipts":
+        from bench import receipts
+
+        return receipts.run(receipts=args.receipts, processes=args.processes)
     from bench import e2e
 
     return e2e.run(
@@ -85,6 +89,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     deliveries.add_argument("--concurrency", type=int, default=16, help="sends in flight")
     deliveries.add_argument("--rounds", type=int, default=3, help="alternating (a)/(b) rounds")
     deliveries.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
+
+    receipts = commands.add_parser(
+        "receipts", help="receipt PDFs/s with 1 render process and with one per CPU"
+    )
+    receipts.add_argument("--receipts", type=int, default=40, help="receipts per process")
+    receipts.add_argument(
+        "--processes", type=int, help="render processes of (b) (default: os.cpu_count())"
+    )
     args = parser.parse_args(argv)
 
     try:

@@ -64,9 +64,9 @@ async def statuses(database_url: str, worker: str) -> dict[str, str]:
 
 @contextlib.asynccontextmanager
 async def dispatching(
-    database_url: str, worker: str, sender: Sender, **options: Any
+    database_url: str, worker: str, sender: Sender, *, channel: str = "http", **options: Any
 ) -> AsyncIterator[Dispatcher]:
-    """A dispatcher of ``worker``'s rows over ``sender`` (channel ``http``), running for
+    """A dispatcher of ``worker``'s rows over ``sender`` (as ``channel``), running for
     the block."""
     pool = await create_pool(database_url, max_size=4, connect_timeout=5.0)
     values: dict[str, Any] = {
@@ -76,7 +76,7 @@ async def dispatching(
         "poll_interval": 0.1,
         **options,
     }
-    dispatcher = Dispatcher(pool, {"http": sender}, worker=worker, **values)
+    dispatcher = Dispatcher(pool, {channel: sender}, worker=worker, **values)
     task = asyncio.create_task(dispatcher.run())
     try:
         yield dispatcher

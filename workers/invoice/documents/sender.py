@@ -1,0 +1,142 @@
+"""The ``receipt_pdf`` channel: render a receipt's PDF and store it, outside any event
+transaction.
+
+The invoice worker's handler returns, in the transaction that issues receipt ``number``,
+``Delivery("receipt_pdf", "receipt-documents", f"receipt-pdf:{number}", number.encode(),
+metadata={"number": number})``; the runtime's dispatcher claims it afterwards and calls
+``send``, which reads the receipt from the worker's tables (its own small pool, every
+statement bounded), renders HTML and then the PDF (``pdf.PdfRenderer``), and inserts it
+``ON CONFLICT DO NOTHING``. A receipt whose PDF is stored already is not rendered again;
+two sends racing store one PDF.
+
+Outcomes: PostgreSQL down or stalled, the render's time limit or a render process that
+died: ``retry``. No such receipt, no number in the delivery, a template or weasyprint
+error: ``failed`` with the reason (a broken template is refused at startup anyway:
+``render.check_templates``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Final
+
+import asyncpg
+
+from billing_fleet.db import DATABASE_UNAVAILABLE, bounded_connection, close_pool, create_pool
+from billing_fleet.logs import one_line
+from workers.invoice.documents.pdf import PdfRenderer, RenderFailed, RenderUnavailable
+from workers.invoice.documents.render import ReceiptRenderer
+from workers.invoice.documents.store import load_receipt, store_pdf
+from workers.invoice.settings import InvoiceSettings
+from workers.runtime.deliveries.model import DETAIL_CHARS, Delivery, RetryPolicy, SendResult
+
+CHANNEL: Final = "receipt_pdf"
+DESTINATION: Final = "receipt-documents"
+DB_TIMEOUT_SECONDS: Final = 5.0
+RENDER_TIMEOUT_SECONDS: Final = 20.0
+POOL_SIZE: Final = 4
+"""Connections of the sender's pool: each send holds one for a read, then for a write,
+never across the render."""
+POLICY: Final = RetryPolicy((1.0, 5.0, 30.0, 120.0, 600.0), 10)
+"""As the HTTP channel's defaults: about 40 minutes of PostgreSQL outage before a
+receipt's row is dead (``billing-fleet deliveries retry`` sends it again)."""
+
+
+class ReceiptDocumentSender:
+    """Renders and stores receipt PDFs (the runtime's ``Sender`` protocol)."""
+
+    def __init__(
+        self,
+        settings: InvoiceSettings,
+        *,
+        db_timeout: float = DB_TIMEOUT_SECONDS,
+        render_timeout: float = RENDER_TIMEOUT_SECONDS,
+        policy: RetryPolicy = POLICY,
+    ) -> None:
+        self._url = settings.database_url
+        self._db_timeout, self._policy = db_timeout, policy
+        self._renderer = ReceiptRenderer(settings)
+        self._pdf = PdfRenderer(settings.invoice_render_processes, render_timeout)
+        self._pool: asyncpg.Pool | None = None
+        self._pool_lock = asyncio.Lock()
+        # A read, a render (waiting for a process included), a write, and slack.
+        self._timeout = 2 * db_timeout + render_timeout + 5.0
+
+    @property
+    def policy(self) -> RetryPolicy:
+        return self._policy
+
+    @property
+    def timeout_seconds(self) -> float:
+        return self._timeout
+
+    async def send(self, delivery: Delivery) -> SendResult:
+        number = receipt_number(delivery)
+        if number is None:
+            return SendResult("failed", detail="the delivery names no receipt number")
+        try:
+            pool = await self._connections()
+            async with bounded_connection(pool, self._db_timeout) as conn:
+                record = await load_receipt(conn, number, self._renderer.seller)
+        except DATABASE_UNAVAILABLE as exc:
+            return SendResult("retry", detail=_detail("PostgreSQL", exc))
+        except ValueError as exc:  # the invoice's stored lines (pydantic's error)
+            return SendResult("failed", detail=_detail(f"receipt {number}'s data", exc))
+        if record is None:
+            return SendResult("failed", detail=f"no receipt {number}"[:DETAIL_CHARS])
+        if record.stored:
+            return SendResult("sent", detail="stored already")
+        try:
+            html = self._renderer.html(record.document)
+        except Exception as exc:  # a template or formatting error: the same next time
+            return SendResult("failed", detail=_detail("template", exc))
+        try:
+            pdf = await self._pdf.render(html)
+        except RenderUnavailable as exc:
+            return SendResult("retry", detail=_detail("render", exc))
+        except RenderFailed as exc:
+            return SendResult("failed", detail=_detail("render", exc))
+        try:
+            async with bounded_connection(pool, self._db_timeout) as conn:
+                stored = await store_pdf(conn, number, pdf)
+        except DATABASE_UNAVAILABLE as exc:
+            return SendResult("retry", detail=_detail("PostgreSQL", exc))
+        return SendResult("sent", detail=None if stored else "stored already")
+
+    async def aclose(self) -> None:
+        pool, self._pool = self._pool, None
+        if pool is not None:
+            await close_pool(pool, self._db_timeout)
+        await self._pdf.aclose()
+
+    async def _connections(self) -> asyncpg.Pool:
+        """The pool, created on the first send. It opens connections as sends acquire
+        them (none up front), each within the acquire's deadline."""
+        if self._pool is not None:
+            return self._pool
+        if self._url is None:
+            # An outage of configuration: a restart with the URL set sends it.
+            raise ConnectionError("BILLING_DATABASE_URL is not set")
+        async with self._pool_lock:
+            if self._pool is None:
+                self._pool = await create_pool(
+                    self._url, min_size=0, max_size=POOL_SIZE, connect_timeout=self._db_timeout
+                )
+            return self._pool
+
+
+def receipt_number(delivery: Delivery) -> str | None:
+    """The receipt a delivery names: its ``number`` metadata, else its payload."""
+    number = delivery.metadata.get("number")
+    if isinstance(number, str) and number:
+        return number
+    try:
+        text = delivery.payload.decode()
+    except UnicodeDecodeError:
+        return None
+    return text or None
+
+
+def _detail(what: str, exc: BaseException) -> str:
+    reason = f"{type(exc).__name__}: {one_line(exc)}" if str(exc) else type(exc).__name__
+    return f"{what}: {reason}"[:DETAIL_CHARS]
