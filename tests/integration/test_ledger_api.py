@@ -17,6 +17,8 @@ from typing import Any
 import asyncpg
 import httpx
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from api_gateway.ledger_store import READ_VIEWS
 from tests.fleet_settings import FleetSettings
@@ -529,6 +531,44 @@ async def test_a_bad_cursor_limit_or_filter_is_a_400_naming_it(
     token = ledger_token()
     response = await get(ledger.url, f"/v1/{listing}?{query}", token)
     assert assert_problem(response, 400)["detail"].startswith(f"{named}: "), response.text
+
+
+escaped = st.binary(max_size=10).map(lambda raw: "".join(f"%{b:02X}" for b in raw))
+plain = st.text(
+    alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters="&#%"),
+    max_size=12,
+)
+names = (
+    st.sampled_from(
+        ["limit", "cursor", "status", "created[gte]", "created%5Blt%5D", "created[lt]", ""]
+    )
+    | plain
+)
+query_strings = st.lists(
+    st.builds(lambda name, value: f"{name}={value}", names, escaped | plain), max_size=4
+).map("&".join)
+
+
+async def test_odd_query_strings_never_give_5xx(ledger: Ledger) -> None:
+    statuses: set[int] = set()
+    customer = uid("cus")
+    await seed(ledger.database_url, invoices=[invoice(uid("in"), customer, at(0))])
+    headers = {"Authorization": f"Bearer {ledger_token()}"}
+
+    def fuzz() -> None:
+        with httpx.Client(base_url=ledger.url, timeout=10, headers=headers) as client:
+
+            @settings(max_examples=200, deadline=None, suppress_health_check=list(HealthCheck))
+            @given(query=query_strings, listing=st.sampled_from(["invoices", "payments"]))
+            def one(query: str, listing: str) -> None:
+                response = client.get(f"/v1/customers/{customer}/{listing}?{query}")
+                statuses.add(response.status_code)
+                assert response.status_code in (200, 400), (query, response.text)
+
+            one()
+
+    await asyncio.to_thread(fuzz)
+    assert statuses == {200, 400}
 
 
 # -- the fast path, OpenAPI, metrics -------------------------------------------------------
