@@ -121,7 +121,7 @@ def _mine(principal: Principal) -> Owner:
     return Owner("user", principal.subject)
 
 
-def _customers(customer_id: str) -> Owner:
+def _of_customer(customer_id: str) -> Owner:
     return Owner("customer", customer_id)
 
 
@@ -185,7 +185,7 @@ async def my_invoices(request: Request, caller: Caller) -> Response:
 
 @_list_route(INVOICES, ledger_models.InvoicePage, service=True)
 async def customer_invoices(request: Request, customer_id: str, _: Service) -> Response:
-    return await serve_page(request, INVOICES, _customers(customer_id))
+    return await serve_page(request, INVOICES, _of_customer(customer_id))
 
 
 @_one_route(INVOICE, "One invoice, with its lines", ledger_models.InvoiceWithLines, service=False)
@@ -197,7 +197,7 @@ async def my_invoice(request: Request, invoice_id: str, caller: Caller) -> Respo
 async def customer_invoice(
     request: Request, customer_id: str, invoice_id: str, _: Service
 ) -> Response:
-    return await serve_invoice(request, _customers(customer_id), invoice_id)
+    return await serve_invoice(request, _of_customer(customer_id), invoice_id)
 
 
 @_list_route(PAYMENTS, ledger_models.PaymentPage, service=False)
@@ -207,7 +207,7 @@ async def my_payments(request: Request, caller: Caller) -> Response:
 
 @_list_route(PAYMENTS, ledger_models.PaymentPage, service=True)
 async def customer_payments(request: Request, customer_id: str, _: Service) -> Response:
-    return await serve_page(request, PAYMENTS, _customers(customer_id))
+    return await serve_page(request, PAYMENTS, _of_customer(customer_id))
 
 
 @_list_route(SUBSCRIPTIONS, ledger_models.SubscriptionPage, service=False)
@@ -217,7 +217,7 @@ async def my_subscriptions(request: Request, caller: Caller) -> Response:
 
 @_list_route(SUBSCRIPTIONS, ledger_models.SubscriptionPage, service=True)
 async def customer_subscriptions(request: Request, customer_id: str, _: Service) -> Response:
-    return await serve_page(request, SUBSCRIPTIONS, _customers(customer_id))
+    return await serve_page(request, SUBSCRIPTIONS, _of_customer(customer_id))
 
 
 # Before RECEIPT, which would take "R-1.pdf" as a number: Starlette matches in order.
@@ -230,7 +230,7 @@ async def my_receipt_pdf(request: Request, number: str, caller: Caller) -> Respo
 async def customer_receipt_pdf(
     request: Request, customer_id: str, number: str, _: Service
 ) -> Response:
-    return await serve_receipt_pdf(request, _customers(customer_id), number)
+    return await serve_receipt_pdf(request, _of_customer(customer_id), number)
 
 
 @_one_route(RECEIPT, "One receipt", ledger_models.Receipt, service=False)
@@ -240,7 +240,7 @@ async def my_receipt(request: Request, number: str, caller: Caller) -> Response:
 
 @_one_route(RECEIPT, "One receipt", ledger_models.Receipt, service=True)
 async def customer_receipt(request: Request, customer_id: str, number: str, _: Service) -> Response:
-    return await serve_receipt(request, _customers(customer_id), number)
+    return await serve_receipt(request, _of_customer(customer_id), number)
 
 
 # -- the fast path -------------------------------------------------------------------------
@@ -289,4 +289,4 @@ async def serve_fast(request: Request) -> Response | None:
         return await served(request, _mine(principal))
     scope[ROUTE] = router.prefix + CUSTOMER + template
     require_ledger_scope(request, principal)
-    return await served(request, _customers(customer_id))
+    return await served(request, _of_customer(customer_id))

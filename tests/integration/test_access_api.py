@@ -455,9 +455,7 @@ async def test_unmigrated_database_answers_503_naming_the_schema(
 
 
 @asynccontextmanager
-async def reader_role(
-    database_url: str, views: Iterable[str] = READ_VIEWS
-) -> AsyncIterator[str]:
+async def reader_role(database_url: str, views: Iterable[str] = READ_VIEWS) -> AsyncIterator[str]:
     """A login role granted SELECT on ``views`` (by default the entitlement worker's read
     views) and nothing else (PUBLIC keeps only its defaults: CONNECT, USAGE on schema
     public); its database URL. Roles are cluster-wide, so it is dropped after the test."""
