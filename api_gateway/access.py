@@ -9,21 +9,15 @@ for OpenAPI and for requests the fast path does not match.
 
 from __future__ import annotations
 
-import logging
-from collections.abc import Awaitable, Callable
 from datetime import datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
-import asyncpg
 from fastapi import APIRouter, Depends, Request, Response
 from pydantic import BaseModel, Field
-from pydantic_core import to_json
-from starlette.exceptions import HTTPException
 
 from api_gateway import access_store
 from api_gateway.access_store import Grant
 from api_gateway.auth import (
-    RETRY_AFTER_SECONDS,
     Principal,
     authenticate,
     authenticated,
@@ -31,11 +25,9 @@ from api_gateway.auth import (
     service_caller,
 )
 from api_gateway.guard import ROUTE
-from billing_fleet.db import DATABASE_UNAVAILABLE, BoundedPool
+from api_gateway.reads import PROBLEM, READ_ERRORS, json_response, read
 
-log = logging.getLogger(__name__)
 router = APIRouter(prefix="/v1", tags=["entitlements"])
-T = TypeVar("T")
 # The routes' paths under the router's prefix; the fast path names them as FastAPI does.
 MINE = "/entitlements"
 MINE_ONE = "/entitlements/{feature}"
@@ -65,14 +57,9 @@ class CustomerEntitlements(BaseModel):
     entitlements: list[Entitlement]
 
 
-_PROBLEM: dict[str, Any] = {"content": {"application/problem+json": {}}}
-_ERRORS: dict[int | str, dict[str, Any]] = {
-    401: {"description": "Missing, malformed, expired or unverifiable bearer token.", **_PROBLEM},
-    503: {"description": "Read API not configured, or database/keys unavailable.", **_PROBLEM},
-}
 _SERVICE_ERRORS = {
-    **_ERRORS,
-    403: {"description": "The token lacks the service scope.", **_PROBLEM},
+    **READ_ERRORS,
+    403: {"description": "The token lacks the service scope.", **PROBLEM},
 }
 
 
@@ -99,59 +86,33 @@ def _not_entitled(feature: str) -> dict[str, Any]:
     }
 
 
-def _json(body: dict[str, Any]) -> Response:
-    return Response(to_json(body), media_type="application/json")
-
-
-async def _read(request: Request, query: Callable[[BoundedPool], Awaitable[T]]) -> T:
-    state = request.app.state
-    pool: asyncpg.Pool | None = state.db_pool
-    if pool is None:
-        raise HTTPException(503, "database not configured")
-    try:
-        # Bounded: a stalled database gives a 503 by the deadline, not a hung request.
-        return await query(BoundedPool(pool, state.settings.gateway_database_timeout_seconds))
-    except DATABASE_UNAVAILABLE as exc:  # down, stalled or refusing: a 503, not a 500
-        raise HTTPException(
-            503, "database unavailable", headers={"Retry-After": RETRY_AFTER_SECONDS}
-        ) from exc
-    except asyncpg.UndefinedTableError as exc:
-        # The read views come with the entitlement worker's migrations: a gateway started
-        # before `billing-fleet migrate` answers 503 until they exist, then recovers.
-        log.error("read views missing: run `billing-fleet migrate`", extra={"error": repr(exc)})
-        raise HTTPException(
-            503,
-            "database schema not migrated",
-            headers={"Retry-After": RETRY_AFTER_SECONDS},
-        ) from exc
-
-
 @router.get(
     MINE,
     summary="The caller's entitlements, across every Stripe customer mapped to the user",
     response_model=None,
-    responses={200: {"model": UserEntitlements}, **_ERRORS},
+    responses={200: {"model": UserEntitlements}, **READ_ERRORS},
 )
 async def my_entitlements(
     request: Request, principal: Annotated[Principal, Depends(authenticated)]
 ) -> Response:
-    grants = await _read(request, lambda pool: access_store.user_grants(pool, principal.subject))
-    return _json({"user_id": principal.subject, "entitlements": [_entitlement(g) for g in grants]})
+    grants = await read(request, lambda pool: access_store.user_grants(pool, principal.subject))
+    entitlements = [_entitlement(g) for g in grants]
+    return json_response({"user_id": principal.subject, "entitlements": entitlements})
 
 
 @router.get(
     MINE_ONE,
     summary="Whether the caller holds one feature (entitled=false when not, never 404)",
     response_model=None,
-    responses={200: {"model": Entitlement}, **_ERRORS},
+    responses={200: {"model": Entitlement}, **READ_ERRORS},
 )
 async def my_entitlement(
     request: Request, feature: str, principal: Annotated[Principal, Depends(authenticated)]
 ) -> Response:
-    grant = await _read(
+    grant = await read(
         request, lambda pool: access_store.user_grant(pool, principal.subject, feature)
     )
-    return _json(_entitlement(grant) if grant else _not_entitled(feature))
+    return json_response(_entitlement(grant) if grant else _not_entitled(feature))
 
 
 @router.get(
@@ -165,8 +126,9 @@ async def customer_entitlements(
     customer_id: str,
     _: Annotated[Principal, Depends(service_caller)],
 ) -> Response:
-    grants = await _read(request, lambda pool: access_store.customer_grants(pool, customer_id))
-    return _json({"customer_id": customer_id, "entitlements": [_entitlement(g) for g in grants]})
+    grants = await read(request, lambda pool: access_store.customer_grants(pool, customer_id))
+    entitlements = [_entitlement(g) for g in grants]
+    return json_response({"customer_id": customer_id, "entitlements": entitlements})
 
 
 @router.get(
@@ -181,10 +143,10 @@ async def customer_entitlement(
     feature: str,
     _: Annotated[Principal, Depends(service_caller)],
 ) -> Response:
-    grant = await _read(
+    grant = await read(
         request, lambda pool: access_store.customer_grant(pool, customer_id, feature)
     )
-    return _json(_entitlement(grant) if grant else _not_entitled(feature))
+    return json_response(_entitlement(grant) if grant else _not_entitled(feature))
 
 
 async def serve_fast(request: Request) -> Response | None:

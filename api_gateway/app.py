@@ -22,7 +22,7 @@ from faststream.specification import AsyncAPI
 from starlette.routing import Match
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api_gateway import access, health, webhooks
+from api_gateway import access, health, ledger, webhooks
 from api_gateway.auth import TokenVerifier
 from api_gateway.docs import DOCS_PATH, install_docs
 from api_gateway.guard import ROUTE, guarded
@@ -39,7 +39,9 @@ from billing_fleet.http_server import (
 
 # Read API queries are short; more connections than cores keeps them from queueing.
 DB_POOL_SIZE = 16
-ROUTERS = (webhooks.router, health.router, access.router)
+ROUTERS = (webhooks.router, health.router, access.router, ledger.router)
+# The read API's fast paths, in order; each answers None for a path not its own.
+FAST_READS = (access.serve_fast, ledger.serve_fast)
 
 
 def create_app(
@@ -100,23 +102,27 @@ def create_app(
 def with_fast_paths(app: FastAPI) -> ASGIApp:
     """Serve the hot routes without FastAPI's middleware and dependency layers.
 
-    ``POST /webhooks/stripe`` and the read API's GETs: those layers cost 3-4x the handlers
-    themselves at their rates (bench/ingress, bench/e2e). The same handler functions run;
-    the routes stay registered on ``app`` for OpenAPI and for everything else. What
-    every route needs is not here but in the edge in front of both (``guard.py``): a fast
-    path only names its route (``ROUTE``) and may raise ``HTTPException``.
+    ``POST /webhooks/stripe`` and the read API's GETs (entitlements, ledger): those layers
+    cost 3-4x the handlers themselves at their rates (bench/ingress, bench/e2e). The same
+    handler functions run; the routes stay registered on ``app`` for OpenAPI and for
+    everything else. What every route needs is not here but in the edge in front of both
+    (``guard.py``): a fast path only names its route (``ROUTE``) and may raise
+    ``HTTPException``.
     """
 
     async def asgi(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "http":
             scope["app"] = app
             request = Request(scope, receive)
-            response: Response | None
+            response: Response | None = None
             if scope["method"] == "POST" and scope["path"] == webhooks.WEBHOOK_PATH:
                 scope[ROUTE] = webhooks.WEBHOOK_PATH
                 response = await webhooks.receive_stripe_webhook(request)
             else:
-                response = await access.serve_fast(request)
+                for serve_fast in FAST_READS:
+                    response = await serve_fast(request)
+                    if response is not None:
+                        break
             if response is not None:
                 await response(scope, receive, send)
                 return

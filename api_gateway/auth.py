@@ -226,9 +226,8 @@ async def authenticate(request: Request) -> Principal:
         ) from exc
 
 
-def require_service_scope(request: Request, principal: Principal) -> Principal:
-    """``principal`` when it may read any customer's data (the service scope), else 403."""
-    scope: str = request.app.state.settings.jwt_service_scope
+def require_scope(principal: Principal, scope: str) -> Principal:
+    """``principal`` when its token holds ``scope``, else 403 naming it (RFC 6750 §3.1)."""
     if scope not in principal.scopes:
         raise HTTPException(
             403,
@@ -236,6 +235,18 @@ def require_service_scope(request: Request, principal: Principal) -> Principal:
             headers={"WWW-Authenticate": f'Bearer error="insufficient_scope", scope="{scope}"'},
         )
     return principal
+
+
+def require_service_scope(request: Request, principal: Principal) -> Principal:
+    """``principal`` when it may read any customer's entitlements (the service scope)."""
+    settings: GatewaySettings = request.app.state.settings
+    return require_scope(principal, settings.jwt_service_scope)
+
+
+def require_ledger_scope(request: Request, principal: Principal) -> Principal:
+    """``principal`` when it may read any customer's ledger (the ledger scope)."""
+    settings: GatewaySettings = request.app.state.settings
+    return require_scope(principal, settings.jwt_ledger_scope)
 
 
 async def authenticated(
@@ -248,3 +259,9 @@ async def service_caller(
     request: Request, principal: Annotated[Principal, Depends(authenticated)]
 ) -> Principal:
     return require_service_scope(request, principal)
+
+
+async def ledger_caller(
+    request: Request, principal: Annotated[Principal, Depends(authenticated)]
+) -> Principal:
+    return require_ledger_scope(request, principal)

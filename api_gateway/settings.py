@@ -90,6 +90,11 @@ class GatewaySettings(CoreSettings):
         default="entitlements:read:any",
         description="Scope that lets a service read any customer's entitlements.",
     )
+    jwt_ledger_scope: str = Field(
+        default="ledger:read:any",
+        description="Scope that lets a service read any customer's invoices, payments, "
+        "subscriptions and receipts.",
+    )
 
     @field_validator("stripe_webhook_secrets", mode="before")
     @classmethod

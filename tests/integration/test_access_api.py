@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import secrets
 import socket
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterable, Iterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -455,15 +455,15 @@ async def test_unmigrated_database_answers_503_naming_the_schema(
 
 
 @asynccontextmanager
-async def reader_role(database_url: str) -> AsyncIterator[str]:
-    """A login role granted SELECT on the entitlement worker's read views and nothing else
-    (PUBLIC keeps only its defaults: CONNECT, USAGE on schema public); its database URL.
-    Roles are cluster-wide, so it is dropped after the test."""
+async def reader_role(database_url: str, views: Iterable[str] = READ_VIEWS) -> AsyncIterator[str]:
+    """A login role granted SELECT on ``views`` (by default the entitlement worker's read
+    views) and nothing else (PUBLIC keeps only its defaults: CONNECT, USAGE on schema
+    public); its database URL. Roles are cluster-wide, so it is dropped after the test."""
     role, password = f"billing_reader_{secrets.token_hex(4)}", secrets.token_hex(12)
     conn = await asyncpg.connect(database_url)
     try:
         await conn.execute(f"CREATE ROLE {role} LOGIN PASSWORD '{password}'")
-        await conn.execute(f"GRANT SELECT ON {', '.join(sorted(READ_VIEWS))} TO {role}")
+        await conn.execute(f"GRANT SELECT ON {', '.join(sorted(views))} TO {role}")
         parts = urlsplit(database_url)
         host = parts.netloc.rpartition("@")[2]  # host:port, empty with a socket ?host=
         yield urlunsplit(parts._replace(netloc=f"{role}:{password}@{host}"))

@@ -30,6 +30,7 @@ from tests.fleet_settings import FleetSettings
 from tests.gateway import serve_gateway, start_gateway
 from tests.integration.test_runtime_process import start_worker
 from tests.jwt_tokens import AUDIENCE, HS256_SECRET, ISSUER, claims, hs256
+from tests.ledger_support import at, invoice, ledger_migrations, payment, seed
 from tests.runtime_toy import (
     applied,
     create_topics,
@@ -43,7 +44,6 @@ from tests.runtime_toy import (
     worker_settings,
 )
 from tests.stripe_fixtures import PRIMARY_SECRET
-from workers.registry import migration_packages
 from workers.runtime.dlt_admin import read_records
 from workers.runtime.outbox import OutboxRelay, write_outbox
 from workers.runtime.relay_sender import KafkaRecord
@@ -95,7 +95,7 @@ async def stallable(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[S
     server = EmbeddedPostgres(tmp_path_factory.mktemp("stall") / "pgdata", delete_on_stop=True)
     await asyncio.to_thread(server.start)
     try:
-        await migrate(server.url, migration_packages())
+        await migrate(server.url, ledger_migrations())  # the registry's, and the ledger's
         await prepare_tables(server.url)
         yield StallablePostgres(server)
     finally:
@@ -281,6 +281,61 @@ async def test_read_api_and_readyz_answer_503_within_the_bound_then_recover(
         mine = await client.get("/v1/entitlements/pro", headers=auth)
         assert mine.json()["entitled"] is True
         assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_ledger_reads_answer_503_within_the_bound_then_recover(
+    kafka: Any, stallable: StallablePostgres
+) -> None:
+    user, customer = f"user_{secrets.token_hex(6)}", f"cus_{secrets.token_hex(6)}"
+    invoice_id = f"in_{secrets.token_hex(6)}"
+    await seed(
+        stallable.url,
+        users={customer: user},
+        invoices=[invoice(invoice_id, customer, at(0))],
+        payments=[payment(f"pi_{secrets.token_hex(6)}", customer, at(1))],
+    )
+    settings = FleetSettings(
+        kafka_bootstrap_servers=kafka.bootstrap_servers,
+        database_url=stallable.url,
+        stripe_webhook_secrets=[PRIMARY_SECRET],
+        gateway_port=free_port(),
+        jwt_hs256_secret=HS256_SECRET,
+        jwt_issuer=ISSUER,
+        jwt_audience=AUDIENCE,
+        gateway_database_timeout_seconds=GATEWAY_BOUND,
+    )
+    mine = {"Authorization": f"Bearer {hs256(claims(sub=user))}"}
+    service = {"Authorization": f"Bearer {hs256(claims(scope=settings.jwt_ledger_scope))}"}
+    paths = [
+        ("/v1/invoices", mine),
+        (f"/v1/invoices/{invoice_id}", mine),
+        ("/v1/payments?limit=5", mine),
+        (f"/v1/customers/{customer}/invoices", service),
+        ("/v1/receipts/R-1.pdf", mine),
+    ]
+    base = f"http://127.0.0.1:{settings.gateway_port}"
+    async with (
+        serve_gateway(settings),
+        httpx.AsyncClient(base_url=base, timeout=CLIENT_TIMEOUT) as client,
+    ):
+        warm = await client.get("/v1/invoices", headers=mine)  # a pooled connection
+        assert [row["id"] for row in warm.json()["data"]] == [invoice_id]
+
+        with stallable.frozen():
+            reads = await asyncio.gather(
+                *(timed(client.get(path, headers=headers)) for path, headers in paths)
+            )
+        for response, took in reads:
+            assert_database_unavailable(response)
+            assert took < GATEWAY_BOUND + MARGIN
+
+        async def recovered() -> bool:
+            response = await client.get("/v1/invoices", headers=mine)
+            return response.status_code == 200
+
+        await wait_for(recovered, timeout=10, message="the ledger read API after SIGCONT")
+        answers = [await client.get(path, headers=headers) for path, headers in paths]
+        assert [a.status_code for a in answers] == [200, 200, 200, 200, 404]
 
 
 async def test_the_gateway_stops_in_time_while_postgresql_is_frozen(

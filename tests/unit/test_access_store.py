@@ -42,8 +42,8 @@ def test_grant_without_sources_has_no_source() -> None:
     assert (merged.source, merged.sources) == (None, ())
 
 
-# The relation after every FROM or JOIN, unquoted or quoted.
-RELATION = re.compile(r'\b(?:FROM|JOIN)\s+("[^"]+"|[A-Za-z_][\w.$]*)', re.IGNORECASE)
+# The relation after every FROM or JOIN, unquoted or quoted (a LATERAL subquery is none).
+RELATION = re.compile(r'\b(?:FROM|JOIN)\s+(?!LATERAL\b)("[^"]+"|[A-Za-z_][\w.$]*)', re.IGNORECASE)
 READ_VIEWS_MIGRATION = (
     Path(workers.entitlement.__file__).parent / "migrations" / "0003_read_views.sql"
 )
