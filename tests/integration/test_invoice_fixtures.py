@@ -32,7 +32,7 @@ from tests.stripe_fixtures import fixture_files
 pytestmark = pytest.mark.integration
 
 LEDGER_KINDS = (InvoiceEvent, PaymentEvent, RefundEvent, DisputeEvent, SubscriptionEvent)
-ROW_OF = {
+ROW_OF: dict[type, tuple[str, str]] = {
     InvoiceEvent: ("ledger_invoices", "invoice_id"),
     PaymentEvent: ("ledger_payments", "payment_id"),
     RefundEvent: ("ledger_refunds", "refund_id"),
@@ -48,6 +48,9 @@ def ledger_fixtures() -> list[Path]:
         if raw["type"] in HANDLED_TYPES and isinstance(normalize(raw), LEDGER_KINDS):
             found.append(path)
     return found
+
+
+EVENTS = {path.stem: normalize(json.loads(path.read_text())) for path in ledger_fixtures()}
 
 
 @pytest_asyncio.fixture(loop_scope="session")
@@ -81,7 +84,7 @@ def _object_id(
 
 
 def test_the_fixtures_cover_every_ledger_family() -> None:
-    kinds = {type(normalize(json.loads(p.read_text()))) for p in ledger_fixtures()}
+    kinds: set[type] = {type(event) for event in EVENTS.values()}
     # No refund.* fixture exists (Stripe's refund events are new): they are built from the
     # contract models in test_invoice_ledger; charge.refunded lists refunds here.
     assert kinds == {InvoiceEvent, PaymentEvent, DisputeEvent, SubscriptionEvent}
@@ -92,7 +95,7 @@ def test_the_fixtures_cover_every_ledger_family() -> None:
 async def test_each_fixture_lands_as_its_ledger_row(
     ledger_conn: asyncpg.Connection, path: Path
 ) -> None:
-    event = normalize(json.loads(path.read_text()))
+    event = EVENTS[path.stem]
     assert isinstance(event, LEDGER_KINDS)
     spec = invoice_spec()
 
@@ -124,8 +127,7 @@ async def test_charge_refunded_fixtures_keep_their_listed_refunds(
 ) -> None:
     """A charge.refunded's refunds (when the normalizer lists them) land attached to it."""
     spec = invoice_spec()
-    for path in ledger_fixtures():
-        event = normalize(json.loads(path.read_text()))
+    for event in EVENTS.values():
         if not isinstance(event, PaymentEvent) or event.type != "payment.refunded":
             continue
         await apply(ledger_conn, spec, event)
