@@ -84,10 +84,10 @@ def _object_id(
 
 
 def test_the_fixtures_cover_every_ledger_family() -> None:
-    kinds: set[type] = {type(event) for event in EVENTS.values()}
+    kinds = {type(event).__name__ for event in EVENTS.values()}
     # No refund.* fixture exists (Stripe's refund events are new): they are built from the
     # contract models in test_invoice_ledger; charge.refunded lists refunds here.
-    assert kinds == {InvoiceEvent, PaymentEvent, DisputeEvent, SubscriptionEvent}
+    assert kinds == {"InvoiceEvent", "PaymentEvent", "DisputeEvent", "SubscriptionEvent"}
 
 
 @pytest.mark.asyncio(loop_scope="session")
