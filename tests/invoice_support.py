@@ -1,6 +1,10 @@
 """Helpers for the invoice worker's tests: a recording receipt-document sender, event
 builders on the contract models, the worker's spec, and the ledger read back as plain data.
 
+Fixtures (a pytest plugin of ``tests/conftest.py``): ``ledger_url`` (session), a migrated
+database of the invoice tests' own; ``ledger_conn``, a connection to it inside a
+transaction rolled back after the test, so every test meets an empty ledger.
+
 ``RecordingSender`` is a real ``Sender`` (the runtime's protocol) standing in for the
 receipt documents' renderer, which another part provides: it records what it was handed
 and answers ``sent``.
@@ -9,11 +13,12 @@ and answers ``sent``.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+import pytest_asyncio
 
 import contracts
 from contracts import (
@@ -41,6 +46,24 @@ from workers.runtime.processing import apply_one
 from workers.runtime.spec import Effect, Outgoing, Subscription, WorkerSpec
 
 NOW = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
+
+
+@pytest_asyncio.fixture(scope="session", loop_scope="session")
+async def ledger_url(create_database: Any) -> str:
+    url: str = await create_database(migrated=True)
+    return url
+
+
+@pytest_asyncio.fixture(loop_scope="session")
+async def ledger_conn(ledger_url: str) -> AsyncIterator[asyncpg.Connection]:
+    conn = await asyncpg.connect(ledger_url)
+    transaction = conn.transaction()
+    await transaction.start()
+    try:
+        yield conn
+    finally:
+        await transaction.rollback()
+        await conn.close()
 
 
 class RecordingSender:

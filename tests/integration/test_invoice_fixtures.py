@@ -6,12 +6,10 @@ committed ``invoices.v1`` schema."""
 from __future__ import annotations
 
 import json
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import asyncpg
 import pytest
-import pytest_asyncio
 from jsonschema import Draft202012Validator
 
 from api_gateway.normalize import HANDLED_TYPES, normalize
@@ -25,7 +23,6 @@ from contracts import (
     json_schema,
     parse_ledger_event,
 )
-from tests.conftest import CreateDatabase
 from tests.invoice_support import apply, invoice_spec
 from tests.stripe_fixtures import fixture_files
 
@@ -51,20 +48,6 @@ def ledger_fixtures() -> list[Path]:
 
 
 EVENTS = {path.stem: normalize(json.loads(path.read_text())) for path in ledger_fixtures()}
-
-
-@pytest_asyncio.fixture(loop_scope="session")
-async def ledger_conn(create_database: CreateDatabase) -> AsyncIterator[asyncpg.Connection]:
-    """A connection to a database of its own, inside a transaction rolled back after the
-    test: each fixture meets an empty ledger (fixtures of one source share object ids)."""
-    conn = await asyncpg.connect(await create_database(migrated=True))
-    transaction = conn.transaction()
-    await transaction.start()
-    try:
-        yield conn
-    finally:
-        await transaction.rollback()
-        await conn.close()
 
 
 def _object_id(
