@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from contracts import Customer, CustomerEvent, event_id_for
+from contracts.events import CustomerEventType
 from tests.invoice_support import (
     apply,
     at,
@@ -75,11 +76,12 @@ async def test_a_void_invoice_stays_void(ledger_conn: asyncpg.Connection) -> Non
     voided = invoice_event(
         "invoice.voided", invoice("in_2", status="void"), customer_id=CUSTOMER, occurred_at=T0
     )
+    later_day = at("2026-02-02T00:00:00")
     after = [
-        invoice_event(kind, invoice("in_2", status=status), customer_id=CUSTOMER,
-                      occurred_at=at("2026-02-02T00:00:00"))
-        for kind, status in (("invoice.finalized", "open"), ("invoice.marked_uncollectible",
-                                                             "uncollectible"))
+        invoice_event("invoice.finalized", invoice("in_2", status="open"),
+                      customer_id=CUSTOMER, occurred_at=later_day),
+        invoice_event("invoice.marked_uncollectible", invoice("in_2", status="uncollectible"),
+                      customer_id=CUSTOMER, occurred_at=later_day),
     ]  # fmt: skip
 
     assert types(await apply(ledger_conn, spec, voided)) == ["invoice.voided"]
@@ -386,7 +388,7 @@ async def test_a_charge_refunded_upserts_the_refunds_it_lists(
 
 
 def customer_event(
-    event_type: str,
+    event_type: CustomerEventType,
     *,
     user: str | None,
     email: str | None,
@@ -396,7 +398,7 @@ def customer_event(
     stripe_id = f"evt_cus_{event_type}_{seconds}"
     return CustomerEvent(
         id=event_id_for(stripe_id),
-        type=event_type,  # type: ignore[arg-type]
+        type=event_type,
         occurred_at=later(seconds),
         source=source(stripe_id),
         customer_id=CUSTOMER,
