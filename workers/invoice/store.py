@@ -20,6 +20,7 @@ import asyncpg
 from pydantic_core import from_json
 
 from billing_fleet.db import json_text
+from contracts import InvoiceLine
 from workers.invoice.rows import (
     CustomerRow,
     DisputeRow,
@@ -31,6 +32,8 @@ from workers.invoice.rows import (
     SubscriptionRow,
 )
 from workers.invoice.state import Ledger
+
+_LINE_FIELDS: Final = tuple(InvoiceLine.model_fields)
 
 # First key of the two-key advisory locks that serialize work on one id ("led").
 _LOCK_CLASS: Final = 0x6C6564
@@ -205,7 +208,11 @@ def _values(record: asyncpg.Record, count: int) -> list[Any]:
 
 def invoice_from(record: asyncpg.Record) -> InvoiceRow:
     values = _values(record, len(InvoiceRow._fields) - 1)
-    values[InvoiceRow._fields.index("lines")] = from_json(record["lines"])
+    # jsonb orders keys its own way: back in the model's order, so a line loaded compares
+    # (and serializes) exactly as one just read from an event.
+    values[InvoiceRow._fields.index("lines")] = [
+        {name: line.get(name) for name in _LINE_FIELDS} for line in from_json(record["lines"])
+    ]
     return InvoiceRow._make([*values, _mark(record)])
 
 
