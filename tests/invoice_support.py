@@ -12,6 +12,7 @@ and answers ``sent``.
 
 from __future__ import annotations
 
+import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
 from datetime import UTC, datetime
@@ -40,7 +41,8 @@ from contracts.topics import BILLING_EVENTS
 from workers.invoice.declaration import DECLARATION
 from workers.invoice.handler import InvoiceHandler
 from workers.invoice.receipts import DOCUMENT_CHANNEL
-from workers.invoice.worker import NAME
+from workers.invoice.settings import InvoiceSettings
+from workers.invoice.worker import NAME, build
 from workers.runtime.deliveries.model import Delivery, RetryPolicy, SendResult
 from workers.runtime.processing import apply_one
 from workers.runtime.spec import Effect, Outgoing, Subscription, WorkerSpec
@@ -128,6 +130,15 @@ async def document_keys(conn: asyncpg.Connection) -> list[str]:
         DOCUMENT_CHANNEL,
     )
     return [row["idempotency_key"] for row in rows]
+
+
+def build_on_topic(settings: InvoiceSettings) -> WorkerSpec:
+    """The real invoice worker, as the registry builds it, consuming ``TOY_TOPIC`` (a
+    test's own input topic), with a ``RecordingSender`` as its document channel (the
+    renderer is another part's)."""
+    return build(settings, channels={DOCUMENT_CHANNEL: RecordingSender()}).consuming(
+        os.environ["TOY_TOPIC"]
+    )
 
 
 def at(text: str) -> datetime:
