@@ -55,7 +55,7 @@ from workers.invoice.rows import (
     RefundRow,
     content,
 )
-from workers.invoice.state import Ledger
+from workers.invoice.state import Ledger, Names
 from workers.runtime.spec import Effect, Outgoing
 
 LedgerEffect = Outgoing | PendingReceipt
@@ -94,7 +94,7 @@ class InvoiceHandler:
         if not relevant:
             return []
         locks: set[str] = set()
-        names: set[str] = set()
+        names = Names()
         for event in relevant:
             _references(event, locks, names)
         await store.lock(conn, locks)
@@ -296,43 +296,43 @@ def _any(events: Sequence[BillingEvent], *kinds: type) -> bool:
     return any(isinstance(event, kinds) for event in events)
 
 
-def _references(event: BillingEvent, locks: set[str], names: set[str]) -> None:
+def _references(event: BillingEvent, locks: set[str], names: Names) -> None:
     """Add what ``event`` must lock (its customer and payment references: the rows events
     of other Kafka keys may write too; its object's id when it names neither) and the ids
     its rows are found by (``store.load``)."""
-    own: tuple[str | None, ...]
-    refs: tuple[str | None, ...] = ()
+    own: str | None = None
+    refs: list[str | None] = []
     match event:
         case InvoiceEvent():
             invoice = event.invoice
-            own, refs = (invoice.id,), (invoice.payment_intent_id, invoice.charge_id)
+            own, refs = invoice.id, [invoice.payment_intent_id, invoice.charge_id]
+            names.invoices.add(invoice.id)
         case PaymentEvent():
             payment = event.payment
-            own = (payment.invoice_id, *(refund.id for refund in payment.refunds))
-            refs = (payment.id, payment.payment_intent_id, payment.charge_id)
-            refs += tuple(
-                r
-                for refund in payment.refunds
-                for r in (refund.charge_id, refund.payment_intent_id)
-            )
+            refs = [payment.id, payment.payment_intent_id, payment.charge_id]
+            for refund in payment.refunds:
+                names.refunds.add(refund.id)
+                refs += (refund.charge_id, refund.payment_intent_id)
+            if payment.invoice_id:
+                names.invoices.add(payment.invoice_id)
         case RefundEvent():
             refund = event.refund
-            own, refs = (refund.id,), (refund.charge_id, refund.payment_intent_id)
+            own, refs = refund.id, [refund.charge_id, refund.payment_intent_id]
+            names.refunds.add(refund.id)
         case DisputeEvent():
             dispute = event.dispute
-            own, refs = (dispute.id,), (dispute.charge_id, dispute.payment_intent_id)
+            own, refs = dispute.id, [dispute.charge_id, dispute.payment_intent_id]
+            names.disputes.add(dispute.id)
         case SubscriptionEvent():
-            own = (event.subscription.id,)
+            own = event.subscription.id
+            names.subscriptions.add(own)
         case CustomerEvent():
-            own = (event.customer.id,)
-        case _:
-            own = ()
-    customer = event.customer_id
+            own = event.customer.id
     held = {ref for ref in refs if ref}
-    if customer:
-        held.add(customer)
-    if not held:
-        held = {ref for ref in own if ref}
-    locks |= held
-    names |= held
-    names.update(ref for ref in own if ref)
+    names.refs |= held
+    if event.customer_id:
+        held.add(event.customer_id)
+        names.customers.add(event.customer_id)
+    if isinstance(event, CustomerEvent):
+        names.customers.add(event.customer.id)
+    locks |= held or ({own} if own else set())

@@ -84,6 +84,19 @@ def _dispute_refs(row: DisputeRow) -> tuple[str | None, ...]:
 
 
 @dataclass
+class Names:
+    """The ids a batch's events name, by what they are: what ``store.load`` finds rows
+    by. ``refs`` are payment references: payment, payment intent and charge ids."""
+
+    refs: set[str] = field(default_factory=set)
+    customers: set[str] = field(default_factory=set)
+    invoices: set[str] = field(default_factory=set)
+    refunds: set[str] = field(default_factory=set)
+    disputes: set[str] = field(default_factory=set)
+    subscriptions: set[str] = field(default_factory=set)
+
+
+@dataclass
 class Ledger:
     invoices: Table[InvoiceRow] = field(default_factory=lambda: Table(_invoice_refs))
     payments: Table[PaymentRow] = field(default_factory=lambda: Table(_payment_refs))

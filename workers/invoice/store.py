@@ -1,8 +1,8 @@
 """SQL of the invoice worker (tables in ``migrations/0001_ledger.sql``).
 
 A batch locks the ids and references its events name (``lock``), ``load``s the rows they
-name in one query per table (plus one round for what those rows name in turn: their
-invoices, customers and receipts), and ``save``s what the handler changed in one
+name (``state.Names``) in one query per table (plus one round for what those rows name in
+turn: their invoices, customers and receipts), and ``save``s what the handler changed in one
 statement per table, its rows in one JSON parameter (as the entitlement worker's store
 does: asyncpg's per-element checks of array parameters cost more). Receipt numbers are
 taken from ``ledger_receipt_counters`` by ``take_numbers`` in the same transaction.
@@ -31,7 +31,7 @@ from workers.invoice.rows import (
     RefundRow,
     SubscriptionRow,
 )
-from workers.invoice.state import Ledger
+from workers.invoice.state import Ledger, Names
 
 _LINE_FIELDS: Final = tuple(InvoiceLine.model_fields)
 
@@ -126,7 +126,8 @@ def _upsert(table: str, columns: Columns, *, update: bool = True) -> str:
     return f"{sql} ON CONFLICT ({key}) DO UPDATE SET {assignments}{updated_at}"
 
 
-_BY_REFS = "{key} = ANY($1::text[]) OR {a} = ANY($1::text[]) OR {b} = ANY($1::text[])"
+# Rows by their own id ($1) or by the payment references they hold ($2).
+_BY_REFS = "{key} = ANY($1::text[]) OR {a} = ANY($2::text[]) OR {b} = ANY($2::text[])"
 _LOAD_INVOICES = f"SELECT {_select(_INVOICE)} FROM ledger_invoices WHERE " + _BY_REFS.format(
     key="invoice_id", a="payment_intent_id", b="charge_id"
 )
@@ -253,7 +254,7 @@ def customer_from(record: asyncpg.Record) -> CustomerRow:
 
 async def load(
     conn: asyncpg.Connection,
-    keys: Collection[str],
+    names: Names,
     *,
     invoices: bool,
     payments: bool,
@@ -262,28 +263,30 @@ async def load(
     subscriptions: bool,
     customers: bool,
 ) -> Ledger:
-    """The rows ``keys`` name as id or reference, of the tables asked for (call with the
-    keys locked); then the invoices, customers and receipts the loaded payments name."""
+    """The rows ``names`` name by id or payment reference, of the tables asked for (call
+    with them locked); then the invoices, customers and receipts the loaded payments name.
+    Each id goes only to the index it can be found in: a probe per id and column is most
+    of a batch's reading."""
     ledger = Ledger()
-    ids = list(keys)
+    refs = sorted(names.refs)
     if payments:
-        for record in await conn.fetch(_LOAD_PAYMENTS, ids):
+        for record in await conn.fetch(_LOAD_PAYMENTS, refs, refs):
             row = payment_from(record)
             ledger.payments.load(row.payment_id, row)
     if invoices:
-        for record in await conn.fetch(_LOAD_INVOICES, ids):
+        for record in await conn.fetch(_LOAD_INVOICES, sorted(names.invoices), refs):
             row_i = invoice_from(record)
             ledger.invoices.load(row_i.invoice_id, row_i)
     if refunds:
-        for record in await conn.fetch(_LOAD_REFUNDS, ids):
+        for record in await conn.fetch(_LOAD_REFUNDS, sorted(names.refunds), refs):
             row_r = refund_from(record)
             ledger.refunds.load(row_r.refund_id, row_r)
     if disputes:
-        for record in await conn.fetch(_LOAD_DISPUTES, ids):
+        for record in await conn.fetch(_LOAD_DISPUTES, sorted(names.disputes), refs):
             row_d = dispute_from(record)
             ledger.disputes.load(row_d.dispute_id, row_d)
     if subscriptions:
-        for record in await conn.fetch(_LOAD_SUBSCRIPTIONS, ids):
+        for record in await conn.fetch(_LOAD_SUBSCRIPTIONS, sorted(names.subscriptions)):
             row_s = subscription_from(record)
             ledger.subscriptions.load(row_s.subscription_id, row_s)
     loaded = ledger.payments.rows.values()
@@ -294,12 +297,12 @@ async def load(
                 row_i = invoice_from(record)
                 ledger.invoices.load(row_i.invoice_id, row_i)
     if customers:
-        wanted = set(ids) | {p.customer_id for p in loaded if p.customer_id}
+        wanted = names.customers | {p.customer_id for p in loaded if p.customer_id}
         for record in await conn.fetch(_LOAD_CUSTOMERS, sorted(wanted)):
             row_c = customer_from(record)
             ledger.customers.load(row_c.customer_id, row_c)
     if payments:
-        wanted = set(ids) | ledger.payments.rows.keys()
+        wanted = names.refs | ledger.payments.rows.keys()
         ledger.receipted = {
             r["payment_id"] for r in await conn.fetch(_LOAD_RECEIPTED, sorted(wanted))
         }
