@@ -446,3 +446,17 @@ async def test_a_customer_maps_its_user_and_deletion_erases_its_contact(
         "SELECT user_id FROM read_v1_ledger_customers WHERE customer_id = $1", CUSTOMER
     )
     assert view is not None and view["user_id"] == "user_meta"
+
+
+async def test_any_payment_event_may_list_refunds(ledger_conn: asyncpg.Connection) -> None:
+    """A charge.succeeded (or an intent with its charge expanded) may carry the charge's
+    refund list too: its refunds are kept like a charge.refunded's."""
+    listed = payment("pi_any", charge="ch_any", refunds=[refund("re_any", charge="ch_any")])
+    out = await apply(
+        ledger_conn,
+        spec_of(),
+        payment_event("payment.succeeded", listed, customer_id=CUSTOMER, occurred_at=later(1)),
+    )
+    assert types(out) == ["payment.succeeded", "refund.created", "receipt.issued"]
+    stored = await row(ledger_conn, "ledger_refunds", "refund_id", "re_any")
+    assert (stored["payment_id"], stored["event_rank"]) == ("pi_any", 1)

@@ -26,7 +26,7 @@ is greater. Marks compare by
        invoice.created (0) < invoice.finalized (1) < invoice.payment_failed (2)
          < invoice.marked_uncollectible (3) < invoice.paid (4) < invoice.voided (5)
        payment.failed (0) < payment.succeeded (1) < payment.refunded (2)
-       refund.created (0) < refund.updated = a refund listed by payment.refunded (1)
+       refund.created (0) < refund.updated = a refund a payment.* event lists (1)
          < refund.failed (2)
        dispute.opened (0) < dispute.updated (1) < dispute.closed (2)
        subscription.activated (0) < subscription.updated = trial_will_end (1)
@@ -143,7 +143,10 @@ EVENT_RANK: Final[Mapping[str, int]] = {
 REFUND_EVENT_RANK: Final[Mapping[str, int]] = {
     "refund.created": 0,
     "refund.updated": 1,
-    "payment.refunded": 1,  # a refund listed by a charge.refunded
+    # A refund a charge lists (charge.refunded; any charge event may carry the list).
+    "payment.refunded": 1,
+    "payment.succeeded": 1,
+    "payment.failed": 1,
     "refund.failed": 2,
 }
 
