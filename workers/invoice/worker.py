@@ -3,20 +3,16 @@
 
 from __future__ import annotations
 
-import logging
 from collections.abc import Mapping
 
 from contracts import BILLING_EVENTS
 from workers.invoice.declaration import DECLARATION
 from workers.invoice.handler import InvoiceHandler
-from workers.invoice.receipts import DOCUMENT_CHANNEL
 from workers.invoice.settings import InvoiceSettings
 from workers.runtime.deliveries.channel import Sender
 from workers.runtime.spec import Subscription, WorkerSpec
 
 NAME = DECLARATION.name
-
-log = logging.getLogger(__name__)
 
 
 def build(settings: InvoiceSettings, channels: Mapping[str, Sender] | None = None) -> WorkerSpec:
@@ -26,11 +22,6 @@ def build(settings: InvoiceSettings, channels: Mapping[str, Sender] | None = Non
     runtime refuses a delivery on a channel the spec lacks (the event is poison): the
     receipt documents' sender must be among ``channels`` wherever receipts are issued.
     """
-    if not channels or DOCUMENT_CHANNEL not in channels:
-        log.warning(
-            "no sender for channel %s: an event that issues a receipt will be dead-lettered",
-            DOCUMENT_CHANNEL,
-        )
     handler = InvoiceHandler(receipt_prefix=settings.invoice_receipt_prefix)
     return WorkerSpec(
         name=NAME,
