@@ -7,8 +7,8 @@ wheel, which needs only pydantic)::
     from contracts import BILLING_EVENTS, parse_billing_event
 
 ``__all__`` is that vocabulary. The workers' fast paths (``entitlements.change_id_text``,
-``entitlements.entitlement_change_json``) and the checks behind the schemas stay in their
-submodules: importable, but not part of it.
+``entitlements.entitlement_change_json``, ``ledger.ledger_event_id_text``) and the checks
+behind the schemas stay in their submodules: importable, but not part of it.
 """
 
 from contracts.documents import asyncapi_document, json_schema
@@ -49,6 +49,23 @@ from contracts.events import (
     parse_billing_event,
 )
 from contracts.headers import cloudevent_headers, cloudevent_kafka_headers
+from contracts.ledger import (
+    LEDGER_EVENT_TYPES,
+    LedgerDispute,
+    LedgerDisputeEvent,
+    LedgerEvent,
+    LedgerInvoice,
+    LedgerInvoiceEvent,
+    LedgerPayment,
+    LedgerPaymentEvent,
+    LedgerRefund,
+    LedgerRefundEvent,
+    Receipt,
+    ReceiptIssuedEvent,
+    ledger_event_adapter,
+    ledger_event_id,
+    parse_ledger_event,
+)
 from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES, dead_letter_topic
 from contracts.version import __version__ as __version__
 
@@ -57,6 +74,7 @@ __all__ = [
     "BILLING_EVENT_TYPES",
     "ENTITLEMENT_CHANGES",
     "INVOICES",
+    "LEDGER_EVENT_TYPES",
     "ActiveEntitlement",
     "BillingEvent",
     "Cancellation",
@@ -74,9 +92,20 @@ __all__ = [
     "Invoice",
     "InvoiceEvent",
     "InvoiceLine",
+    "LedgerDispute",
+    "LedgerDisputeEvent",
+    "LedgerEvent",
+    "LedgerInvoice",
+    "LedgerInvoiceEvent",
+    "LedgerPayment",
+    "LedgerPaymentEvent",
+    "LedgerRefund",
+    "LedgerRefundEvent",
     "PauseCollection",
     "Payment",
     "PaymentEvent",
+    "Receipt",
+    "ReceiptIssuedEvent",
     "Refund",
     "RefundEvent",
     "Subscription",
@@ -91,6 +120,9 @@ __all__ = [
     "entitlement_change_adapter",
     "event_id_for",
     "json_schema",
+    "ledger_event_adapter",
+    "ledger_event_id",
     "parse_billing_event",
     "parse_entitlement_change",
+    "parse_ledger_event",
 ]

@@ -19,7 +19,8 @@ from contracts.documents import ASYNCAPI_FILE, SCHEMA_TOPICS
 from contracts.entitlements import EntitlementChangeType
 from contracts.events import BILLING_EVENT_TYPES
 from contracts.headers import CONTENT_TYPE, HEADERS, REQUIRED_HEADERS, SPEC_VERSION
-from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES
+from contracts.ledger import LEDGER_EVENT_TYPES
+from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
 from contracts.version import __version__
 
 ASYNCAPI_PATH: Final = Path(__file__).parent / ASYNCAPI_FILE
@@ -63,6 +64,19 @@ CHANNELS: Final = (
         source="/billing-fleet/entitlement",
         types=get_args(EntitlementChangeType),
         subject_always=True,
+    ),
+    Channel(
+        id="LedgerEvent",
+        topic=INVOICES,
+        title="Invoice and payment ledger",
+        description="One event per created or changed ledger row (invoice, payment, refund, "
+        "dispute) and one `receipt.issued` per succeeded payment (`contracts.LedgerEvent`), "
+        "relayed from the invoice worker's outbox.",
+        key="The Stripe customer id (the object's id, a receipt's payment id, when there is "
+        "no customer).",
+        source="/billing-fleet/invoice",
+        types=tuple(sorted(LEDGER_EVENT_TYPES)),
+        subject_always=False,
     ),
 )
 

@@ -10,9 +10,9 @@ from importlib import resources
 from importlib.resources.abc import Traversable
 from typing import Any, Final
 
-from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES
+from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
 
-SCHEMA_TOPICS: Final = (BILLING_EVENTS, ENTITLEMENT_CHANGES)
+SCHEMA_TOPICS: Final = (BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES)
 """The topics with a committed JSON Schema (``contracts.schema_export.PUBLISHED``)."""
 
 ASYNCAPI_FILE: Final = "asyncapi.json"

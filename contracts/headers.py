@@ -12,6 +12,7 @@ from typing import Final
 
 from contracts.entitlements import EntitlementChange
 from contracts.events import BillingEvent
+from contracts.ledger import LedgerEvent
 
 SPEC_VERSION: Final = "1.0"
 CONTENT_TYPE: Final = "application/json"
@@ -61,7 +62,10 @@ def cloudevent_kafka_headers(
 
 
 def cloudevent_headers(
-    event: BillingEvent | EntitlementChange, *, source: str, traceparent: str | None = None
+    event: BillingEvent | EntitlementChange | LedgerEvent,
+    *,
+    source: str,
+    traceparent: str | None = None,
 ) -> dict[str, str]:
     """``cloudevent_kafka_headers`` for a contract model: its id, type, ``occurred_at`` and
     customer id (the subject)."""

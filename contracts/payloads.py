@@ -10,9 +10,10 @@ from typing import Any, Final
 
 from contracts.entitlements import EntitlementChange
 from contracts.events import BillingEvent
-from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES
+from contracts.ledger import LedgerEvent
+from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
 
 TOPIC_MODELS: Final[Mapping[str, Any]] = MappingProxyType(
-    {BILLING_EVENTS: BillingEvent, ENTITLEMENT_CHANGES: EntitlementChange}
+    {BILLING_EVENTS: BillingEvent, ENTITLEMENT_CHANGES: EntitlementChange, INVOICES: LedgerEvent}
 )
 """Topic → the type of its record values."""

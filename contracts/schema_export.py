@@ -18,13 +18,15 @@ from pydantic import TypeAdapter
 from contracts.compat import breaking_changes
 from contracts.entitlements import entitlement_change_adapter
 from contracts.events import billing_event_adapter
-from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES
+from contracts.ledger import ledger_event_adapter
+from contracts.topics import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
 
 SCHEMA_DIR = Path(__file__).parent / "schemas"
 
 PUBLISHED: dict[str, TypeAdapter[Any]] = {
     BILLING_EVENTS: billing_event_adapter,
     ENTITLEMENT_CHANGES: entitlement_change_adapter,
+    INVOICES: ledger_event_adapter,
 }
 """Topic → the adapter of the values published on it."""
 

@@ -35,8 +35,9 @@ from fleet.embedded import EmbeddedKafka, EmbeddedPostgres
 from tests.fleet_settings import FleetSettings
 from workers.registry import migration_packages
 
-# The `gateway` fixture (a real uvicorn gateway on the fixtures below) lives with its helpers.
-pytest_plugins = ("tests.gateway",)
+# The `gateway` fixture (a real uvicorn gateway on the fixtures below) and the invoice
+# worker's `ledger_url` / `ledger_conn` live with their helpers.
+pytest_plugins = ("tests.gateway", "tests.invoice_support")
 
 TEST_WEBHOOK_SECRETS = ["whsec_test_primary", "whsec_test_secondary"]
 

@@ -13,6 +13,7 @@ from typing import Final
 
 from billing_fleet.logs import one_line
 from workers.entitlement.declaration import DECLARATION as ENTITLEMENT
+from workers.invoice.declaration import DECLARATION as INVOICE
 from workers.runtime.declaration import (
     RUNTIME_MIGRATIONS,
     WorkerBuildError,
@@ -21,7 +22,7 @@ from workers.runtime.declaration import (
 )
 
 WORKERS: dict[str, WorkerDeclaration] = {
-    declaration.name: declaration for declaration in (ENTITLEMENT,)
+    declaration.name: declaration for declaration in (ENTITLEMENT, INVOICE)
 }
 
 DECLARATION_OVERRIDE_ENV: Final = "BILLING_WORKER_DECLARATION"

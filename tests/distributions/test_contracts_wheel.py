@@ -20,7 +20,8 @@ import pytest
 
 import contracts
 from api_gateway.normalize import normalize
-from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, cloudevent_headers, json_schema
+from contracts import BILLING_EVENTS, cloudevent_headers, json_schema
+from contracts.documents import SCHEMA_TOPICS
 from tests.stripe_fixtures import load_event
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -109,9 +110,7 @@ def test_the_contracts_wheel_parses_a_published_event_in_a_clean_venv(tmp_path: 
         "customer_id": event.customer_id,
     }
     assert seen["headers"] == cloudevent_headers(event, source="/billing-fleet/stripe")
-    assert seen["shipped"] == {
-        f"{topic}.json": json_schema(topic) for topic in (BILLING_EVENTS, ENTITLEMENT_CHANGES)
-    }
+    assert seen["shipped"] == {f"{topic}.json": json_schema(topic) for topic in SCHEMA_TOPICS}
     assert seen["accessor_schema"] == json_schema(BILLING_EVENTS)
     assert seen["asyncapi"] == seen["accessor_asyncapi"] == contracts.asyncapi_document()
     assert not {"api_gateway", "workers", "billing_fleet", "fastapi"} & set(seen["loaded"])

@@ -18,7 +18,7 @@ import httpx
 import pytest
 import yaml
 
-from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, dead_letter_topic
+from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES, dead_letter_topic
 from fleet.embedded import free_port
 from tests.cli_support import (
     EXAMPLE_CATALOG,
@@ -37,6 +37,7 @@ from tests.stripe_fixtures import load_event, signed
 pytestmark = pytest.mark.integration
 
 DEAD_LETTERS = dead_letter_topic(BILLING_EVENTS, "entitlement")
+INVOICE_DEAD_LETTERS = dead_letter_topic(BILLING_EVENTS, "invoice")
 PRO_FEATURES = {"sso", "projects", "api_calls", "storage_gb"}
 
 
@@ -147,10 +148,14 @@ async def test_quick_start_fix_the_catalog_and_replay_from_a_second_terminal(
         async with httpx.AsyncClient() as client:
             document = (await client.get(f"{base}/asyncapi.json")).json()
         addresses = {channel["address"] for channel in document["channels"].values()}
-        assert addresses == {BILLING_EVENTS, ENTITLEMENT_CHANGES, DEAD_LETTERS}
+        assert addresses == {
+            BILLING_EVENTS, ENTITLEMENT_CHANGES, DEAD_LETTERS, INVOICES, INVOICE_DEAD_LETTERS,
+        }  # fmt: skip
         actions = {(op["action"], op["channel"]["$ref"]) for op in document["operations"].values()}
         assert ("receive", f"#/channels/{BILLING_EVENTS}:entitlement") in actions
         assert ("send", f"#/channels/{ENTITLEMENT_CHANGES}") in actions
+        assert ("receive", f"#/channels/{BILLING_EVENTS}:invoice") in actions
+        assert ("send", f"#/channels/{INVOICES}") in actions
     except BaseException:
         await dev.kill()
         raise

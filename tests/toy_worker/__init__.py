@@ -16,6 +16,7 @@ import os
 from billing_fleet.settings import CoreSettings
 from contracts import BILLING_EVENTS
 from workers.entitlement.declaration import DECLARATION as ENTITLEMENT
+from workers.invoice.declaration import DECLARATION as INVOICE
 from workers.runtime.declaration import WorkerDeclaration
 
 MIGRATIONS = "tests.toy_worker"
@@ -47,3 +48,10 @@ ENTITLEMENT_ON_TOPIC = dataclasses.replace(
     consumes=(os.environ.get("TOY_TOPIC", BILLING_EVENTS),),
 )
 """The real entitlement worker consuming ``TOY_TOPIC`` (a test's own input topic)."""
+
+INVOICE_ON_TOPIC = dataclasses.replace(
+    INVOICE,
+    factory="tests.invoice_support:build_on_topic",
+    consumes=(os.environ.get("TOY_TOPIC", BILLING_EVENTS),),
+)
+"""The real invoice worker consuming ``TOY_TOPIC``, its receipt documents recorded."""

@@ -13,7 +13,7 @@ import pytest
 
 from billing_fleet.migrate import MigrationError, discover
 from billing_fleet.settings import CoreSettings
-from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
+from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
 from fleet.command_settings import dev_settings_class
 from fleet.dev import dev_topics
 from tests import toy_worker
@@ -39,7 +39,7 @@ ENTITLEMENT = WORKERS["entitlement"]
 
 
 def test_migrate_applies_the_runtime_then_every_declared_package() -> None:
-    assert migration_packages() == (RUNTIME_MIGRATIONS, "workers.entitlement")
+    assert migration_packages() == (RUNTIME_MIGRATIONS, "workers.entitlement", "workers.invoice")
     found = {migration.package for migration in discover(migration_packages())}
     assert found == set(migration_packages())  # each declared package has migrations
 
@@ -84,6 +84,15 @@ def test_the_entitlement_worker_builds_as_declared() -> None:
         (BILLING_EVENTS,),
         (ENTITLEMENT_CHANGES,),
     )
+
+
+def test_the_invoice_worker_builds_as_declared() -> None:
+    invoice = WORKERS["invoice"]
+    spec = invoice.build(invoice.settings_class()())
+
+    assert (spec.name, spec.topics, spec.emits) == ("invoice", (BILLING_EVENTS,), (INVOICES,))
+    assert invoice.migration_packages == (RUNTIME_MIGRATIONS, "workers.invoice")
+    assert spec.subscriptions[0].handle_batch is not None
 
 
 def test_a_build_that_disagrees_with_its_declaration_is_refused() -> None:

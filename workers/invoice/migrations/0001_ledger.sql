@@ -66,6 +66,7 @@ CREATE TABLE ledger_invoices (
 );
 CREATE INDEX ledger_invoices_customer ON ledger_invoices (customer_id, created_at DESC, invoice_id DESC);
 CREATE INDEX ledger_invoices_intent ON ledger_invoices (payment_intent_id) WHERE payment_intent_id IS NOT NULL;
+CREATE INDEX ledger_invoices_charge ON ledger_invoices (charge_id) WHERE charge_id IS NOT NULL;
 
 -- One row per payment: a payment intent, or a charge without one (contracts.Payment.id).
 -- The card details come from the newest event that carried a charge (charge_event_*),
@@ -97,6 +98,7 @@ CREATE TABLE ledger_payments (
     event_at            timestamptz NOT NULL,
     event_rank          integer     NOT NULL,
     event_id            text        NOT NULL,
+    charge_status_rank  integer,
     charge_event_at     timestamptz,
     charge_event_rank   integer,
     charge_event_id     text
@@ -107,6 +109,8 @@ CREATE INDEX ledger_payments_intent ON ledger_payments (payment_intent_id) WHERE
 
 -- Refunds and disputes name a charge (and maybe an intent); payment_id is NULL until
 -- that payment is in the ledger, and set when it arrives: one that comes first is kept.
+-- The worker finds them by charge or intent, attached or not (a payment's event also
+-- gives its customer to the ones already attached), hence the full indexes on both.
 CREATE TABLE ledger_refunds (
     refund_id         text        PRIMARY KEY,
     payment_id        text,
@@ -126,8 +130,8 @@ CREATE TABLE ledger_refunds (
     event_id          text        NOT NULL
 );
 CREATE INDEX ledger_refunds_payment ON ledger_refunds (payment_id);
-CREATE INDEX ledger_refunds_unattached_charge ON ledger_refunds (charge_id) WHERE payment_id IS NULL;
-CREATE INDEX ledger_refunds_unattached_intent ON ledger_refunds (payment_intent_id) WHERE payment_id IS NULL;
+CREATE INDEX ledger_refunds_charge ON ledger_refunds (charge_id) WHERE charge_id IS NOT NULL;
+CREATE INDEX ledger_refunds_intent ON ledger_refunds (payment_intent_id) WHERE payment_intent_id IS NOT NULL;
 
 CREATE TABLE ledger_disputes (
     dispute_id        text        PRIMARY KEY,
@@ -151,8 +155,8 @@ CREATE TABLE ledger_disputes (
     event_id          text        NOT NULL
 );
 CREATE INDEX ledger_disputes_payment ON ledger_disputes (payment_id);
-CREATE INDEX ledger_disputes_unattached_charge ON ledger_disputes (charge_id) WHERE payment_id IS NULL;
-CREATE INDEX ledger_disputes_unattached_intent ON ledger_disputes (payment_intent_id) WHERE payment_id IS NULL;
+CREATE INDEX ledger_disputes_charge ON ledger_disputes (charge_id) WHERE charge_id IS NOT NULL;
+CREATE INDEX ledger_disputes_intent ON ledger_disputes (payment_intent_id) WHERE payment_intent_id IS NOT NULL;
 
 -- Subscriptions as a billing record (what a subscription status page shows).
 CREATE TABLE ledger_subscriptions (

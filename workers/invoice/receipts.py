@@ -1,0 +1,103 @@
+"""Receipts: one per payment that reached ``succeeded``, numbered without gaps.
+
+Numbers count per (account, prefix, year): ``<prefix>-<year>-<sequence:06d>`` for the
+platform, ``<prefix>-<account>-<year>-<sequence:06d>`` for a connected account. A receipt
+is dated by its payment's ``created_at`` (``paid_at``; Stripe's ``created`` of the intent or
+charge, which every event of it carries, so every replica and every delivery order agree
+on it), and ``year`` is that date's UTC year. While the events of a batch are applied the
+receipts are only decided (``PendingReceipt``, in order); ``number`` then takes each
+sequence's numbers with one counter statement per key, keys in sorted order, in the
+events' transaction: a rollback returns them, and a receipt is never deleted, so no
+number is skipped, freed or used twice. The transaction that issues a receipt also
+returns the ``DOCUMENT_CHANNEL`` delivery that has its PDF rendered (outside it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Final
+
+import asyncpg
+
+from contracts import BillingEvent
+from workers.invoice import store
+from workers.invoice.rows import CustomerRow, InvoiceRow, PaymentRow, ReceiptRow
+from workers.runtime.deliveries.model import Delivery
+
+DOCUMENT_CHANNEL: Final = "receipt_pdf"
+"""The delivery channel whose sender renders a receipt's PDF (the documents' job)."""
+DOCUMENT_DESTINATION: Final = "receipt-documents"
+
+Sequence_Key = tuple[str, str, int]
+"""(account, prefix, year): one gapless sequence."""
+
+
+def receipt_number(prefix: str, account: str, year: int, sequence: int) -> str:
+    if account:
+        return f"{prefix}-{account}-{year}-{sequence:06d}"
+    return f"{prefix}-{year}-{sequence:06d}"
+
+
+def document_delivery(number: str) -> Delivery:
+    """Renders receipt ``number``'s PDF; its key makes a replayed event add no second row."""
+    return Delivery(
+        channel=DOCUMENT_CHANNEL,
+        destination=DOCUMENT_DESTINATION,
+        idempotency_key=f"receipt-pdf:{number}",
+        payload=number.encode(),
+        metadata={"number": number},
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class PendingReceipt:
+    """A receipt decided while an event was applied, with what it shows as known then;
+    numbered once the batch's counters are taken."""
+
+    payment: PaymentRow
+    invoice: InvoiceRow | None
+    customer: CustomerRow | None
+    issued_at: datetime
+    cause: BillingEvent
+    prefix: str
+
+    @property
+    def paid_at(self) -> datetime:
+        return self.payment.created_at
+
+    @property
+    def key(self) -> Sequence_Key:
+        return (self.payment.account, self.prefix, self.paid_at.astimezone(UTC).year)
+
+
+async def number(conn: asyncpg.Connection, pending: Sequence[PendingReceipt]) -> list[ReceiptRow]:
+    """Number ``pending`` (in order within each sequence) and insert the receipts; the
+    rows, in ``pending``'s order."""
+    by_key: dict[Sequence_Key, list[int]] = {}
+    for index, receipt in enumerate(pending):
+        by_key.setdefault(receipt.key, []).append(index)
+    rows: list[ReceiptRow | None] = [None] * len(pending)
+    for key in sorted(by_key):  # counters in key order: two batches never wait in a cycle
+        account, prefix, year = key
+        indexes = by_key[key]
+        numbers = await store.take_numbers(conn, account, prefix, year, len(indexes))
+        for index, sequence in zip(indexes, numbers, strict=True):
+            receipt = pending[index]
+            rows[index] = ReceiptRow(
+                number=receipt_number(prefix, account, year, sequence),
+                account=account,
+                prefix=prefix,
+                year=year,
+                sequence=sequence,
+                payment_id=receipt.payment.payment_id,
+                customer_id=receipt.payment.customer_id,
+                amount=receipt.payment.amount,
+                currency=receipt.payment.currency,
+                paid_at=receipt.paid_at,
+                issued_at=receipt.issued_at,
+            )
+    numbered = [row for row in rows if row is not None]
+    await store.insert_receipts(conn, numbered)
+    return numbered
