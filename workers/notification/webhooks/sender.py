@@ -135,7 +135,12 @@ class SignedWebhookSender:
         try:
             stopped = await self._with_db(
                 lambda conn: disable(
-                    conn, endpoint_id, reason, worker=self._worker, channel=self._channel
+                    conn,
+                    endpoint_id,
+                    reason,
+                    worker=self._worker,
+                    channel=self._channel,
+                    answered=key,
                 )
             )
         except Exception as exc:  # its next 410 tries again

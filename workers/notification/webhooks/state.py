@@ -46,10 +46,18 @@ class NotDisabled(LookupError):
 
 
 async def disable(
-    conn: asyncpg.Connection, endpoint_id: str, reason: str, *, worker: str, channel: str
+    conn: asyncpg.Connection,
+    endpoint_id: str,
+    reason: str,
+    *,
+    worker: str,
+    channel: str,
+    answered: str,
 ) -> int:
     """Disable the endpoint (the first time counts: ``disabled_at`` is kept) and stop its
-    pending deliveries: failed, ``last_code`` ``disabled``. Returns how many it stopped."""
+    pending deliveries: failed, ``last_code`` ``disabled``; all but ``answered`` (the key
+    of the row whose 410 this is: the dispatcher records its own result). Returns how
+    many it stopped."""
     reason = clean_text(reason, DETAIL_CHARS) or ""
     async with conn.transaction():
         await conn.execute(
@@ -65,13 +73,14 @@ async def disable(
             "WITH stopped AS (UPDATE deliveries SET status = 'failed', last_code = $4,"
             " last_detail = $5, updated_at = now()"
             " WHERE worker = $1 AND channel = $2 AND status = 'pending'"
-            f" AND metadata->>'{ENDPOINT_KEY}' = $3 RETURNING 1)"
+            f" AND metadata->>'{ENDPOINT_KEY}' = $3 AND idempotency_key <> $6 RETURNING 1)"
             " SELECT count(*) FROM stopped",
             worker,
             channel,
             endpoint_id,
             DISABLED_CODE,
             clean_text(f"endpoint {endpoint_id} disabled: {reason}", DETAIL_CHARS),
+            answered,
         )
     return int(stopped)
 
