@@ -6,22 +6,26 @@ from __future__ import annotations
 import json
 from datetime import UTC, datetime
 
+import pytest
 from standardwebhooks import Webhook
 
 from api_gateway.normalize import normalize
 from contracts import BillingEvent, cloudevent_headers
 from tests.stripe_fixtures import load_event
 from tests.webhook_support import endpoint, new_secret, spec_signatures, verifies
+from workers.notification.settings import NotificationSettings
 from workers.notification.webhooks import CHANNEL
-from workers.notification.webhooks.endpoints import parse_endpoints
+from workers.notification.webhooks.endpoints import EndpointsFile, parse_endpoints
 from workers.notification.webhooks.health import HealthBuffer
 from workers.notification.webhooks.payload import (
     CONTENT_TYPE,
     cloudevent_payload,
     webhook_deliveries,
 )
+from workers.notification.webhooks.sender import webhook_policy, webhook_sender
 from workers.notification.webhooks.signing import signed_headers
 from workers.runtime.deliveries.model import SendResult
+from workers.runtime.settings import RuntimeSettings
 
 SOURCE = "/billing-fleet/stripe"
 
@@ -120,3 +124,28 @@ def test_health_keeps_the_newest_outcome_each_way() -> None:
     health.keep(list(taken.values()))  # a write that failed is merged back, newest wins
     again = {h.endpoint_id: h for h in health.take()}
     assert again["a"].last_success_at == t3 and again["b"].last_failure_at == t1
+
+
+def test_the_default_retry_schedule_is_the_spec_s() -> None:
+    backoff = NotificationSettings().notification_webhook_backoff_seconds
+    policy = webhook_policy(backoff)
+    # At once, then 5 s, 5 min, 30 min, 2 h, 5 h, 10 h, 10 h: eight attempts, then dead.
+    assert policy.backoff_seconds == (5, 300, 1800, 7200, 18000, 36000, 36000)
+    assert policy.max_attempts == 8
+
+
+class _Settings(RuntimeSettings, NotificationSettings):
+    """The notification worker's settings where it runs (the runtime's and its own)."""
+
+
+async def test_the_factory_needs_the_database_and_a_lease_longer_than_a_send() -> None:
+    endpoints = EndpointsFile(None)
+    url = "postgresql://postgres@127.0.0.1:5432/postgres"
+    with pytest.raises(ValueError, match="DATABASE_URL"):
+        webhook_sender(_Settings(database_url=None), endpoints, worker="notification")
+    short = _Settings(database_url=url, delivery_lease_seconds=15.0)  # 10 s HTTP + 2 x 5 s
+    with pytest.raises(ValueError, match=r"BILLING_DELIVERY_LEASE_SECONDS .* \(20 s\)"):
+        webhook_sender(short, endpoints, worker="notification")
+    sender = webhook_sender(_Settings(database_url=url), endpoints, worker="notification")
+    assert (sender.timeout_seconds, sender.policy.max_attempts) == (20.0, 8)
+    await sender.aclose()

@@ -79,7 +79,8 @@ class SignedWebhookSender:
 
     @property
     def timeout_seconds(self) -> float:
-        return self._http.timeout_seconds
+        # The POST, and at most two reads or writes of the endpoint's state around it.
+        return self._http.timeout_seconds + 2 * self._db_timeout
 
     async def send(self, delivery: Delivery) -> SendResult:
         self._start_keeper()
@@ -212,6 +213,8 @@ class WebhookSettings(Protocol):
     @property
     def delivery_http_timeout_seconds(self) -> float: ...
     @property
+    def delivery_lease_seconds(self) -> float: ...
+    @property
     def notification_webhook_endpoints_path(self) -> Path | None: ...
     @property
     def notification_webhook_backoff_seconds(self) -> list[float]: ...
@@ -229,15 +232,19 @@ def webhook_sender(
     the worker's handler chooses endpoints from)."""
     if not settings.database_url:
         raise ValueError("signed webhooks need DATABASE_URL (their endpoints' state)")
+    db_timeout = settings.worker_database_timeout_seconds
+    longest = settings.delivery_http_timeout_seconds + 2 * db_timeout  # timeout_seconds
+    if settings.delivery_lease_seconds <= longest:
+        raise ValueError(
+            "BILLING_DELIVERY_LEASE_SECONDS must be longer than a signed webhook's send: "
+            "BILLING_DELIVERY_HTTP_TIMEOUT_SECONDS plus twice "
+            f"BILLING_WORKER_DATABASE_TIMEOUT_SECONDS ({longest:g} s)"
+        )
     http = HttpSender(
         webhook_policy(settings.notification_webhook_backoff_seconds),
         timeout_seconds=settings.delivery_http_timeout_seconds,
         max_connections=settings.delivery_concurrency,
     )
     return SignedWebhookSender(
-        endpoints,
-        http,
-        settings.database_url,
-        worker=worker,
-        db_timeout=settings.worker_database_timeout_seconds,
+        endpoints, http, settings.database_url, worker=worker, db_timeout=db_timeout
     )
