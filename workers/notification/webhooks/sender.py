@@ -123,9 +123,10 @@ class SignedWebhookSender:
             self._keeper.cancel()
             await asyncio.gather(self._keeper, return_exceptions=True)
             self._keeper = None
-        if self._pool is not None:
+        if self._health:
             with contextlib.suppress(Exception):  # best effort at shutdown, bounded
                 await self._write_health()
+        if self._pool is not None:
             await close_pool(self._pool, self._db_timeout)
             self._pool = None
         await self._http.aclose()
