@@ -14,27 +14,51 @@ half go to a second endpoint that is down (connection refused, retried on the ch
 backoff): the up endpoint's deliveries/s while the other is down; (d) the same with the
 second endpoint hanging (it accepts the connection and reads the request, never answers:
 each send to it holds a slot for the whole 10 s HTTP timeout).
+
+Signed webhooks (``signed_rounds``): (e) a raw httpx client posting the notification
+worker's signed webhooks (a CloudEvent body, its ``webhook-timestamp`` and
+``webhook-signature`` made per request with ``standardwebhooks``) against (f) the
+dispatcher over the ``SignedWebhookSender`` (the endpoint looked up in its file, signed
+per attempt, its health written in the background), alternating as (a) and (b).
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import json
+import os
 import statistics
 import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import ExitStack
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import NamedTuple
 
 import asyncpg
 import httpx
+import yaml
+from pydantic_core import to_json
 
+from api_gateway.normalize import normalize
+from api_gateway.webhooks import CE_SOURCE
 from bench import infra, procs
+from bench.events import FIXTURES
 from billing_fleet.db import create_pool
+from billing_fleet.migrate import migrate
 from billing_fleet.signals import run_event_loop
 from fleet.embedded import free_port
+from workers.notification.webhooks import CHANNEL as WEBHOOK_CHANNEL
+from workers.notification.webhooks.endpoints import EndpointsFile
+from workers.notification.webhooks.payload import CONTENT_TYPE, ENDPOINT_KEY, cloudevent_payload
+from workers.notification.webhooks.sender import SignedWebhookSender, webhook_policy
+from workers.notification.webhooks.signing import signed_headers
+from workers.runtime.declaration import RUNTIME_MIGRATIONS
+from workers.runtime.deliveries.channel import Sender
 from workers.runtime.deliveries.dispatcher import Dispatcher
 from workers.runtime.deliveries.http import ID_HEADER, HttpSender
 from workers.runtime.deliveries.model import Delivery, RetryPolicy
@@ -78,17 +102,33 @@ class Hanging:
             self._writers.discard(writer)
 
 
-async def raw_client(url: str, count: int, concurrency: int) -> float:
-    """(a): deliveries/s of ``count`` POSTs from ``concurrency`` coroutines, one client."""
+Signer = Callable[[str], Mapping[str, str]]
+"""A request's extra headers, from its ``webhook-id`` (signed webhooks' signature)."""
+
+
+class BenchChannel(NamedTuple):
+    """What the dispatcher sends through: its channel name and sender, and the row of
+    the ``i``-th delivery to a URL (the plain HTTP channel's when none is given)."""
+
+    name: str
+    sender: Sender
+    row: Callable[[str, str, int], Delivery]  # (worker, url, i)
+
+
+async def raw_client(
+    url: str, count: int, concurrency: int, body: bytes = BODY, sign: Signer | None = None
+) -> float:
+    """(a): deliveries/s of ``count`` POSTs from ``concurrency`` coroutines, one client
+    (each request signed by ``sign`` when given: (e))."""
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
     async with httpx.AsyncClient(limits=limits, timeout=10.0) as client:
         ids = iter(range(count))
 
         async def sender() -> None:
             for i in ids:
-                response = await client.post(
-                    url, content=BODY, headers={**HEADERS, ID_HEADER: f"raw-{i}"}
-                )
+                key = f"raw-{i}"
+                headers = {**HEADERS, ID_HEADER: key, **(sign(key) if sign else {})}
+                response = await client.post(url, content=body, headers=headers)
                 if response.status_code != 200:
                     raise RuntimeError(f"raw client got HTTP {response.status_code}")
 
@@ -97,12 +137,22 @@ async def raw_client(url: str, count: int, concurrency: int) -> float:
         return count / (time.perf_counter() - start)
 
 
-async def _write_rows(database_url: str, worker: str, urls: Sequence[str], count: int) -> None:
+def _http_row(worker: str, url: str, i: int) -> Delivery:
+    return Delivery("http", url, f"{worker}-{i}", BODY, HEADERS)
+
+
+async def _write_rows(
+    database_url: str,
+    worker: str,
+    urls: Sequence[str],
+    count: int,
+    row: Callable[[str, str, int], Delivery] = _http_row,
+) -> None:
     conn = await asyncpg.connect(database_url)
     try:
         for first in range(0, count, WRITE_CHUNK):
             rows = [
-                Delivery("http", urls[i % len(urls)], f"{worker}-{i}", BODY, HEADERS)
+                row(worker, urls[i % len(urls)], i)
                 for i in range(first, min(count, first + WRITE_CHUNK))
             ]
             async with conn.transaction():
@@ -119,19 +169,23 @@ async def dispatched(
     concurrency: int,
     timeout: float,
     per_destination: int = PER_DESTINATION,
+    channel: BenchChannel | None = None,
 ) -> tuple[float, int]:
-    """(b)/(c)/(d): the first endpoint's deliveries/s through a dispatcher, from its start
-    to its last row's ``sent_at``; and how many attempts the other endpoints cost."""
-    await _write_rows(database_url, worker, urls, count)
+    """(b)/(c)/(d)/(f): the first endpoint's deliveries/s through a dispatcher (over the
+    HTTP channel unless ``channel`` is given), from its start to its last row's
+    ``sent_at``; and how many attempts the other endpoints cost."""
+    if channel is None:
+        policy = RetryPolicy((1.0, 5.0, 30.0), 10)
+        http = HttpSender(policy, timeout_seconds=10.0, max_connections=concurrency)
+        channel = BenchChannel("http", http, _http_row)
+    await _write_rows(database_url, worker, urls, count, channel.row)
     up = urls[0]
     expect = sum(1 for i in range(count) if urls[i % len(urls)] == up)
     pool = await create_pool(database_url, max_size=10, connect_timeout=5.0)
-    sender = HttpSender(
-        RetryPolicy((1.0, 5.0, 30.0), 10), timeout_seconds=10.0, max_connections=concurrency
-    )
+    sender = channel.sender
     dispatcher = Dispatcher(
         pool,
-        {"http": sender},
+        {channel.name: sender},
         worker=worker,
         concurrency=concurrency,
         per_destination=per_destination,
@@ -188,6 +242,7 @@ def run(*, count: int, concurrency: int, rounds: int, timeout: float) -> int:
         raws: list[float] = []
         dispatches: list[float] = []
         results: dict[str, tuple[float, int]] = {}
+        signed: dict[str, list[float]] = {}
 
         async def measure() -> None:
             for round_ in range(rounds):
@@ -203,6 +258,9 @@ def run(*, count: int, concurrency: int, rounds: int, timeout: float) -> int:
                 results["hang"] = await dispatched(
                     database_url, "bench-hang", [url, hanging], count * 2, concurrency, timeout
                 )
+            signed["raw"], signed["sent"] = await signed_rounds(
+                workdir, database_url, url, count, concurrency, rounds, timeout
+            )
 
         print(
             f"{count:,} POSTs per run, concurrency {concurrency}, {rounds} rounds ...",
@@ -215,6 +273,7 @@ def run(*, count: int, concurrency: int, rounds: int, timeout: float) -> int:
         ratios = [b / a for a, b in zip(raws, dispatches, strict=True)]
         ratio = statistics.median(ratios)
         _print(raws, dispatches, ratios, ratio, count, results["down"], results["hang"])
+        _print_signed(signed["raw"], signed["sent"])
     return 0
 
 
@@ -254,6 +313,100 @@ def _print(
         f"(d) one of two endpoints hangs ({count:,} rows each, {PER_DESTINATION} slots per "
         f"destination): the up one at {hang[0]:,.0f} deliveries/s, {hang[1]:,} timed-out "
         "attempts at the other"
+    )
+
+
+# -- signed webhooks ---------------------------------------------------------------------
+
+BENCH_ENDPOINT = "bench"
+WEBHOOK_FIXTURE = FIXTURES / "invoice.paid__rubymock__1.json"
+
+
+def _webhook_body() -> bytes:
+    """What the notification worker sends for an ``invoice.paid``: its CloudEvent."""
+    event = normalize(json.loads(WEBHOOK_FIXTURE.read_text()))
+    return to_json(cloudevent_payload(event, source=CE_SOURCE))
+
+
+def _signer(secret: str, body: bytes) -> Signer:
+    """(e)'s headers: signed per request at its own time, as the sender signs an attempt."""
+    text = body.decode()
+
+    def sign(key: str) -> Mapping[str, str]:
+        signed = signed_headers([secret], key, datetime.now(UTC), text)
+        return {"content-type": CONTENT_TYPE, **signed}
+
+    return sign
+
+
+def _webhook_channel(
+    endpoints: EndpointsFile, database_url: str, worker: str, concurrency: int, body: bytes
+) -> BenchChannel:
+    policy = webhook_policy([1.0, 5.0, 30.0])
+    http = HttpSender(policy, timeout_seconds=10.0, max_connections=concurrency)
+    sender = SignedWebhookSender(endpoints, http, database_url, worker=worker, db_timeout=5.0)
+
+    def row(worker: str, url: str, i: int) -> Delivery:
+        return Delivery(
+            WEBHOOK_CHANNEL,
+            url,
+            f"{BENCH_ENDPOINT}:{worker}-{i}",
+            body,
+            {"content-type": CONTENT_TYPE},
+            {ENDPOINT_KEY: BENCH_ENDPOINT},
+        )
+
+    return BenchChannel(WEBHOOK_CHANNEL, sender, row)
+
+
+async def signed_rounds(
+    workdir: Path,
+    database_url: str,
+    url: str,
+    count: int,
+    concurrency: int,
+    rounds: int,
+    timeout: float,
+) -> tuple[list[float], list[float]]:
+    """(e) and (f), alternating for ``rounds``: webhooks/s of each."""
+    await migrate(database_url, (RUNTIME_MIGRATIONS, "workers.notification"))
+    secret = "whsec_" + base64.b64encode(os.urandom(32)).decode()
+    path = workdir / "webhook-endpoints.yaml"
+    endpoint = {"id": BENCH_ENDPOINT, "url": url, "secrets": [secret]}
+    path.write_text(yaml.safe_dump({"endpoints": [endpoint]}))
+    endpoints = EndpointsFile(path)
+    body = _webhook_body()
+    raws: list[float] = []
+    sent: list[float] = []
+    for round_ in range(rounds):
+        raws.append(await raw_client(url, count, concurrency, body, _signer(secret, body)))
+        worker = f"bench-signed-{round_}"
+        channel = _webhook_channel(endpoints, database_url, worker, concurrency, body)
+        rate, _ = await dispatched(
+            database_url, worker, [url], count, concurrency, timeout, concurrency, channel
+        )
+        sent.append(rate)
+    return raws, sent
+
+
+def _print_signed(raws: Sequence[float], sent: Sequence[float]) -> None:
+    ratios = [f / e for e, f in zip(raws, sent, strict=True)]
+    ratio = statistics.median(ratios)
+
+    def cells(values: Sequence[float], fmt: str) -> str:
+        return "".join(f"{v:{fmt}}" for v in values)
+
+    width = 7 * len(raws)
+    print(f"{'signed webhooks/s':<52}{'per round':<{width}}   best")
+    print(
+        f"{'(e) raw httpx client, signing each request':<52}"
+        f"{cells(raws, '7,.0f')}   {max(raws):,.0f}"
+    )
+    print(f"{'(f) dispatcher, SignedWebhookSender':<52}{cells(sent, '7,.0f')}   {max(sent):,.0f}")
+    print(f"{'f / e':<52}{cells(ratios, '7.2f')}   {max(ratios):.2f}")
+    verdict = "ok" if ratio >= TARGET_RATIO else "BELOW TARGET"
+    print(
+        f"f / e = median of the rounds' ratios = {ratio:.2f}    target >= {TARGET_RATIO}: {verdict}"
     )
 
 

@@ -199,6 +199,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_deliveries_parser(commands, run_deliveries)
 
+    from fleet.webhooks_commands import add_webhooks_parser, run_webhooks
+
+    add_webhooks_parser(commands, run_webhooks)
+
     send = commands.add_parser(
         "send-test-event",
         help="POST a signed customer.created (with a user) and customer.subscription.created",
@@ -215,7 +219,13 @@ def build_parser() -> argparse.ArgumentParser:
     send.add_argument("--user", default=DEFAULT_USER_ID, help="default: %(default)s")
     send.set_defaults(handler=_send_test_event)
     # Commands an operator runs in a second terminal next to `dev`: they use its servers.
-    for command in (migrate, send, commands.choices["dlt"], commands.choices["deliveries"]):
+    for command in (
+        migrate,
+        send,
+        commands.choices["dlt"],
+        commands.choices["deliveries"],
+        commands.choices["webhooks"],
+    ):
         command.set_defaults(next_to_dev=True)
     return parser
 
@@ -266,7 +276,11 @@ def _settings_class(args: argparse.Namespace) -> type[CoreSettings]:
         from fleet.command_settings import SendTestEventSettings
 
         return SendTestEventSettings
-    return DevSettings  # migrate, dlt: the servers, or a running dev's
+    if args.command == "webhooks":
+        from fleet.webhooks_commands import webhooks_settings_class
+
+        return webhooks_settings_class()
+    return DevSettings  # migrate, dlt, deliveries: the servers, or a running dev's
 
 
 def main(argv: Sequence[str] | None = None) -> int:

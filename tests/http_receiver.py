@@ -2,7 +2,8 @@
 
 Each path answers as told (a status and headers, or ``HOLD``: read the request, never
 answer); every request is counted by its ``webhook-id`` header, and the ids answered 2xx
-apart, so a test sees what was delivered and whether anything came twice. ``stop()``
+apart, so a test sees what was delivered and whether anything came twice; ``received``
+keeps each request's headers and body (to verify a signature). ``stop()``
 closes the listener and every open connection (the endpoint is down: connection
 refused); ``start()`` listens on the same port again.
 """
@@ -17,6 +18,14 @@ from dataclasses import dataclass, field
 from typing import Final
 
 HOLD: Final = -1
+
+
+@dataclass(frozen=True)
+class Received:
+    path: str
+    headers: dict[str, str]
+    """Names in lowercase."""
+    body: bytes
 
 
 @dataclass
@@ -35,6 +44,7 @@ class Receiver:
         self.requests: Counter[tuple[str, str]] = Counter()  # (path, webhook-id)
         self.accepted: Counter[tuple[str, str]] = Counter()
         self.bodies: dict[str, bytes] = {}
+        self.received: list[Received] = []
         self._server: asyncio.Server | None = None
         self._writers: set[asyncio.StreamWriter] = set()
 
@@ -71,6 +81,7 @@ class Receiver:
                 body = await reader.readexactly(int(headers.get("content-length", "0")))
                 delivery_id = headers.get("webhook-id", "")
                 self.requests[(path, delivery_id)] += 1
+                self.received.append(Received(path, headers, body))
                 answer = self.answers.get(path, self.default)
                 if answer == HOLD:
                     await asyncio.Event().wait()  # until the connection is closed
