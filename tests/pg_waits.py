@@ -30,7 +30,7 @@ from types import TracebackType
 import asyncpg
 
 _SAMPLE = """
-SELECT a.pid, a.application_name, a.wait_event_type, a.wait_event,
+SELECT a.pid, a.application_name, a.state, a.wait_event_type, a.wait_event,
        a.xact_start IS NOT NULL AND EXISTS (
            SELECT 1 FROM pg_locks e
            WHERE e.pid = a.pid AND e.locktype = 'advisory' AND e.objsubid = 2
@@ -56,12 +56,25 @@ def _kind(row: asyncpg.Record) -> str | None:
     return ADVISORY if row["wait_event"] == "advisory" else OTHER_LOCK
 
 
+def _doing(row: asyncpg.Record) -> str:
+    # Idle in the transaction, or between the messages of one extended-protocol query.
+    if row["state"] == "idle in transaction" or row["wait_event"] == "ClientRead":
+        return "client"
+    if row["wait_event_type"] is None:
+        return "running"
+    return f"{row['wait_event_type']}:{row['wait_event']}"
+
+
 @dataclass
 class WaitSummary:
     seconds: float = 0.0
     samples: int = 0
     in_batch: int = 0  # backend-samples inside an event transaction
     waiting: Counter[str] = field(default_factory=Counter)  # backend-samples waiting, by kind
+    # backend-samples by what the backend did: "running" (on CPU), "client" (waiting for
+    # the worker's next message: it computes, or is itself waiting for a CPU), else its
+    # wait event
+    doing: Counter[str] = field(default_factory=Counter)
     waits: Counter[str] = field(default_factory=Counter)  # distinct waits seen, by kind
     longest: dict[str, float] = field(default_factory=dict)  # seconds, a lower bound
 
@@ -81,6 +94,10 @@ class WaitSummary:
                 f" lane-seconds), {self.waits[kind]} distinct waits seen, longest >= "
                 f"{self.longest.get(kind, 0.0) * 1000:.0f} ms"
             )
+        top = ", ".join(
+            f"{what} {count / self.in_batch:.0%}" for what, count in self.doing.most_common(6)
+        )
+        out.append(f"  event transactions' time: {top}")
         return out
 
 
@@ -132,6 +149,7 @@ class WaitSampler:
             if not row["in_batch"]:
                 continue
             self.summary.in_batch += 1
+            self.summary.doing[_doing(row)] += 1
             kind = _kind(row)
             if kind is None:
                 continue
