@@ -40,6 +40,16 @@ def _run(args: argparse.Namespace) -> int:
         from bench import receipts
 
         return receipts.run(receipts=args.receipts, processes=args.processes)
+    if args.command == "counters":
+        from bench import counters
+
+        return counters.run(
+            payments=args.payments,
+            customers=args.customers,
+            configs=args.configs,
+            batch=args.batch,
+            timeout=args.timeout,
+        )
     from bench import e2e
 
     return e2e.run(
@@ -97,6 +107,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     receipts.add_argument(
         "--processes", type=int, help="render processes of (b) (default: os.cpu_count())"
     )
+
+    counters = commands.add_parser(
+        "counters", help="invoice worker lanes waiting on the receipt counter row"
+    )
+    counters.add_argument("--payments", type=int, default=10_000, help="succeeded payments")
+    counters.add_argument("--customers", type=int, help="distinct customers (default: 1/6)")
+    counters.add_argument(
+        "--configs", default="1x1,1x2,2x2,2x4", help="replicas x lanes, comma-separated"
+    )
+    counters.add_argument("--batch", type=int, default=500, help="worker_batch_max_records")
+    counters.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
     args = parser.parse_args(argv)
 
     try:
