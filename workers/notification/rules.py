@@ -334,9 +334,11 @@ def recipient_for(notice: Notice, contact: Contact | None) -> Recipient | Skip:
         return Skip("no_email", customer_key)
     if not valid_address(address):
         return Skip("invalid_email", customer_key)
+    name = (contact.name if contact else None) or notice.name
     return Recipient(
         address=address,
-        name=(contact.name if contact else None) or notice.name,
+        # One line: a name is a header's display name (Stripe takes any text).
+        name=" ".join(name.split()) or None if name else None,
         preferred_locales=contact.preferred_locales if contact else (),
         key=notice.customer_id or address_digest(address),
     )
@@ -369,6 +371,11 @@ def choose_locale(preferred: Iterable[str], available: Collection[str]) -> tuple
 def babel_locale(tag: str) -> str | None:
     """``tag`` as a Babel locale identifier (``de-ch`` → ``de_CH``), None if unknown."""
     try:
-        return str(Locale.parse(tag, sep="-"))
+        locale = Locale.parse(tag, sep="-")
     except (UnknownLocaleError, ValueError, TypeError):
         return None
+    # Babel replaces a region it has no data for with the language's likeliest one
+    # (de-zz is de_DE): that is not what the customer asked for.
+    if str(locale).lower().replace("_", "-") != tag.lower():
+        return None
+    return str(locale)
