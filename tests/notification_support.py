@@ -127,6 +127,11 @@ def topic_of(event: BillingEvent | LedgerEvent | EntitlementChange) -> str:
     return BILLING_EVENTS
 
 
+def event_id_of(spec: WorkerSpec, event: BillingEvent | LedgerEvent | EntitlementChange) -> str:
+    """The id the runtime keys ``event`` by (and the worker's delivery keys name)."""
+    return str(subscription_of(spec, topic_of(event)).event_id(event))
+
+
 async def apply(
     conn: asyncpg.Connection,
     spec: WorkerSpec,
@@ -210,11 +215,11 @@ def mail_parts(payload: bytes) -> tuple[EmailMessage, str, str]:
 # -- events ----------------------------------------------------------------------------------
 
 
-def fixture_event(name: str, customer_id: str, **object_fields: Any) -> BillingEvent:
+def fixture_event(fixture: str, customer_id: str, **object_fields: Any) -> BillingEvent:
     """A Stripe fixture (fresh event id) as the gateway normalizes it, for ``customer_id``
     (a customer object's own id, any other object's ``customer``), with ``object_fields``
     set on its object."""
-    raw: dict[str, Any] = load_event(name)
+    raw: dict[str, Any] = load_event(fixture)
     obj = raw["data"]["object"]
     if obj.get("object") == "customer":
         obj["id"] = customer_id
