@@ -215,11 +215,15 @@ def mail_parts(payload: bytes) -> tuple[EmailMessage, str, str]:
 # -- events ----------------------------------------------------------------------------------
 
 
-def fixture_event(fixture: str, customer_id: str, **object_fields: Any) -> BillingEvent:
-    """A Stripe fixture (fresh event id) as the gateway normalizes it, for ``customer_id``
-    (a customer object's own id, any other object's ``customer``), with ``object_fields``
-    set on its object."""
+def fixture_event(
+    fixture: str, customer_id: str, *, event_id: str | None = None, **object_fields: Any
+) -> BillingEvent:
+    """A Stripe fixture as the gateway normalizes it, for ``customer_id`` (a customer
+    object's own id, any other object's ``customer``), with ``object_fields`` set on its
+    object; its Stripe event id ``event_id``, else a fresh one."""
     raw: dict[str, Any] = load_event(fixture)
+    if event_id is not None:
+        raw["id"] = event_id
     obj = raw["data"]["object"]
     if obj.get("object") == "customer":
         obj["id"] = customer_id
@@ -259,9 +263,13 @@ def customer_event(
 
 
 def _ledger_envelope(
-    event_type: str, object_id: str, customer_id: str | None, occurred_at: datetime
+    event_type: str,
+    object_id: str,
+    customer_id: str | None,
+    occurred_at: datetime,
+    cause: str | None,
 ) -> dict[str, Any]:
-    cause = f"evt_{uuid.uuid4().hex}"
+    cause = cause or f"evt_{uuid.uuid4().hex}"
     return {
         "id": contracts.ledger_event_id(event_type, object_id, cause),
         "occurred_at": occurred_at,
@@ -282,11 +290,13 @@ def receipt_issued(
     name: str | None = None,
     occurred_at: datetime = NOW,
     lines: Sequence[InvoiceLine] = (),
+    cause: str | None = None,
 ) -> ReceiptIssuedEvent:
+    """``receipt.issued`` (caused by Stripe event ``cause``, else a fresh one)."""
     payment_id = f"pi_{number}"
     return ReceiptIssuedEvent(
         type="receipt.issued",
-        **_ledger_envelope("receipt.issued", payment_id, customer_id, occurred_at),
+        **_ledger_envelope("receipt.issued", payment_id, customer_id, occurred_at, cause),
         receipt=Receipt(
             number=number,
             payment_id=payment_id,
@@ -319,10 +329,11 @@ def ledger_invoice_event(
     currency: str = "eur",
     next_attempt: datetime | None = None,
     occurred_at: datetime = NOW,
+    cause: str | None = None,
 ) -> LedgerInvoiceEvent:
     return LedgerInvoiceEvent(
         type=event_type,
-        **_ledger_envelope(event_type, invoice_id, customer_id, occurred_at),
+        **_ledger_envelope(event_type, invoice_id, customer_id, occurred_at, cause),
         invoice=LedgerInvoice(
             id=invoice_id,
             customer_id=customer_id,
@@ -362,8 +373,9 @@ def entitlement_change(
     *,
     limit: int | None = None,
     occurred_at: datetime = NOW,
+    cause: str | None = None,
 ) -> EntitlementChange:
-    cause = f"evt_{uuid.uuid4().hex}"
+    cause = cause or f"evt_{uuid.uuid4().hex}"
     return EntitlementChange(
         id=contracts.change_id_for(cause, customer_id, feature),
         type=change_type,

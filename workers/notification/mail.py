@@ -2,7 +2,9 @@
 
 The SMTP channel sends the payload as it is, to the delivery's destination. Its
 ``Message-ID`` is derived from the delivery's idempotency key (``message_id_for``), so a
-mail sent twice after a crash carries the same id and the receiving side can drop it.
+mail sent twice after a crash carries the same id and the receiving side can drop it;
+the MIME boundary is derived from the key too, so the same notice is the same bytes
+whenever it is built.
 ``Auto-Submitted: auto-generated`` (RFC 3834) keeps auto-responders from answering. Only
 optional notices carry ``List-Unsubscribe`` (RFC 2369, with RFC 8058's one-click POST
 for an https link), never receipts or dunning.
@@ -71,4 +73,9 @@ def compose(
             message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
     message.set_content(text)
     message.add_alternative(html, subtype="html")
+    # The generator would draw a random boundary: derived from the key, the same notice
+    # is the same bytes every time it is built (a replay, another replica).
+    message.set_boundary(
+        "=_" + hashlib.sha256(b"boundary:" + idempotency_key.encode()).hexdigest()[:32]
+    )
     return message.as_bytes()
