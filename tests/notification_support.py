@@ -10,8 +10,10 @@ worker built, as a receiving server would.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import json
+import os
 import uuid
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -112,6 +114,23 @@ def notifier(
         clock=fixed_clock,
     )
     return Notifier(spec, email, webhook)
+
+
+def build_on_topics(settings: NotificationSettings) -> WorkerSpec:
+    """The real worker, as the registry builds it, consuming the test's own topics
+    (``TOY_TOPIC``, ``TOY_INVOICES_TOPIC``, ``TOY_CHANGES_TOPIC``, in the declared order),
+    with recording channels and one webhook endpoint, ``all``, that wants every type."""
+    spec = build(
+        settings,
+        channels={"email": RecordingSender(), "webhook": RecordingSender()},
+        endpoints=RecordingEndpoints({"all": []}),
+    )
+    topics = [os.environ[name] for name in ("TOY_TOPIC", "TOY_INVOICES_TOPIC", "TOY_CHANGES_TOPIC")]
+    subscriptions = tuple(
+        dataclasses.replace(subscription, topic=topic)
+        for subscription, topic in zip(spec.subscriptions, topics, strict=True)
+    )
+    return dataclasses.replace(spec, subscriptions=subscriptions)
 
 
 def subscription_of(spec: WorkerSpec, topic: str) -> Subscription[Any]:
