@@ -334,11 +334,11 @@ def recipient_for(notice: Notice, contact: Contact | None) -> Recipient | Skip:
         return Skip("no_email", customer_key)
     if not valid_address(address):
         return Skip("invalid_email", customer_key)
-    name = (contact.name if contact else None) or notice.name
+    # One line: the name is the To header's display name, and Stripe takes any text.
+    name = " ".join(((contact.name if contact else None) or notice.name or "").split())
     return Recipient(
         address=address,
-        # One line: a name is a header's display name (Stripe takes any text).
-        name=" ".join(name.split()) or None if name else None,
+        name=name or None,
         preferred_locales=contact.preferred_locales if contact else (),
         key=notice.customer_id or address_digest(address),
     )
