@@ -14,6 +14,7 @@ from typing import Final
 from billing_fleet.logs import one_line
 from workers.entitlement.declaration import DECLARATION as ENTITLEMENT
 from workers.invoice.declaration import DECLARATION as INVOICE
+from workers.notification.declaration import DECLARATION as NOTIFICATION
 from workers.runtime.declaration import (
     RUNTIME_MIGRATIONS,
     WorkerBuildError,
@@ -22,7 +23,7 @@ from workers.runtime.declaration import (
 )
 
 WORKERS: dict[str, WorkerDeclaration] = {
-    declaration.name: declaration for declaration in (ENTITLEMENT, INVOICE)
+    declaration.name: declaration for declaration in (ENTITLEMENT, INVOICE, NOTIFICATION)
 }
 
 DECLARATION_OVERRIDE_ENV: Final = "BILLING_WORKER_DECLARATION"

@@ -38,6 +38,10 @@ pytestmark = pytest.mark.integration
 
 DEAD_LETTERS = dead_letter_topic(BILLING_EVENTS, "entitlement")
 INVOICE_DEAD_LETTERS = dead_letter_topic(BILLING_EVENTS, "invoice")
+NOTIFICATION_DEAD_LETTERS = {
+    dead_letter_topic(topic, "notification")
+    for topic in (BILLING_EVENTS, INVOICES, ENTITLEMENT_CHANGES)
+}
 PRO_FEATURES = {"sso", "projects", "api_calls", "storage_gb"}
 
 
@@ -150,12 +154,15 @@ async def test_quick_start_fix_the_catalog_and_replay_from_a_second_terminal(
         addresses = {channel["address"] for channel in document["channels"].values()}
         assert addresses == {
             BILLING_EVENTS, ENTITLEMENT_CHANGES, DEAD_LETTERS, INVOICES, INVOICE_DEAD_LETTERS,
+            *NOTIFICATION_DEAD_LETTERS,
         }  # fmt: skip
         actions = {(op["action"], op["channel"]["$ref"]) for op in document["operations"].values()}
         assert ("receive", f"#/channels/{BILLING_EVENTS}:entitlement") in actions
         assert ("send", f"#/channels/{ENTITLEMENT_CHANGES}") in actions
         assert ("receive", f"#/channels/{BILLING_EVENTS}:invoice") in actions
         assert ("send", f"#/channels/{INVOICES}") in actions
+        assert ("receive", f"#/channels/{INVOICES}:notification") in actions
+        assert ("receive", f"#/channels/{ENTITLEMENT_CHANGES}:notification") in actions
     except BaseException:
         await dev.kill()
         raise

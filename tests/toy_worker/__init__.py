@@ -14,9 +14,10 @@ import dataclasses
 import os
 
 from billing_fleet.settings import CoreSettings
-from contracts import BILLING_EVENTS
+from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
 from workers.entitlement.declaration import DECLARATION as ENTITLEMENT
 from workers.invoice.declaration import DECLARATION as INVOICE
+from workers.notification.declaration import DECLARATION as NOTIFICATION
 from workers.runtime.declaration import WorkerDeclaration
 
 MIGRATIONS = "tests.toy_worker"
@@ -55,3 +56,16 @@ INVOICE_ON_TOPIC = dataclasses.replace(
     consumes=(os.environ.get("TOY_TOPIC", BILLING_EVENTS),),
 )
 """The real invoice worker consuming ``TOY_TOPIC``, its receipt documents recorded."""
+
+NOTIFICATION_ON_TOPIC = dataclasses.replace(
+    NOTIFICATION,
+    factory="tests.notification_support:build_on_topics",
+    consumes=(
+        os.environ.get("TOY_TOPIC", BILLING_EVENTS),
+        os.environ.get("TOY_INVOICES_TOPIC", INVOICES),
+        os.environ.get("TOY_CHANGES_TOPIC", ENTITLEMENT_CHANGES),
+    ),
+)
+"""The real notification worker consuming ``TOY_TOPIC``, ``TOY_INVOICES_TOPIC`` and
+``TOY_CHANGES_TOPIC``, its mails and webhooks recorded, every event type announced to
+one endpoint."""

@@ -39,7 +39,12 @@ ENTITLEMENT = WORKERS["entitlement"]
 
 
 def test_migrate_applies_the_runtime_then_every_declared_package() -> None:
-    assert migration_packages() == (RUNTIME_MIGRATIONS, "workers.entitlement", "workers.invoice")
+    assert migration_packages() == (
+        RUNTIME_MIGRATIONS,
+        "workers.entitlement",
+        "workers.invoice",
+        "workers.notification",
+    )
     found = {migration.package for migration in discover(migration_packages())}
     assert found == set(migration_packages())  # each declared package has migrations
 
@@ -93,6 +98,24 @@ def test_the_invoice_worker_builds_as_declared() -> None:
     assert (spec.name, spec.topics, spec.emits) == ("invoice", (BILLING_EVENTS,), (INVOICES,))
     assert invoice.migration_packages == (RUNTIME_MIGRATIONS, "workers.invoice")
     assert spec.subscriptions[0].handle_batch is not None
+
+
+def test_the_notification_worker_builds_as_declared() -> None:
+    notification = WORKERS["notification"]
+    spec = notification.build(notification.settings_class()())
+
+    assert (spec.name, spec.topics, spec.emits) == (
+        "notification",
+        (BILLING_EVENTS, INVOICES, ENTITLEMENT_CHANGES),
+        (),
+    )
+    assert notification.migration_packages == (RUNTIME_MIGRATIONS, "workers.notification")
+    assert [spec.consumer_key(s) for s in spec.subscriptions] == [
+        "notification",
+        f"notification@{INVOICES}",
+        f"notification@{ENTITLEMENT_CHANGES}",
+    ]
+    assert set(spec.channels) == {"email", "webhook"} and spec.periodic is not None
 
 
 def test_a_build_that_disagrees_with_its_declaration_is_refused() -> None:

@@ -22,10 +22,14 @@ from contracts import (
     BILLING_EVENT_TYPES,
     BILLING_EVENTS,
     ENTITLEMENT_CHANGES,
+    INVOICES,
+    LEDGER_EVENT_TYPES,
     BillingEvent,
     EntitlementChange,
+    LedgerEvent,
     parse_billing_event,
     parse_entitlement_change,
+    parse_ledger_event,
 )
 from contracts.entitlements import EntitlementChangeType
 from workers.runtime.deliveries.channel import Sender
@@ -98,6 +102,14 @@ def entitlement_change_type(change: EntitlementChange) -> str:
 ENTITLEMENT_CHANGE_TYPES: frozenset[str] = frozenset(get_args(EntitlementChangeType))
 
 
+def ledger_event_id(event: LedgerEvent) -> str:
+    return str(event.id)
+
+
+def ledger_event_type(event: LedgerEvent) -> str:
+    return event.type
+
+
 @dataclass(frozen=True)
 class Subscription(Generic[E]):
     """One consumed topic: how its bytes become events, how an event is applied, and what
@@ -134,6 +146,24 @@ def on_entitlement_changes(
         event_type=entitlement_change_type,
         types=ENTITLEMENT_CHANGE_TYPES,
         model=EntitlementChange,
+    )
+
+
+def on_invoices(
+    handle: TopicHandler[LedgerEvent],
+    handle_batch: TopicBatchHandler[LedgerEvent] | None = None,
+    topic: str = INVOICES,
+) -> Subscription[LedgerEvent]:
+    """A subscription to invoices.v1 (ids are the ledger events' uuids, stable on replay)."""
+    return Subscription(
+        topic,
+        handle,
+        handle_batch,
+        parse=parse_ledger_event,
+        event_id=ledger_event_id,
+        event_type=ledger_event_type,
+        types=LEDGER_EVENT_TYPES,
+        model=LedgerEvent,
     )
 
 

@@ -1,0 +1,136 @@
+"""The directory of customers (``notification_contacts``): written from ``customer.*``
+events and the addresses checkouts, invoices and receipts carry; read per notice.
+
+Every write is one upsert of one row; the handler locks a batch's customers first (in
+order), since invoices.v1 and billing.events.v1 write the same rows from other
+transactions.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from typing import Final
+
+import asyncpg
+
+from workers.notification.rules import Contact, CustomerUpdate, EmailOffer
+
+_LOCK_CLASS: Final = 0x6E6F74  # "not": this worker's advisory locks
+_LOCK = """
+SELECT pg_advisory_xact_lock($1, k)
+FROM (SELECT DISTINCT hashtext(c) AS k FROM unnest($2::text[]) AS c) AS keys
+ORDER BY k
+"""
+
+_APPLY_CUSTOMER = """
+INSERT INTO notification_contacts AS c (customer_id, email, name, preferred_locales, user_id,
+    customer_mark_at, customer_mark_rank, customer_mark_id)
+VALUES ($1, $2, $3, $4, $5, $6, $7, $8)
+ON CONFLICT (customer_id) DO UPDATE SET
+    email = CASE WHEN c.erased_at IS NULL THEN EXCLUDED.email END,
+    name = CASE WHEN c.erased_at IS NULL THEN EXCLUDED.name END,
+    preferred_locales = EXCLUDED.preferred_locales,
+    user_id = EXCLUDED.user_id,
+    customer_mark_at = EXCLUDED.customer_mark_at,
+    customer_mark_rank = EXCLUDED.customer_mark_rank,
+    customer_mark_id = EXCLUDED.customer_mark_id,
+    updated_at = now()
+WHERE c.customer_mark_at IS NULL
+   OR (EXCLUDED.customer_mark_at, EXCLUDED.customer_mark_rank, EXCLUDED.customer_mark_id)
+      > (c.customer_mark_at, c.customer_mark_rank, c.customer_mark_id)
+"""
+
+# A deletion erases whatever its mark: the data goes even if a later-stamped event won.
+_ERASE = """
+INSERT INTO notification_contacts AS c (customer_id, user_id, customer_mark_at,
+    customer_mark_rank, customer_mark_id, erased_at)
+VALUES ($1, $2, $3, $4, $5, $3)
+ON CONFLICT (customer_id) DO UPDATE SET
+    email = NULL, name = NULL, fallback_email = NULL,
+    erased_at = least(c.erased_at, EXCLUDED.erased_at),
+    customer_mark_at = greatest(c.customer_mark_at, EXCLUDED.customer_mark_at),
+    customer_mark_rank = CASE
+        WHEN c.customer_mark_at IS NULL
+          OR (EXCLUDED.customer_mark_at, EXCLUDED.customer_mark_rank, EXCLUDED.customer_mark_id)
+             > (c.customer_mark_at, c.customer_mark_rank, c.customer_mark_id)
+        THEN EXCLUDED.customer_mark_rank ELSE c.customer_mark_rank END,
+    customer_mark_id = CASE
+        WHEN c.customer_mark_at IS NULL
+          OR (EXCLUDED.customer_mark_at, EXCLUDED.customer_mark_rank, EXCLUDED.customer_mark_id)
+             > (c.customer_mark_at, c.customer_mark_rank, c.customer_mark_id)
+        THEN EXCLUDED.customer_mark_id ELSE c.customer_mark_id END,
+    updated_at = now()
+"""
+
+_OFFER = """
+INSERT INTO notification_contacts AS c (customer_id, fallback_email, fallback_mark_at,
+    fallback_mark_id)
+VALUES ($1, $2, $3, $4)
+ON CONFLICT (customer_id) DO UPDATE SET
+    fallback_email = EXCLUDED.fallback_email,
+    fallback_mark_at = EXCLUDED.fallback_mark_at,
+    fallback_mark_id = EXCLUDED.fallback_mark_id,
+    updated_at = now()
+WHERE c.erased_at IS NULL
+  AND (c.fallback_mark_at IS NULL
+       OR (EXCLUDED.fallback_mark_at, EXCLUDED.fallback_mark_id)
+          > (c.fallback_mark_at, c.fallback_mark_id))
+"""
+
+
+async def lock(conn: asyncpg.Connection, customer_ids: Iterable[str]) -> None:
+    """Serialize writes to these customers' rows until the transaction ends: one
+    statement, the keys in ascending order (PostgreSQL evaluates volatile output
+    expressions after the sort), so two transactions never wait for each other in a
+    cycle."""
+    ids = list(set(customer_ids))
+    if ids:
+        await conn.execute(_LOCK, _LOCK_CLASS, ids)
+
+
+async def apply_customer(conn: asyncpg.Connection, update: CustomerUpdate) -> None:
+    if update.deleted:
+        await conn.execute(
+            _ERASE,
+            update.customer_id,
+            update.user_id,
+            update.mark_at,
+            update.mark_rank,
+            update.mark_id,
+        )
+        return
+    await conn.execute(
+        _APPLY_CUSTOMER,
+        update.customer_id,
+        update.email,
+        update.name,
+        list(update.preferred_locales),
+        update.user_id,
+        update.mark_at,
+        update.mark_rank,
+        update.mark_id,
+    )
+
+
+async def offer_email(conn: asyncpg.Connection, offer: EmailOffer) -> None:
+    """Keep ``offer`` as the customer's fallback address if it is the newest one (an
+    erased customer keeps none)."""
+    await conn.execute(_OFFER, offer.customer_id, offer.email, offer.at, offer.event_id)
+
+
+async def contact(conn: asyncpg.Connection, customer_id: str) -> Contact | None:
+    row = await conn.fetchrow(
+        "SELECT customer_id, email, name, preferred_locales, fallback_email,"
+        " erased_at IS NOT NULL AS erased FROM notification_contacts WHERE customer_id = $1",
+        customer_id,
+    )
+    if row is None:
+        return None
+    return Contact(
+        customer_id=row["customer_id"],
+        email=row["email"],
+        name=row["name"],
+        preferred_locales=tuple(row["preferred_locales"]),
+        fallback_email=row["fallback_email"],
+        erased=row["erased"],
+    )
