@@ -16,11 +16,12 @@ from typing import Final
 MASK: Final = "***"
 
 # An address inside free text (an SMTP reply, an exception's message): a local part of
-# atom characters, a domain of at least two labels whose last one is letters (so
-# ``postgres@127.0.0.1`` in a database URL is no address). What it misses (a quoted local
-# part) is rarely in free text; a destination known to be an address goes through
-# ``mask_email`` whole instead.
-_ADDRESS: Final = re.compile(r"[\w.!#$%&'*+/=?^`{|}~-]+@(?:[\w-]+\.)+[^\W\d_]{2,}")
+# atom characters but "/" and "?" (so a URL before it is not taken for one; "=" stays, or
+# a VERP address ``bounce+jane=example.com@...`` would show its user), a domain of at
+# least two labels whose last one is letters (so ``postgres@127.0.0.1`` in a database URL
+# is no address). What it misses (a quoted local part) is rarely in free text; a
+# destination known to be an address goes through ``mask_email`` whole instead.
+_ADDRESS: Final = re.compile(r"[\w.!#$%&'*+=^`{|}~-]+@(?:[\w-]+\.)+[^\W\d_]{2,}")
 
 
 def mask_email(address: str) -> str:

@@ -6,7 +6,7 @@ always gives the same id, so the copy a crash makes the dispatcher send again ca
 id of the first, and a receiver (or the recipient's mail client) drops it as a duplicate.
 ``prepare`` checks that before a send: a message whose one Message-ID is the key's is sent
 byte for byte as built; one without it (or with another, or several) gets the key's id in
-their place, under the domain of the id it had, else the envelope sender's. Either way
+their place, under the domain of the one id it had, else the envelope sender's. Either way
 every attempt at a delivery sends the same id.
 """
 
