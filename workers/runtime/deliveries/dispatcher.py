@@ -57,6 +57,8 @@ log = logging.getLogger(__name__)
 
 PENDING_COUNT_SECONDS: Final = 1.0
 """Least time between two counts of the pending rows (the gauge)."""
+RECORD_GATHER_SECONDS: Final = 0.005
+"""How long a few finished results wait for more while sends are in flight."""
 
 
 class Dispatcher:
@@ -166,13 +168,31 @@ class Dispatcher:
         self._cooling = {g: until for g, until in self._cooling.items() if until > now}
         full = {g for g, n in self._by_group.items() if n >= self._per_destination}
         full.update(self._cooling)
-        # A server at its limit (or out) skips its channels whole; destinations by origin.
-        channels = [c for c in self._channels if self._relays.get(c) not in full]
-        if not channels:
+        # A relay's channel takes only as many rows as the relay has free slots (a backlog
+        # of mails would otherwise fill every claim with rows to give back); one at its
+        # limit or out is skipped whole. The other channels share what is left, skipping
+        # the destinations (origins) at their limit.
+        free = {
+            group: self._per_destination - self._by_group[group]
+            for group in set(self._relays.values())
+            if group not in full
+        }
+        others = [c for c in self._channels if c not in self._relays]
+        if not free and not others:
             return []
-        origins = sorted(full.difference(self._relays.values()))
+        claimed: list[Claimed] = []
         async with bounded_connection(self._pool, self._db_timeout) as conn:
-            return await claim(conn, self._worker, channels, limit, self._lease, origins)
+            for channel, group in self._relays.items():
+                take = min(free.get(group, 0), limit - len(claimed))
+                if take > 0:
+                    rows = await claim(conn, self._worker, [channel], take, self._lease)
+                    free[group] -= len(rows)
+                    claimed += rows
+            if others and len(claimed) < limit:
+                origins = sorted(full.difference(self._relays.values()))
+                left = limit - len(claimed)
+                claimed += await claim(conn, self._worker, others, left, self._lease, origins)
+        return claimed
 
     async def _start_all(self, claimed: Sequence[Claimed]) -> None:
         """Start the claimed rows' sends, up to each destination's share; give back the
@@ -236,6 +256,10 @@ class Dispatcher:
         failures = 0
         while True:
             await self._results_ready.wait()
+            if len(self._results) < self._claim_at_least and self._in_flight:
+                # More finish any moment: a few ms more makes one statement of several
+                # (fast receivers, a local relay, finish hundreds a second).
+                await asyncio.sleep(RECORD_GATHER_SECONDS)
             self._results_ready.clear()
             try:
                 await self._flush_results()

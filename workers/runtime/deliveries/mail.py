@@ -29,6 +29,8 @@ ID_CHARS: Final = 32
 _DOMAIN: Final = re.compile(r"[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*")
 _MSG_ID: Final = re.compile(rb"<([^<>@\s]+)@([^<>@\s]+)>")
 _BLANK_LINE: Final = re.compile(rb"\r?\n\r?\n")
+# A bare addr-spec: one @, nothing parseaddr would read as a name, comment or quote.
+_BARE: Final = re.compile(r"[^\s@<>()\[\]\\,;:\"]+@[^\s@<>()\[\]\\,;:\"]+")
 
 
 class InvalidMail(ValueError):
@@ -80,6 +82,8 @@ def _key_digest(idempotency_key: str) -> str:
 
 def _address(text: str) -> str:
     """The bare address of ``text`` (``Jane <jane@example.com>`` gives the part in <>)."""
+    if _BARE.fullmatch(text):  # the usual destination: no parse (a fifth of a send's CPU)
+        return text
     address = email.utils.parseaddr(text)[1]
     return address if "@" in address else ""
 
