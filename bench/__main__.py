@@ -32,6 +32,7 @@ def _run(args: argparse.Namespace) -> int:
 
         return deliveries.run(
             count=args.deliveries,
+            mails=args.mails,
             concurrency=args.concurrency,
             rounds=args.rounds,
             timeout=args.timeout,
@@ -93,9 +94,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     e2e.add_argument("--connections", type=int, default=32, help="wrk throughput connections")
 
     deliveries = commands.add_parser(
-        "deliveries", help="delivery dispatcher vs. a raw HTTP client, one endpoint down"
+        "deliveries",
+        help="delivery dispatcher vs. a raw HTTP client, one endpoint down; mails vs. raw SMTP",
     )
     deliveries.add_argument("--deliveries", type=int, default=5_000, help="POSTs per run")
+    deliveries.add_argument("--mails", type=int, default=2_000, help="mails per run (0: none)")
     deliveries.add_argument("--concurrency", type=int, default=16, help="sends in flight")
     deliveries.add_argument("--rounds", type=int, default=3, help="alternating (a)/(b) rounds")
     deliveries.add_argument("--timeout", type=float, default=300.0, help="seconds per run")

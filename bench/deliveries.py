@@ -1,4 +1,5 @@
-"""Deliveries benchmark: webhooks/s through the dispatcher against a raw HTTP client.
+"""Deliveries benchmark: webhooks/s through the dispatcher against a raw HTTP client, then
+mails/s through the SMTP channel against raw aiosmtplib (``bench.mail``).
 
 A local HTTP server (``bench.plain_asgi``: the gateway's uvicorn stack answering 200 after
 reading the body) receives N POSTs of the same JSON body, with a ``webhook-id`` each, at
@@ -148,15 +149,18 @@ async def _write_rows(
     count: int,
     row: Callable[[str, str, int], Delivery] = _http_row,
 ) -> None:
+    await write_rows(
+        database_url, worker, [row(worker, urls[i % len(urls)], i) for i in range(count)]
+    )
+
+
+async def write_rows(database_url: str, worker: str, rows: Sequence[Delivery]) -> None:
+    """Insert ``rows`` as ``worker``'s, a few thousand per transaction."""
     conn = await asyncpg.connect(database_url)
     try:
-        for first in range(0, count, WRITE_CHUNK):
-            rows = [
-                row(worker, urls[i % len(urls)], i)
-                for i in range(first, min(count, first + WRITE_CHUNK))
-            ]
+        for first in range(0, len(rows), WRITE_CHUNK):
             async with conn.transaction():
-                await write_deliveries(conn, worker, rows)
+                await write_deliveries(conn, worker, rows[first : first + WRITE_CHUNK])
     finally:
         await conn.close()
 
@@ -181,11 +185,36 @@ async def dispatched(
     await _write_rows(database_url, worker, urls, count, channel.row)
     up = urls[0]
     expect = sum(1 for i in range(count) if urls[i % len(urls)] == up)
+    return await timed_dispatch(
+        database_url,
+        worker,
+        {channel.name: channel.sender},
+        expect,
+        concurrency=concurrency,
+        per_destination=per_destination,
+        timeout=timeout,
+        destination=up,
+    )
+
+
+async def timed_dispatch(
+    database_url: str,
+    worker: str,
+    channels: Mapping[str, Sender],
+    expect: int,
+    *,
+    concurrency: int,
+    per_destination: int,
+    timeout: float,
+    destination: str | None = None,
+) -> tuple[float, int]:
+    """Run a dispatcher over ``worker``'s rows (written beforehand) until ``expect`` of
+    them (to ``destination``, if given) are sent: their rate from its start to the last
+    one's ``sent_at``, and the attempts at any other destination. Closes the senders."""
     pool = await create_pool(database_url, max_size=10, connect_timeout=5.0)
-    sender = channel.sender
     dispatcher = Dispatcher(
         pool,
-        {channel.name: sender},
+        channels,
         worker=worker,
         concurrency=concurrency,
         per_destination=per_destination,
@@ -199,9 +228,10 @@ async def dispatched(
         while True:
             row = await pool.fetchrow(
                 "SELECT count(*), extract(epoch FROM max(sent_at)) FROM deliveries"
-                " WHERE worker = $1 AND destination = $2 AND status = 'sent'",
+                " WHERE worker = $1 AND ($2::text IS NULL OR destination = $2)"
+                " AND status = 'sent'",
                 worker,
-                up,
+                destination,
             )
             assert row is not None
             sent, last = row
@@ -214,18 +244,21 @@ async def dispatched(
             "SELECT count(*) FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id"
             " WHERE d.worker = $1 AND d.destination <> $2",
             worker,
-            up,
+            destination or "",
         )
         dispatcher.drain_until(asyncio.get_running_loop().time())  # cut hanging sends off
         task.cancel()
         await asyncio.gather(task, return_exceptions=True)
     finally:
-        await sender.aclose()
+        for sender in channels.values():
+            await sender.aclose()
         await pool.close()
-    return expect / (float(last) - started), int(others)
+    return expect / (float(last) - started), int(others) if destination else 0
 
 
-def run(*, count: int, concurrency: int, rounds: int, timeout: float) -> int:
+def run(*, count: int, mails: int, concurrency: int, rounds: int, timeout: float) -> int:
+    from bench import mail  # it builds on this module's helpers
+
     with ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-dl-")))
         server_url = infra.postgres_server(stack, workdir)
@@ -274,6 +307,30 @@ def run(*, count: int, concurrency: int, rounds: int, timeout: float) -> int:
         ratio = statistics.median(ratios)
         _print(raws, dispatches, ratios, ratio, count, results["down"], results["hang"])
         _print_signed(signed["raw"], signed["sent"])
+        if mails:
+            relay = mail.relay_server(stack, workdir)
+            print(
+                f"{mails:,} mails per run, concurrency {concurrency}, {rounds} rounds ...",
+                file=sys.stderr,
+                flush=True,
+            )
+            figures: list[mail.MailFigures] = []
+
+            async def measure_mail() -> None:
+                figures.append(
+                    await mail.measure(
+                        database_url,
+                        relay,
+                        count=mails,
+                        concurrency=concurrency,
+                        rounds=rounds,
+                        timeout=timeout,
+                    )
+                )
+
+            run_event_loop(measure_mail())
+            print()
+            mail.report(figures[0], mails, concurrency)
     return 0
 
 
@@ -411,4 +468,4 @@ def _print_signed(raws: Sequence[float], sent: Sequence[float]) -> None:
 
 
 if __name__ == "__main__":  # pragma: no cover
-    sys.exit(run(count=5_000, concurrency=16, rounds=3, timeout=300.0))
+    sys.exit(run(count=5_000, mails=2_000, concurrency=16, rounds=3, timeout=300.0))

@@ -1,10 +1,11 @@
 """Structured JSON logs, one object per line on stderr.
 
 Handlers log ids (Stripe event id, trace id), never bodies: no secrets, card data or
-e-mail addresses reach the log. Everything logs through the root handler here: libraries
-(uvicorn, aiokafka, asyncio) propagate to it, FastStream brokers are given ``FASTSTREAM``
-(never its own coloured handler) and ``warnings`` are captured, so every line on stderr is
-one JSON object without ANSI colours.
+e-mail addresses reach the log; what a library or a receiver's error message carries
+anyway is masked on the way out (``masking.mask_addresses`` of every line). Everything
+logs through the root handler here: libraries (uvicorn, aiokafka, asyncio) propagate to
+it, FastStream brokers are given ``FASTSTREAM`` (never its own coloured handler) and
+``warnings`` are captured, so every line on stderr is one JSON object without ANSI colours.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import logging
 import sys
 
 from pythonjsonlogger.json import JsonFormatter
+
+from billing_fleet.masking import mask_addresses
 
 NOISY_LIBRARIES = (
     "aiokafka",
@@ -36,10 +39,18 @@ def one_line(exc: BaseException) -> str:
     return " ".join(str(exc).split()) or type(exc).__name__
 
 
+class MaskingJsonFormatter(JsonFormatter):
+    """One JSON object per record, any e-mail address in it masked (an SMTP refusal in a
+    traceback, an address in an exception's message)."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return mask_addresses(super().format(record))
+
+
 def configure_logging(level: str = "INFO") -> None:
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(
-        JsonFormatter(
+        MaskingJsonFormatter(
             "%(asctime)s %(levelname)s %(name)s %(message)s",
             rename_fields={"asctime": "time", "levelname": "level", "name": "logger"},
         )

@@ -74,6 +74,7 @@ def _failed(action: str, exc: BaseException) -> int:
 
 
 def _list(args: argparse.Namespace, settings: DevSettings) -> int:
+    from billing_fleet.masking import mask_addresses, mask_destination
     from workers.runtime.deliveries.store import list_deliveries
 
     assert settings.database_url
@@ -91,11 +92,13 @@ def _list(args: argparse.Namespace, settings: DevSettings) -> int:
         return 0
     print("id\tworker\tchannel\tstatus\tattempts\tnext attempt\tdestination\tlast result")
     for row in rows:
+        # Mail destinations and the replies naming them, masked: this goes to terminals.
         last = " ".join(part for part in (row.last_code, row.last_detail) if part) or "-"
+        last, destination = mask_addresses(last), mask_destination(row.destination)
         due = row.next_attempt_at.isoformat(timespec="seconds") if row.status == "pending" else "-"
         print(
             f"{row.id}\t{row.worker}\t{row.channel}\t{row.status}\t{row.attempts}\t{due}"
-            f"\t{row.destination[:120]}\t{last[:200]}"
+            f"\t{destination[:120]}\t{last[:200]}"
         )
     return 0
 

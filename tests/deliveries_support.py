@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Mapping, Sequence
 from typing import Any
 
 import asyncpg
@@ -68,6 +68,16 @@ async def dispatching(
 ) -> AsyncIterator[Dispatcher]:
     """A dispatcher of ``worker``'s rows over ``sender`` (as ``channel``), running for
     the block."""
+    async with dispatching_channels(database_url, worker, {channel: sender}, **options) as found:
+        yield found
+
+
+@contextlib.asynccontextmanager
+async def dispatching_channels(
+    database_url: str, worker: str, channels: Mapping[str, Sender], **options: Any
+) -> AsyncIterator[Dispatcher]:
+    """A dispatcher of ``worker``'s rows over several channels, running for the block;
+    the senders are closed after it."""
     pool = await create_pool(database_url, max_size=4, connect_timeout=5.0)
     values: dict[str, Any] = {
         "concurrency": 8,
@@ -76,7 +86,7 @@ async def dispatching(
         "poll_interval": 0.1,
         **options,
     }
-    dispatcher = Dispatcher(pool, {channel: sender}, worker=worker, **values)
+    dispatcher = Dispatcher(pool, channels, worker=worker, **values)
     task = asyncio.create_task(dispatcher.run())
     try:
         yield dispatcher
@@ -84,5 +94,6 @@ async def dispatching(
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
             await task
-        await sender.aclose()
+        for sender in channels.values():
+            await sender.aclose()
         await pool.close()

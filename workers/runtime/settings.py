@@ -69,8 +69,9 @@ class RuntimeSettings(CoreSettings):
         default=4,
         ge=1,
         le=1000,
-        description="Of those, sends to one destination (a URL's scheme, host and port) at "
-        "once: an endpoint that hangs until the timeout holds only these.",
+        description="Of those, sends to one destination (a URL's scheme, host and port; for "
+        "mail, the SMTP relay) at once: an endpoint that hangs until the timeout holds only "
+        "these.",
     )
     delivery_lease_seconds: float = Field(
         default=60.0,

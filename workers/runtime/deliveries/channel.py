@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Protocol
+from typing import Protocol, runtime_checkable
 
 from workers.runtime.deliveries.model import Delivery, RetryPolicy, SendResult
 
@@ -13,7 +13,8 @@ class Sender(Protocol):
     ``send`` classifies its own failures: the destination's outage is ``retry``, a
     refusal that will not change is ``failed``; it should not raise for either (an
     exception is recorded as ``retry``). The dispatcher bounds each call by the channel's
-    ``timeout_seconds`` as well.
+    ``timeout_seconds`` as well. A channel whose sends all go through one server may
+    also be a ``Relayed`` sender.
     """
 
     @property
@@ -25,3 +26,25 @@ class Sender(Protocol):
     async def send(self, delivery: Delivery) -> SendResult: ...
 
     async def aclose(self) -> None: ...
+
+
+@runtime_checkable
+class Relayed(Protocol):
+    """A sender whose every send goes through one server (an SMTP relay), whatever the
+    destination (a recipient): the dispatcher counts its sends per destination against
+    ``limit_group`` (e.g. ``smtp://host:port``) instead, and a retry pushes back all the
+    rows of the channels through that server. Senders without it (HTTP) count per
+    destination: a URL's scheme, host and port, anything else as written.
+
+    A property of the channel, not a function of each destination, so the claim can skip
+    a server at its limit by channel (no claiming and giving back rows one by one), and a
+    changed relay counts from the next claim on.
+    """
+
+    @property
+    def limit_group(self) -> str: ...
+
+
+def limit_group_of(sender: Sender) -> str | None:
+    """The server ``sender``'s sends all count against, or None: each destination's own."""
+    return sender.limit_group if isinstance(sender, Relayed) else None

@@ -5,9 +5,11 @@ share the work, no global lock), sent with bounded concurrency and a bounded tim
 send, and each result is recorded with the attempt. A failure that is the destination's
 outage makes only that row due again later (its channel's backoff, or the receiver's
 ``Retry-After``); other rows and the worker's partitions go on. One destination (a URL's
-origin) holds at most ``per_destination`` of the send slots, and a retry recorded for it
+origin; for a channel whose sends all go through one server, ``channel.Relayed``, that
+server) holds at most ``per_destination`` of the send slots, and a retry recorded for it
 pushes its other due rows back by the same wait: an endpoint that hangs until the timeout
-slows its own rows only.
+slows its own rows only. Receivers' texts are recorded and logged with any e-mail address
+in them masked.
 
 The crash window: a dispatcher killed after a receiver got the request but before the
 result was recorded leaves the row leased; once the lease expires another claim sends it
@@ -30,7 +32,8 @@ from typing import Final
 import asyncpg
 
 from billing_fleet.db import bounded_connection
-from workers.runtime.deliveries.channel import Sender
+from billing_fleet.masking import mask_addresses
+from workers.runtime.deliveries.channel import Sender, limit_group_of
 from workers.runtime.deliveries.metrics import DELIVERIES, DELIVERIES_PENDING, DELIVERY_SECONDS
 from workers.runtime.deliveries.model import SendResult, Status
 from workers.runtime.deliveries.store import (
@@ -39,6 +42,7 @@ from workers.runtime.deliveries.store import (
     claim,
     pending_counts,
     push_back,
+    push_back_channels,
     record,
     release,
 )
@@ -53,6 +57,8 @@ log = logging.getLogger(__name__)
 
 PENDING_COUNT_SECONDS: Final = 1.0
 """Least time between two counts of the pending rows (the gauge)."""
+RECORD_GATHER_SECONDS: Final = 0.005
+"""How long a few finished results wait for more while sends are in flight."""
 
 
 class Dispatcher:
@@ -77,8 +83,14 @@ class Dispatcher:
         self._pool, self._channels, self._worker = pool, dict(channels), worker
         self._concurrency, self._lease = concurrency, lease_seconds
         self._per_destination = min(concurrency, per_destination or concurrency)
-        self._by_origin: Counter[str] = Counter()  # sends in flight per destination
-        self._cooling: dict[str, float] = {}  # destination -> loop time its retry waits to
+        # Channels whose sends all count against their one server, not each destination.
+        self._relays = {
+            name: group
+            for name, sender in self._channels.items()
+            if (group := limit_group_of(sender)) is not None
+        }
+        self._by_group: Counter[str] = Counter()  # sends in flight per destination or server
+        self._cooling: dict[str, float] = {}  # its name -> loop time its retry waits to
         self._drain_deadline: float | None = None
         self._db_timeout, self._poll, self._backoff_max = db_timeout, poll_interval, backoff_max
         self._wake = asyncio.Event()
@@ -147,22 +159,48 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await self._flush_results()
 
+    def _group(self, row: Claimed) -> str:
+        """What ``row``'s send slot counts against: its channel's server, or its origin."""
+        return self._relays.get(row.delivery.channel) or row.origin
+
     async def _claim(self, limit: int) -> list[Claimed]:
         now = asyncio.get_running_loop().time()
-        self._cooling = {o: until for o, until in self._cooling.items() if until > now}
-        full = {o for o, n in self._by_origin.items() if n >= self._per_destination}
+        self._cooling = {g: until for g, until in self._cooling.items() if until > now}
+        full = {g for g, n in self._by_group.items() if n >= self._per_destination}
         full.update(self._cooling)
+        # A relay's channel takes only as many rows as the relay has free slots (a backlog
+        # of mails would otherwise fill every claim with rows to give back); one at its
+        # limit or out is skipped whole. The other channels share what is left, skipping
+        # the destinations (origins) at their limit.
+        free = {
+            group: self._per_destination - self._by_group[group]
+            for group in set(self._relays.values())
+            if group not in full
+        }
+        others = [c for c in self._channels if c not in self._relays]
+        if not free and not others:
+            return []
+        claimed: list[Claimed] = []
         async with bounded_connection(self._pool, self._db_timeout) as conn:
-            return await claim(
-                conn, self._worker, list(self._channels), limit, self._lease, sorted(full)
-            )
+            for channel, group in self._relays.items():
+                take = min(free.get(group, 0), limit - len(claimed))
+                if take > 0:
+                    rows = await claim(conn, self._worker, [channel], take, self._lease)
+                    free[group] -= len(rows)
+                    claimed += rows
+            if others and len(claimed) < limit:
+                origins = sorted(full.difference(self._relays.values()))
+                left = limit - len(claimed)
+                claimed += await claim(conn, self._worker, others, left, self._lease, origins)
+        return claimed
 
     async def _start_all(self, claimed: Sequence[Claimed]) -> None:
         """Start the claimed rows' sends, up to each destination's share; give back the
         rest (a backlog to one destination filled the claim)."""
         surplus: list[Claimed] = []
         for row in claimed:
-            if self._by_origin[row.origin] >= self._per_destination or row.origin in self._cooling:
+            group = self._group(row)
+            if self._by_group[group] >= self._per_destination or group in self._cooling:
                 surplus.append(row)
             else:
                 self._start(row)
@@ -174,16 +212,17 @@ class Dispatcher:
                 log.warning("claimed deliveries not given back", extra={"error": repr(exc)})
 
     def _start(self, row: Claimed) -> None:
-        self._by_origin[row.origin] += 1
+        group = self._group(row)
+        self._by_group[group] += 1
         task = asyncio.create_task(self._deliver(row), name=f"{self._worker}-delivery-{row.id}")
         self._in_flight.add(task)
-        task.add_done_callback(lambda done: self._done(done, row.origin))
+        task.add_done_callback(lambda done: self._done(done, group))
 
-    def _done(self, task: asyncio.Task[None], origin: str) -> None:
+    def _done(self, task: asyncio.Task[None], group: str) -> None:
         self._in_flight.discard(task)
-        self._by_origin[origin] -= 1
-        if self._by_origin[origin] <= 0:
-            del self._by_origin[origin]
+        self._by_group[group] -= 1
+        if self._by_group[group] <= 0:
+            del self._by_group[group]
         self._wake.set()
 
     async def _deliver(self, row: Claimed) -> None:
@@ -191,7 +230,7 @@ class Dispatcher:
         sender = self._channels[channel]
         started_at = datetime.now(UTC)
         began = time.perf_counter()
-        result = await _send(sender, row)
+        result = _masked(await _send(sender, row))
         DELIVERY_SECONDS.labels(channel).observe(time.perf_counter() - began)
         status, retry_in = _next_state(sender, row.tries, result)
         DELIVERIES.labels(
@@ -206,7 +245,8 @@ class Dispatcher:
             # Its destination is out: claim none of its rows until this one is due again
             # (before the recorded result pushes them back for every replica).
             until = asyncio.get_running_loop().time() + retry_in
-            self._cooling[row.origin] = max(self._cooling.get(row.origin, 0.0), until)
+            group = self._group(row)
+            self._cooling[group] = max(self._cooling.get(group, 0.0), until)
         self._results.append(Attempted(row, started_at, result, status, retry_in))
         self._results_ready.set()
 
@@ -216,6 +256,10 @@ class Dispatcher:
         failures = 0
         while True:
             await self._results_ready.wait()
+            if len(self._results) < self._claim_at_least and self._in_flight:
+                # More finish any moment: a few ms more makes one statement of several
+                # (fast receivers, a local relay, finish hundreds a second).
+                await asyncio.sleep(RECORD_GATHER_SECONDS)
             self._results_ready.clear()
             try:
                 await self._flush_results()
@@ -301,13 +345,23 @@ class Dispatcher:
         return recorded
 
     async def _push_back(self, conn: asyncpg.Connection, recorded: Sequence[Attempted]) -> None:
-        waits: dict[tuple[str, str], float] = {}
+        waits: dict[tuple[str, str], float] = {}  # (channel, origin) -> wait
+        servers: dict[str, float] = {}  # a relay's limit group -> wait
         for a in recorded:
-            if a.status == "pending":
-                key = (a.claimed.delivery.channel, a.claimed.origin)
+            if a.status != "pending":
+                continue
+            channel = a.claimed.delivery.channel
+            if channel in self._relays:
+                server = self._relays[channel]
+                servers[server] = max(servers.get(server, 0.0), a.retry_in)
+            else:
+                key = (channel, a.claimed.origin)
                 waits[key] = max(waits.get(key, 0.0), a.retry_in)
+        # Every channel through a server that is out waits, not only the one that tried it.
+        channels = {c: servers[g] for c, g in self._relays.items() if g in servers}
         try:
             await push_back(conn, self._worker, waits)
+            await push_back_channels(conn, self._worker, channels)
         except Exception as exc:  # only an optimisation: the rows are tried as they come due
             log.warning("failing destination's rows not pushed back", extra={"error": repr(exc)})
 
@@ -344,6 +398,14 @@ def _bare(attempted: Attempted, exc: BaseException) -> Attempted:
     detail = f"result not recordable ({type(exc).__name__})"
     bare = SendResult(result.outcome, None, detail, result.retry_after)
     return dataclasses.replace(attempted, result=bare)
+
+
+def _masked(result: SendResult) -> SendResult:
+    """``result`` with any e-mail address in its text masked (an SMTP reply names the
+    recipient): what the attempts table and the logs keep."""
+    if result.detail is None or "@" not in result.detail:
+        return result
+    return dataclasses.replace(result, detail=mask_addresses(result.detail))
 
 
 def _next_state(sender: Sender, attempt: int, result: SendResult) -> tuple[Status, float]:

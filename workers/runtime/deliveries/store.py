@@ -50,7 +50,8 @@ async def write_deliveries(
 class Claimed:
     """A row leased to this dispatcher: ``attempt`` is this attempt's number (1-based,
     never reused), ``tries`` its number since the row was last re-queued (what the
-    channel's max attempts count), ``origin`` the destination its send slot counts for."""
+    channel's max attempts count), ``origin`` the destination as send slots count it (a
+    URL's scheme, host and port; anything else as written)."""
 
     id: int
     attempt: int
@@ -132,6 +133,26 @@ async def push_back(
         worker,
         [channel for channel, _ in waits],
         [origin for _, origin in waits],
+        list(waits.values()),
+    )
+
+
+async def push_back_channels(
+    conn: asyncpg.Connection, worker: str, waits: Mapping[str, float]
+) -> None:
+    """Make the due, unleased pending rows of each channel wait as long as the retry just
+    recorded for its server: channels whose every send goes through one server (an SMTP
+    relay), so that server's outage holds back all their rows, whatever the recipient."""
+    if not waits:
+        return
+    await conn.execute(
+        "UPDATE deliveries AS d"
+        " SET next_attempt_at = greatest(d.next_attempt_at, now() + make_interval(secs => w.wait))"
+        " FROM unnest($2::text[], $3::float8[]) AS w(channel, wait)"
+        " WHERE d.worker = $1 AND d.status = 'pending' AND d.channel = w.channel"
+        " AND d.next_attempt_at <= now()",
+        worker,
+        list(waits),
         list(waits.values()),
     )
 
