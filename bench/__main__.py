@@ -6,6 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+WORKERS = ("entitlement", "invoice")
+"""The workers ``bench worker`` and ``bench e2e`` know (``bench.workloads``); the first is
+the default. Named here so that parsing the command line imports no worker."""
+
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "ingress":
@@ -21,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         from bench import worker
 
         return worker.run(
+            worker=args.worker,
             count=args.events,
             customers=args.customers,
             batch=args.batch,
@@ -61,9 +66,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ingress.add_argument("--messages", type=int, default=50_000, help="raw produce messages")
     ingress.add_argument("--rate", type=int, default=1_000, help="fixed-rate run, req/s")
 
-    worker = commands.add_parser("worker", help="entitlement worker vs. raw consume+upsert")
+    worker = commands.add_parser("worker", help="a worker vs. raw consume+upsert")
+    worker.add_argument(
+        "--worker",
+        choices=WORKERS,
+        default=WORKERS[0],
+        help="which worker and events (default: entitlement)",
+    )
     worker.add_argument("--events", type=int, default=20_000, help="events published")
-    worker.add_argument("--customers", type=int, help="distinct customers (default: events/4)")
+    worker.add_argument(
+        "--customers",
+        type=int,
+        help="distinct customers (default: events/4 for entitlement, events/8 for invoice)",
+    )
     worker.add_argument(
         "--batch", type=int, help="records per batch (default: worker_batch_max_records)"
     )

@@ -353,7 +353,13 @@ def run(
                 worker_command or infra.billing_fleet("worker", WORKER_NAME),
                 log_path=worker_log,
                 env=infra.worker_env(
-                    bootstrap, database_url, catalog, free_port(), {"BILLING_LOG_LEVEL": "WARNING"}
+                    bootstrap,
+                    database_url,
+                    free_port(),
+                    {
+                        "BILLING_ENTITLEMENT_CATALOG_PATH": str(catalog),
+                        "BILLING_LOG_LEVEL": "WARNING",
+                    },
                 ),
             )
         )
