@@ -45,6 +45,17 @@ def _run(args: argparse.Namespace) -> int:
         from bench import receipts
 
         return receipts.run(receipts=args.receipts, processes=args.processes)
+    if args.worker == "invoice":
+        from bench import e2e_ledger
+
+        return e2e_ledger.run(
+            rate=args.rate,
+            duration_s=args.duration,
+            poll_interval_ms=args.poll_interval_ms,
+            read_rate=args.read_rate,
+            wrk_duration_s=args.wrk_duration,
+            connections=args.connections,
+        )
     from bench import e2e
 
     return e2e.run(
@@ -86,7 +97,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--rounds", type=int, default=5, help="alternating (a)/(b) rounds")
 
     e2e = commands.add_parser(
-        "e2e", help="webhook -> entitlement readable latency; read API under wrk"
+        "e2e", help="webhook -> entitlement (or invoice) readable latency; read API under wrk"
+    )
+    e2e.add_argument(
+        "--worker",
+        choices=WORKERS,
+        default=WORKERS[0],
+        help="entitlement: subscription webhooks, the entitlement check; invoice: invoice.paid "
+        "webhooks, a user's invoice list, the entitlement check beside it",
     )
     e2e.add_argument("--rate", type=int, default=500, help="webhooks/s sent")
     e2e.add_argument("--duration", type=int, default=10, help="seconds of webhooks")
