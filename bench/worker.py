@@ -218,7 +218,8 @@ def report(
     ratios = [w.events_per_s / r.events_per_s for r, w in rounds]
     ratio = statistics.median(ratios)
     width = 9 * len(rounds)
-    row = "{:<56} {:>" + str(width) + "} {:>9}"
+    raw_label = "(a) raw ceiling: aiokafka + 1 batched asyncpg txn per lane"
+    row = "{:<" + str(len(raw_label)) + "} {:>" + str(width) + "} {:>9}"
 
     def rates(applied: Sequence[Applied]) -> str:
         return "".join(f"{a.events_per_s:>9,.0f}" for a in applied)
@@ -243,7 +244,7 @@ def report(
         "",
         row.format("events/s", "per round", "best"),
         row.format(
-            "(a) raw ceiling: aiokafka + 1 batched asyncpg txn per lane",
+            raw_label,
             rates(raws),
             f"{raw.events_per_s:,.0f}",
         ),
