@@ -6,6 +6,10 @@ import argparse
 import sys
 from collections.abc import Sequence
 
+WORKERS = ("entitlement", "invoice")
+"""The workers ``bench worker`` and ``bench e2e`` know (``bench.workloads``); the first is
+the default. Named here so that parsing the command line imports no worker."""
+
 
 def _run(args: argparse.Namespace) -> int:
     if args.command == "ingress":
@@ -21,6 +25,7 @@ def _run(args: argparse.Namespace) -> int:
         from bench import worker
 
         return worker.run(
+            worker=args.worker,
             count=args.events,
             customers=args.customers,
             batch=args.batch,
@@ -51,6 +56,17 @@ def _run(args: argparse.Namespace) -> int:
             batch=args.batch,
             timeout=args.timeout,
         )
+    if args.worker == "invoice":
+        from bench import e2e_ledger
+
+        return e2e_ledger.run(
+            rate=args.rate,
+            duration_s=args.duration,
+            poll_interval_ms=args.poll_interval_ms,
+            read_rate=args.read_rate,
+            wrk_duration_s=args.wrk_duration,
+            connections=args.connections,
+        )
     from bench import e2e
 
     return e2e.run(
@@ -72,9 +88,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     ingress.add_argument("--messages", type=int, default=50_000, help="raw produce messages")
     ingress.add_argument("--rate", type=int, default=1_000, help="fixed-rate run, req/s")
 
-    worker = commands.add_parser("worker", help="entitlement worker vs. raw consume+upsert")
+    worker = commands.add_parser("worker", help="a worker vs. raw consume+upsert")
+    worker.add_argument(
+        "--worker",
+        choices=WORKERS,
+        default=WORKERS[0],
+        help="which worker and events (default: entitlement)",
+    )
     worker.add_argument("--events", type=int, default=20_000, help="events published")
-    worker.add_argument("--customers", type=int, help="distinct customers (default: events/4)")
+    worker.add_argument(
+        "--customers",
+        type=int,
+        help="distinct customers (default: events/4 for entitlement, events/8 for invoice)",
+    )
     worker.add_argument(
         "--batch", type=int, help="records per batch (default: worker_batch_max_records)"
     )
@@ -82,7 +108,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--rounds", type=int, default=5, help="alternating (a)/(b) rounds")
 
     e2e = commands.add_parser(
-        "e2e", help="webhook -> entitlement readable latency; read API under wrk"
+        "e2e", help="webhook -> entitlement (or invoice) readable latency; read API under wrk"
+    )
+    e2e.add_argument(
+        "--worker",
+        choices=WORKERS,
+        default=WORKERS[0],
+        help="entitlement: subscription webhooks, the entitlement check; invoice: invoice.paid "
+        "webhooks, a user's invoice list, the entitlement check beside it",
     )
     e2e.add_argument("--rate", type=int, default=500, help="webhooks/s sent")
     e2e.add_argument("--duration", type=int, default=10, help="seconds of webhooks")

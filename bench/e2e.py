@@ -1,5 +1,6 @@
 """End-to-end benchmark: webhook accepted -> entitlement readable through the read API,
-then the read API's entitlement check under wrk.
+then the read API's entitlement check under wrk (``bench e2e``; the ledger's is
+``bench.e2e_ledger``, ``--worker invoice``, on the same machinery).
 
 ``billing-fleet gateway`` and ``billing-fleet worker entitlement`` run as subprocesses on
 an embedded broker and a fresh migrated database. ``bench.e2e_client send`` POSTs signed
@@ -23,8 +24,9 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
@@ -49,6 +51,7 @@ WARM_UP_TIMEOUT_S = 60.0
 TARGET_E2E_P99_MS = 100.0
 TARGET_READ_P99_MS = 5.0
 PARTITIONS = 6
+ENTITLED = b'"entitled":true'
 
 
 @dataclass(frozen=True)
@@ -58,10 +61,34 @@ class Gateway:
     log: Path
 
 
-def service_token(settings: DevFleetSettings) -> str:
+@dataclass(frozen=True)
+class Worker:
+    name: str
+    process: subprocess.Popen[bytes]
+    log: Path
+
+
+@dataclass(frozen=True)
+class Phase:
+    """One webhook -> readable measurement: what the sender sends, what the poller reads."""
+
+    kind: str  # bench.e2e_client send --kind
+    url_template: str  # with {customer} and {object}
+    token: str
+    ready: bytes  # in a 200's body: readable
+    not_yet: tuple[int, ...] = ()  # statuses that mean "not yet written"
+
+
+def token(subject: str, scope: str | None = None) -> str:
     now = int(time.time())
-    claims = {"sub": "bench-e2e", "scope": settings.jwt_service_scope, "iat": now}
-    return jwt.encode({**claims, "exp": now + 3600}, JWT_SECRET, algorithm="HS256")
+    claims: dict[str, Any] = {"sub": subject, "iat": now, "exp": now + 3600}
+    if scope is not None:
+        claims["scope"] = scope
+    return jwt.encode(claims, JWT_SECRET, algorithm="HS256")
+
+
+def service_token(settings: DevFleetSettings) -> str:
+    return token("bench-e2e", settings.jwt_service_scope)
 
 
 def entitlement_url(base: str, customer: str) -> str:
@@ -88,47 +115,93 @@ def start_gateway(
     return Gateway(base, process, log)
 
 
-def warm_up(gateway: Gateway, worker: subprocess.Popen[bytes], worker_log: Path, token: str) -> str:
-    """One webhook through the whole path (the worker has joined its group after it);
-    returns its customer, entitled from now on."""
-    customer = f"cus_e2ewarm{events.run_token()}"
-    now = int(time.time())
-    body = json.dumps(
-        events.stripe_event(
-            event_id=f"evt_e2ewarm{events.run_token()}",
-            customer_id=customer,
-            subscription_id=f"sub_e2ewarm{events.run_token()}",
-            price_id="price_bench_pro",
-            quantity=1,
-            created=now,
-            first=True,
-        )
-    ).encode()
+def start_worker(
+    stack: ExitStack,
+    workdir: Path,
+    name: str,
+    bootstrap: str,
+    database_url: str,
+    extra: Mapping[str, str],
+    command: Sequence[str] | None = None,
+) -> Worker:
+    log = workdir / f"worker-{name}.log"
+    env = infra.worker_env(
+        bootstrap, database_url, free_port(), {**extra, "BILLING_LOG_LEVEL": "WARNING"}
+    )
+    command = command or infra.billing_fleet("worker", name)
+    process = stack.enter_context(procs.running(command, log_path=log, env=env))
+    return Worker(name, process, log)
+
+
+def post_webhook(gateway: Gateway, event: dict[str, Any]) -> None:
+    """POST one signed webhook; repeated until the gateway answers 2xx (it is starting, or
+    its producer connecting)."""
+    body = json.dumps(event).encode()
     signature = stripe.WebhookSignature.generate_signature_header(
-        body.decode(), WEBHOOK_SECRET, timestamp=now
+        body.decode(), WEBHOOK_SECRET, timestamp=int(time.time())
     )
     headers = {"Content-Type": "application/json", "Stripe-Signature": signature}
     post = urllib.request.Request(
         f"{gateway.base}/webhooks/stripe", data=body, headers=headers, method="POST"
     )
     procs.wait_http_ok(post, gateway.process, gateway.log)
-    read = urllib.request.Request(
-        entitlement_url(gateway.base, customer), headers={"Authorization": f"Bearer {token}"}
-    )
-    deadline = time.monotonic() + WARM_UP_TIMEOUT_S
+
+
+def wait_readable(
+    gateway: Gateway,
+    workers: Sequence[Worker],
+    url: str,
+    bearer: str,
+    ready: bytes,
+    what: str,
+    timeout: float = WARM_UP_TIMEOUT_S,
+) -> bytes:
+    """GET ``url`` until it answers 200 with ``ready`` in its body (a 404 meanwhile is a
+    record not written yet); its body."""
+    read = urllib.request.Request(url, headers={"Authorization": f"Bearer {bearer}"})
+    deadline = time.monotonic() + timeout
+    last = "no answer"
     while time.monotonic() < deadline:
-        if worker.poll() is not None:
-            raise RuntimeError(
-                f"the worker exited with {worker.returncode}:\n{procs.log_tail(worker_log)}"
-            )
-        answer = procs.wait_http_ok(read, gateway.process, gateway.log)
-        if json.loads(answer).get("entitled"):
-            return customer
+        for worker in workers:
+            if worker.process.poll() is not None:
+                raise RuntimeError(
+                    f"the {worker.name} worker exited with {worker.process.returncode}:\n"
+                    f"{procs.log_tail(worker.log)}"
+                )
+        if gateway.process.poll() is not None:
+            raise RuntimeError(f"the gateway exited:\n{procs.log_tail(gateway.log)}")
+        try:
+            with urllib.request.urlopen(read, timeout=2) as response:
+                body: bytes = response.read()
+            if ready in body:
+                return body
+            last = f"200 without {ready!r}"
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}"
+        except OSError as exc:
+            last = repr(exc)
         time.sleep(0.1)
-    raise RuntimeError(
-        f"warm-up entitlement not readable within {WARM_UP_TIMEOUT_S:.0f} s:\n"
-        f"{procs.log_tail(worker_log)}"
+    logs = "\n".join(procs.log_tail(w.log, 1500) for w in workers)
+    raise RuntimeError(f"{what} not readable within {timeout:.0f} s ({last}):\n{logs}")
+
+
+def warm_up(gateway: Gateway, worker: Worker, token: str) -> str:
+    """One webhook through the whole path (the worker has joined its group after it);
+    returns its customer, entitled from now on."""
+    customer = f"cus_e2ewarm{events.run_token()}"
+    event = events.stripe_event(
+        event_id=f"evt_e2ewarm{events.run_token()}",
+        customer_id=customer,
+        subscription_id=f"sub_e2ewarm{events.run_token()}",
+        price_id="price_bench_pro",
+        quantity=1,
+        created=int(time.time()),
+        first=True,
     )
+    post_webhook(gateway, event)
+    url = entitlement_url(gateway.base, customer)
+    wait_readable(gateway, [worker], url, token, ENTITLED, "warm-up entitlement")
+    return customer
 
 
 def _client(*args: str) -> list[str]:
@@ -136,7 +209,7 @@ def _client(*args: str) -> list[str]:
 
 
 def load(
-    workdir: Path, gateway: Gateway, token: str, rate: int, duration_s: int, interval_ms: float
+    workdir: Path, gateway: Gateway, phase: Phase, rate: int, duration_s: int, interval_ms: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     sent_path, polled_path = workdir / "send.json", workdir / "poll.json"
     send = _client(
@@ -148,18 +221,23 @@ def load(
         str(rate),
         "--duration",
         str(duration_s),
+        "--kind",
+        phase.kind,
         "--out",
         str(sent_path),
     )
     poll = _client(
         "poll",
-        entitlement_url(gateway.base, "{customer}"),
+        phase.url_template,
         "--token",
-        token,
+        phase.token,
         "--interval-ms",
         str(interval_ms),
         "--in-flight",
         str(POLL_IN_FLIGHT),
+        "--ready",
+        phase.ready.decode(),
+        *[f"--not-yet={status}" for status in phase.not_yet],
         "--out",
         str(polled_path),
     )
@@ -201,17 +279,23 @@ def _prioritize(pid: int) -> bool:
     return True
 
 
-async def applied_ms(database_url: str, accepted_wall_ns: dict[str, int]) -> list[float]:
-    """Accepted -> applied by the worker (``entitlements.updated_at``, taken just before the
-    batch's commit) per customer: the pipeline's share of the readable latency."""
+ENTITLEMENT_WRITTEN = (
+    "SELECT customer_id, updated_at FROM entitlements"
+    f" WHERE feature = '{events.FEATURE}' AND customer_id = ANY($1::text[])"
+)
+"""Per customer, the worker's ``entitlements.updated_at`` (taken just before the batch's
+commit)."""
+
+
+async def applied_ms(
+    database_url: str, accepted_wall_ns: dict[str, int], written: str = ENTITLEMENT_WRITTEN
+) -> list[float]:
+    """Accepted -> the time ``written`` (a query of ``customer_id, updated_at`` for the
+    customers in ``$1``) stamped on each customer's row: the pipeline's share of the
+    readable latency."""
     conn = await asyncpg.connect(database_url)
     try:
-        rows = await conn.fetch(
-            "SELECT customer_id, updated_at FROM entitlements"
-            " WHERE feature = $1 AND customer_id = ANY($2::text[])",
-            events.FEATURE,
-            list(accepted_wall_ns),
-        )
+        rows = await conn.fetch(written, list(accepted_wall_ns))
     finally:
         await conn.close()
     return [
@@ -228,17 +312,17 @@ def percentile(values: Sequence[float], q: float) -> float:
 
 def read_runs(
     workdir: Path,
-    gateway: Gateway,
-    token: str,
-    customer: str,
+    url: str,
+    bearer: str,
     *,
     rate: int,
     duration_s: int,
     connections: int,
+    label: str = "get",
 ) -> tuple[wrk.WrkResult, wrk.WrkResult]:
-    url = entitlement_url(gateway.base, customer)
-    headers = {"Authorization": f"Bearer {token}"}
-    paced, unpaced = workdir / "get_paced.lua", workdir / "get.lua"
+    """``url`` under wrk: a warm-up, then at ``rate`` (paced) and closed loop."""
+    headers = {"Authorization": f"Bearer {bearer}"}
+    paced, unpaced = workdir / f"{label}_paced.lua", workdir / f"{label}.lua"
     paced.write_text(wrk.get_script(headers, rate_per_thread=rate))
     unpaced.write_text(wrk.get_script(headers))
     wrk.run(url, unpaced, connections=connections, duration_s=1)  # warm-up
@@ -247,8 +331,8 @@ def read_runs(
     for name, result in (("fixed-rate", fixed), ("throughput", throughput)):
         if result.failed:
             raise RuntimeError(
-                f"read {name}: {result.non_2xx_3xx} non-2xx, {result.socket_errors} socket "
-                f"errors; the figures are void:\n{result.report}"
+                f"read {label} {name}: {result.non_2xx_3xx} non-2xx, {result.socket_errors} "
+                f"socket errors; the figures are void:\n{result.report}"
             )
     return fixed, throughput
 
@@ -257,8 +341,68 @@ def _ms(value: float) -> str:
     return f"{value:,.1f} ms" if math.isfinite(value) else "never"
 
 
-def _verdict(ok: bool) -> str:
+def verdict(ok: bool) -> str:
     return "ok" if ok else "BELOW TARGET"
+
+
+def load_lines(
+    sent: dict[str, Any],
+    polled: dict[str, Any],
+    *,
+    what: str,
+    rate: int,
+    interval_ms: float,
+) -> list[str]:
+    """The webhook and polling lines of a report."""
+    answer = sent["answer_ms"]
+    not_yet = f", {polled['not_yet']:,} 404 (not written yet)" if polled.get("not_yet") else ""
+    return [
+        f"webhooks: {sent['sent']:,} {what} at "
+        f"{rate:,}/s by schedule, achieved {sent['sent'] / sent['sent_s']:,.0f}/s; "
+        f"{sent['accepted']:,} answered 200 (p50 {percentile(answer, 50):.1f} ms, "
+        f"p99 {percentile(answer, 99):.1f} ms); sender late {sent['late']} times "
+        f"(max {sent['max_late_ms']:.1f} ms)",
+        f"polling: every {interval_ms:g} ms per pending event, <= {POLL_IN_FLIGHT} in flight: "
+        f"{polled['polls']:,} GETs ({polled['polls'] / polled['poll_s']:,.0f}/s){not_yet}, "
+        f"{polled['errors']} {'other ' if not_yet else ''}non-200; sender and poller "
+        + ("at nice -10" if sent["prioritized"] else "at default priority (not root)"),
+    ]
+
+
+def latency_lines(
+    polled: dict[str, Any], applied: list[float], *, applied_as: str, target_ms: float
+) -> list[str]:
+    """Accepted -> written by the worker, and accepted -> readable against ``target_ms``."""
+    latencies = [*polled["latency_ms"], *[math.inf] * polled["missing"]]
+    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
+    return [
+        f"accepted -> {applied_as}: "
+        f"p50 {_ms(percentile(applied, 50))}, p99 {_ms(percentile(applied, 99))}",
+        f"accepted -> readable through the API: p50 {_ms(p50)}, p99 {_ms(p99)}, "
+        f"max {_ms(max(latencies))} ({len(polled['latency_ms']):,} readable, "
+        f"{polled['missing']} never)"
+        f"    target p99 < {target_ms:.0f} ms: {verdict(p99 < target_ms)}",
+    ]
+
+
+def read_lines(
+    fixed: wrk.WrkResult, throughput: wrk.WrkResult, *, read_rate: int, connections: int
+) -> list[str]:
+    return [
+        f"  at {read_rate:,} req/s ({READ_CONNECTIONS} connections, paced): achieved "
+        f"{fixed.requests_per_s:,.0f} req/s, p50 {fixed.p50_ms:.2f} ms, p99 {fixed.p99_ms:.2f} ms"
+        f"    target p99 < {TARGET_READ_P99_MS:.0f} ms: "
+        f"{verdict(fixed.p99_ms < TARGET_READ_P99_MS)}",
+        f"  throughput ({connections} connections, closed loop): "
+        f"{throughput.requests_per_s:,.0f} req/s, p50 {throughput.p50_ms:.2f} ms, "
+        f"p99 {throughput.p99_ms:.2f} ms",
+    ]
+
+
+def failure_lines(sent: dict[str, Any]) -> list[str]:
+    if sent["failures"]:
+        return [f"webhook failures: {sent['failures']} e.g. {sent['failed'][:3]}"]
+    return []
 
 
 def report(
@@ -274,41 +418,72 @@ def report(
     connections: int,
     batch: int,
 ) -> str:
-    latencies = [*polled["latency_ms"], *[math.inf] * polled["missing"]]
-    p50, p99 = percentile(latencies, 50), percentile(latencies, 99)
-    answer = sent["answer_ms"]
     lines = [
         f"e2e benchmark: {os.cpu_count()} CPUs; gateway + entitlement worker (batch {batch}) "
         f"subprocesses, Tansu ({BILLING_EVENTS} x{PARTITIONS}), PostgreSQL",
-        f"webhooks: {sent['sent']:,} customer.subscription.created (fresh customers) at "
-        f"{rate:,}/s by schedule, achieved {sent['sent'] / sent['sent_s']:,.0f}/s; "
-        f"{sent['accepted']:,} answered 200 (p50 {percentile(answer, 50):.1f} ms, "
-        f"p99 {percentile(answer, 99):.1f} ms); sender late {sent['late']} times "
-        f"(max {sent['max_late_ms']:.1f} ms)",
-        f"polling: every {interval_ms:g} ms per pending event, <= {POLL_IN_FLIGHT} in flight: "
-        f"{polled['polls']:,} GETs ({polled['polls'] / polled['poll_s']:,.0f}/s), "
-        f"{polled['errors']} non-200; sender and poller "
-        + ("at nice -10" if sent["prioritized"] else "at default priority (not root)"),
+        *load_lines(
+            sent,
+            polled,
+            what="customer.subscription.created (fresh customers)",
+            rate=rate,
+            interval_ms=interval_ms,
+        ),
         "",
-        f"accepted -> applied by the worker (updated_at, before commit): "
-        f"p50 {_ms(percentile(applied, 50))}, p99 {_ms(percentile(applied, 99))}",
-        f"accepted -> readable through the API: p50 {_ms(p50)}, p99 {_ms(p99)}, "
-        f"max {_ms(max(latencies))} ({len(polled['latency_ms']):,} readable, "
-        f"{polled['missing']} never)"
-        f"    target p99 < {TARGET_E2E_P99_MS:.0f} ms: {_verdict(p99 < TARGET_E2E_P99_MS)}",
+        *latency_lines(
+            polled,
+            applied,
+            applied_as="applied by the worker (updated_at, before commit)",
+            target_ms=TARGET_E2E_P99_MS,
+        ),
         "",
         f"read API, GET /v1/customers/{{id}}/entitlements/{events.FEATURE} (service token), wrk:",
-        f"  at {read_rate:,} req/s ({READ_CONNECTIONS} connections, paced): achieved "
-        f"{fixed.requests_per_s:,.0f} req/s, p50 {fixed.p50_ms:.2f} ms, p99 {fixed.p99_ms:.2f} ms"
-        f"    target p99 < {TARGET_READ_P99_MS:.0f} ms: "
-        f"{_verdict(fixed.p99_ms < TARGET_READ_P99_MS)}",
-        f"  throughput ({connections} connections, closed loop): "
-        f"{throughput.requests_per_s:,.0f} req/s, p50 {throughput.p50_ms:.2f} ms, "
-        f"p99 {throughput.p99_ms:.2f} ms",
+        *read_lines(fixed, throughput, read_rate=read_rate, connections=connections),
+        *failure_lines(sent),
     ]
-    if sent["failures"]:
-        lines.append(f"webhook failures: {sent['failures']} e.g. {sent['failed'][:3]}")
     return "\n".join(line.rstrip() for line in lines)
+
+
+@dataclass(frozen=True)
+class Fleet:
+    """The processes under test and where they write."""
+
+    workdir: Path
+    bootstrap: str
+    database_url: str
+    gateway: Gateway
+    catalog: Path
+
+
+def start_fleet(
+    stack: ExitStack, label: str, gateway_command: Sequence[str] | None = None
+) -> Fleet:
+    """A broker, a fresh migrated database and the gateway (the workers are the caller's)."""
+    workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix=f"bench-{label}-")))
+    catalog = events.write_catalog(workdir / "catalog.yaml")
+    kafka = stack.enter_context(EmbeddedKafka())
+    bootstrap = kafka.bootstrap_servers
+    asyncio.run(ensure_topics(bootstrap, [BILLING_EVENTS], PARTITIONS, 1))
+    server = infra.postgres_server(stack, workdir)
+    database_url = stack.enter_context(infra.fresh_database(server, label))
+    print("starting gateway and workers ...", file=sys.stderr, flush=True)
+    gateway = start_gateway(
+        stack, workdir, bootstrap, database_url, gateway_command or infra.billing_fleet("gateway")
+    )
+    return Fleet(workdir, bootstrap, database_url, gateway, catalog)
+
+
+def start_entitlement_worker(
+    stack: ExitStack, fleet: Fleet, command: Sequence[str] | None = None
+) -> Worker:
+    return start_worker(
+        stack,
+        fleet.workdir,
+        WORKER_NAME,
+        fleet.bootstrap,
+        fleet.database_url,
+        {"BILLING_ENTITLEMENT_CATALOG_PATH": str(fleet.catalog)},
+        command,
+    )
 
 
 def run(
@@ -330,43 +505,22 @@ def run(
         print(f"bench e2e: {exc}", file=sys.stderr)
         return 2
     settings = DevFleetSettings()
-    token = service_token(settings)
+    bearer = service_token(settings)
     with procs.stopped_by_sigterm(), ExitStack() as stack:
-        workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-e2e-")))
-        catalog = events.write_catalog(workdir / "catalog.yaml")
-        kafka = stack.enter_context(EmbeddedKafka())
-        bootstrap = kafka.bootstrap_servers
-        asyncio.run(ensure_topics(bootstrap, [BILLING_EVENTS], PARTITIONS, 1))
-        server = infra.postgres_server(stack, workdir)
-        database_url = stack.enter_context(infra.fresh_database(server, "e2e"))
-        print("starting gateway and worker ...", file=sys.stderr, flush=True)
-        gateway = start_gateway(
-            stack,
-            workdir,
-            bootstrap,
-            database_url,
-            gateway_command or infra.billing_fleet("gateway"),
-        )
-        worker_log = workdir / "worker.log"
-        worker = stack.enter_context(
-            procs.running(
-                worker_command or infra.billing_fleet("worker", WORKER_NAME),
-                log_path=worker_log,
-                env=infra.worker_env(
-                    bootstrap, database_url, catalog, free_port(), {"BILLING_LOG_LEVEL": "WARNING"}
-                ),
-            )
-        )
-        customer = warm_up(gateway, worker, worker_log, token)
+        fleet = start_fleet(stack, "e2e", gateway_command)
+        worker = start_entitlement_worker(stack, fleet, worker_command)
+        customer = warm_up(fleet.gateway, worker, bearer)
         print(f"webhooks at {rate}/s for {duration_s} s ...", file=sys.stderr, flush=True)
-        sent, polled = load(workdir, gateway, token, rate, duration_s, poll_interval_ms)
-        applied = asyncio.run(applied_ms(database_url, sent["accepted_wall_ns"]))
+        phase = Phase(
+            "entitlement", entitlement_url(fleet.gateway.base, "{customer}"), bearer, ENTITLED
+        )
+        sent, polled = load(fleet.workdir, fleet.gateway, phase, rate, duration_s, poll_interval_ms)
+        applied = asyncio.run(applied_ms(fleet.database_url, sent["accepted_wall_ns"]))
         print("read API under wrk ...", file=sys.stderr, flush=True)
         fixed, throughput = read_runs(
-            workdir,
-            gateway,
-            token,
-            customer,
+            fleet.workdir,
+            entitlement_url(fleet.gateway.base, customer),
+            bearer,
             rate=read_rate,
             duration_s=wrk_duration_s,
             connections=connections,

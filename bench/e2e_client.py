@@ -1,15 +1,20 @@
 """Load generator and poller of the end-to-end benchmark: two processes, one pipe.
 
-``send``: POSTs signed ``customer.subscription.created`` webhooks, each for a fresh
-customer, at a fixed rate by schedule (open loop: a slow answer never delays the next
-send), and writes ``CUSTOMER ACCEPTED_NS`` to stdout for each 200 (``time.monotonic_ns``,
-one clock for every process of the machine); its summary also keeps each acceptance's
-wall-clock time, to compare with the worker's ``entitlements.updated_at``.
+``send``: POSTs signed webhooks, each for a fresh customer, at a fixed rate by schedule
+(open loop: a slow answer never delays the next send): ``--kind entitlement``,
+``customer.subscription.created`` on a plan granting the bench feature; ``--kind
+invoice``, ``invoice.paid`` of a fresh invoice (``bench.ledger_events``). It writes
+``CUSTOMER OBJECT ACCEPTED_NS`` to stdout for each 200 (the object: the subscription or
+the invoice; ``time.monotonic_ns``, one clock for every process of the machine); its
+summary also keeps each acceptance's wall-clock time, to compare with the worker's
+``updated_at``.
 
-``poll``: reads those lines from stdin and polls
-``GET /v1/customers/{customer}/entitlements/{feature}`` for each, every interval, oldest
-first, with a bound on polls in flight, until it answers ``entitled: true``; the latency
-is accepted -> that answer received.
+``poll``: reads those lines from stdin and polls the URL template (``{customer}`` and
+``{object}`` filled in, e.g. ``GET /v1/customers/{customer}/entitlements/{feature}`` or
+``GET /v1/customers/{customer}/invoices/{object}``) for each, every interval, oldest
+first, with a bound on polls in flight, until it answers 200 with ``--ready`` in its body
+(``"entitled":true``, ``"status":"paid"``); ``--not-yet`` statuses (404: no such record
+yet) are counted apart from errors. The latency is accepted -> that answer received.
 
 Both write a JSON summary to the file named by ``--out``.
 Usage: ``python -m bench.e2e_client send|poll ...`` (started by ``bench.e2e``).
@@ -25,12 +30,12 @@ import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 from urllib.parse import urlsplit
 
 import stripe
 
-from bench import events
+from bench import events, ledger_events
 from bench.http_client import Client
 from billing_fleet.signals import run_event_loop
 
@@ -41,28 +46,44 @@ POLL_TIMEOUT_S = 120.0  # after the last acceptance: events not readable by then
 # -- send --------------------------------------------------------------------------------------
 
 
-def webhooks(count: int, secret: str) -> list[tuple[str, bytes, str]]:
-    """(customer, body, Stripe-Signature) of each webhook; signed now (300 s tolerance)."""
+def _subscription_created(run: str, i: int, now: int) -> tuple[str, str, dict[str, Any]]:
+    customer, subscription = f"cus_e2e{run}{i:07d}", f"sub_e2e{run}{i:07d}"
+    event = events.stripe_event(
+        event_id=f"evt_e2e{run}{i:09d}",
+        customer_id=customer,
+        subscription_id=subscription,
+        price_id="price_bench_pro",  # grants events.FEATURE
+        quantity=1,
+        created=now,
+        first=True,
+    )
+    return customer, subscription, event
+
+
+def _invoice_paid(run: str, i: int, now: int) -> tuple[str, str, dict[str, Any]]:
+    customer, ids = f"cus_e2e{run}{i:07d}", ledger_events.PaymentIds(f"e2e{run}", i)
+    event = ledger_events.invoice_paid(f"evt_e2e{run}{i:09d}", customer, ids, now)
+    return customer, ids.invoice, event
+
+
+KINDS: Final = {"entitlement": _subscription_created, "invoice": _invoice_paid}
+
+
+def webhooks(
+    count: int, secret: str, kind: str = "entitlement"
+) -> list[tuple[str, str, bytes, str]]:
+    """(customer, object, body, Stripe-Signature) of each webhook of ``kind``; signed now
+    (300 s tolerance)."""
     run = events.run_token()
     now = int(time.time())
     out = []
     for i in range(count):
-        customer = f"cus_e2e{run}{i:07d}"
-        body = json.dumps(
-            events.stripe_event(
-                event_id=f"evt_e2e{run}{i:09d}",
-                customer_id=customer,
-                subscription_id=f"sub_e2e{run}{i:07d}",
-                price_id="price_bench_pro",  # grants events.FEATURE
-                quantity=1,
-                created=now,
-                first=True,
-            )
-        ).encode()
+        customer, obj, event = KINDS[kind](run, i, now)
+        body = json.dumps(event).encode()
         signature = stripe.WebhookSignature.generate_signature_header(
             body.decode(), secret, timestamp=now
         )
-        out.append((customer, body, signature))
+        out.append((customer, obj, body, signature))
     return out
 
 
@@ -75,16 +96,18 @@ class SendStats:
     late_ms: list[float] = field(default_factory=list)  # sender behind its schedule
 
 
-async def send(url: str, secret: str, rate: int, duration_s: float) -> dict[str, Any]:
+async def send(
+    url: str, secret: str, rate: int, duration_s: float, kind: str = "entitlement"
+) -> dict[str, Any]:
     client = Client(url, SEND_CONNECTIONS)
     path = urlsplit(url).path
     batch = [
-        (customer, client.request("POST", path, _webhook_headers(sig), body))
-        for customer, body, sig in webhooks(int(rate * duration_s), secret)
+        (customer, obj, client.request("POST", path, _webhook_headers(sig), body))
+        for customer, obj, body, sig in webhooks(int(rate * duration_s), secret, kind)
     ]
     stats = SendStats()
 
-    async def post(customer: str, request: bytes) -> None:
+    async def post(customer: str, obj: str, request: bytes) -> None:
         started = time.monotonic_ns()
         try:
             status, text = await client.send(request)
@@ -100,19 +123,19 @@ async def send(url: str, secret: str, rate: int, duration_s: float) -> dict[str,
         stats.answer_ms.append((accepted - started) / 1e6)
         # A line per acceptance, at once (the poller starts its clock from it); the poller
         # drains the pipe continuously, so the write never blocks.
-        sys.stdout.write(f"{customer} {accepted}\n")
+        sys.stdout.write(f"{customer} {obj} {accepted}\n")
         sys.stdout.flush()
 
     tasks = []
     start = time.monotonic() + 0.05
-    for i, (customer, request) in enumerate(batch):
+    for i, (customer, obj, request) in enumerate(batch):
         due = start + i / rate
         delay = due - time.monotonic()
         if delay > 0:
             await asyncio.sleep(delay)
         else:
             stats.late_ms.append(-delay * 1e3)
-        tasks.append(asyncio.create_task(post(customer, request)))
+        tasks.append(asyncio.create_task(post(customer, obj, request)))
     sent_s = time.monotonic() - start
     await asyncio.gather(*tasks)
     await client.close()
@@ -136,15 +159,23 @@ def _webhook_headers(signature: str) -> dict[str, str]:
 # -- poll --------------------------------------------------------------------------------------
 
 
-async def poll(url_template: str, token: str, interval_ms: float, in_flight: int) -> dict[str, Any]:
+async def poll(
+    url_template: str,
+    token: str,
+    interval_ms: float,
+    in_flight: int,
+    ready: bytes = b'"entitled":true',
+    not_yet: frozenset[int] = frozenset(),
+) -> dict[str, Any]:
     loop = asyncio.get_running_loop()
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     pending: dict[str, tuple[int, int]] = {}  # customer -> (accepted_ns, next poll ns)
+    objects: dict[str, str] = {}  # customer -> its object (subscription, invoice)
     busy: set[str] = set()
     checks: set[asyncio.Task[None]] = set()
     latencies: list[float] = []
-    polls = errors = 0
+    polls = errors = early = 0
     interval_ns = int(interval_ms * 1e6)
     limit = asyncio.Semaphore(in_flight)
     done_reading = asyncio.Event()
@@ -152,14 +183,16 @@ async def poll(url_template: str, token: str, interval_ms: float, in_flight: int
 
     async def read_lines() -> None:
         while line := await reader.readline():
-            customer, accepted = line.decode().split()
+            customer, obj, accepted = line.decode().split()
+            objects[customer] = obj
             pending[customer] = (int(accepted), 0)
         done_reading.set()
 
     async def check(customer: str) -> None:
-        nonlocal polls, errors
+        nonlocal polls, errors, early
         accepted, _ = pending[customer]
-        request = client.request("GET", path_template.format(customer=customer), headers)
+        path = path_template.format(customer=customer, object=objects[customer])
+        request = client.request("GET", path, headers)
         try:
             status, body = await client.send(request)
         except OSError:
@@ -167,11 +200,12 @@ async def poll(url_template: str, token: str, interval_ms: float, in_flight: int
         answered = time.monotonic_ns()
         polls += 1
         try:
-            if status == 200 and b'"entitled":true' in body:
+            if status == 200 and ready in body:
                 latencies.append((answered - accepted) / 1e6)
                 del pending[customer]
             else:
-                errors += status != 200
+                early += status in not_yet
+                errors += status != 200 and status not in not_yet
                 pending[customer] = (accepted, answered + interval_ns)
         finally:
             busy.discard(customer)
@@ -206,6 +240,7 @@ async def poll(url_template: str, token: str, interval_ms: float, in_flight: int
         "missing": len(pending),
         "polls": polls,
         "errors": errors,
+        "not_yet": early,
         "poll_s": time.monotonic() - started,
     }
 
@@ -219,21 +254,33 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--rate", type=int, required=True)
     s.add_argument("--duration", type=float, required=True)
     s.add_argument("--out", type=Path, required=True)
+    s.add_argument("--kind", choices=sorted(KINDS), default="entitlement")
     p = modes.add_parser("poll")
-    p.add_argument("url_template", help="with {customer}")
+    p.add_argument("url_template", help="with {customer} and maybe {object}")
     p.add_argument("--token", required=True)
     p.add_argument("--interval-ms", type=float, required=True)
     p.add_argument("--in-flight", type=int, required=True)
     p.add_argument("--out", type=Path, required=True)
+    p.add_argument("--ready", default='"entitled":true', help="in a 200's body: readable")
+    p.add_argument(
+        "--not-yet", type=int, action="append", default=[], help="status meaning not yet"
+    )
     args = parser.parse_args(argv)
     summary: dict[str, Any] = {}
 
     async def main() -> None:
         if args.mode == "send":
-            summary.update(await send(args.url, args.secret, args.rate, args.duration))
+            summary.update(await send(args.url, args.secret, args.rate, args.duration, args.kind))
         else:
             summary.update(
-                await poll(args.url_template, args.token, args.interval_ms, args.in_flight)
+                await poll(
+                    args.url_template,
+                    args.token,
+                    args.interval_ms,
+                    args.in_flight,
+                    args.ready.encode(),
+                    frozenset(args.not_yet),
+                )
             )
 
     run_event_loop(main())

@@ -75,12 +75,11 @@ def child_env(**settings: str) -> dict[str, str]:
 
 
 def worker_env(
-    bootstrap: str, database_url: str, catalog: Path, http_port: int, extra: Mapping[str, str]
+    bootstrap: str, database_url: str, http_port: int, extra: Mapping[str, str]
 ) -> dict[str, str]:
     return child_env(
         KAFKA_BOOTSTRAP_SERVERS=bootstrap,
         DATABASE_URL=database_url,
-        BILLING_ENTITLEMENT_CATALOG_PATH=str(catalog),
         BILLING_WORKER_HTTP_PORT=str(http_port),
         **extra,
     )

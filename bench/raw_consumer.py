@@ -1,14 +1,12 @@
-"""The worker benchmark's ceiling: the same effects with no framework, batched SQL.
+"""The entitlement worker benchmark's ceiling: the same effects with no framework,
+batched SQL (the loop, lanes and process are ``bench.raw_loop``'s).
 
-aiokafka reads the topic in batches (the worker's batch size and fetch wait). A batch is
-split by key into the worker's number of lanes, each lane one asyncpg transaction on its
-own connection, run concurrently as the worker's are: the dedupe insert into
-``processed_events``, the subscription source rows (kept only when newer, as the worker
-does), the effective ``entitlements`` rows per (customer, feature) (upserted where
-changed, dropped features deleted) and one ``outbox`` row per changed entitlement (the
-worker's change event: the same JSON body and CloudEvents headers); offsets are committed
-after the transactions. Each statement is a single ``unnest`` over the lane: one round
-trip per table, not per event. The process has the worker's GC settings.
+Each lane is one asyncpg transaction: the dedupe insert into ``processed_events``, the
+subscription source rows (kept only when newer, as the worker does), the effective
+``entitlements`` rows per (customer, feature) (upserted where changed, dropped features
+deleted) and one ``outbox`` row per changed entitlement (the worker's change event: the
+same JSON body and CloudEvents headers). Each statement is a single ``unnest`` over the
+lane: one round trip per table, not per event.
 
 Usage: ``python -m bench.raw_consumer BOOTSTRAP DATABASE_URL GROUP BATCH EXPECT
 FETCH_WAIT_MS LANES``; exits once EXPECT records were applied (or on SIGINT/SIGTERM).
@@ -16,29 +14,23 @@ FETCH_WAIT_MS LANES``; exits once EXPECT records were applied (or on SIGINT/SIGT
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import Sequence
 from datetime import datetime
 from functools import cache
-from typing import Any, TypeAlias
+from typing import Any
 
 import asyncpg
-from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 
+from bench import raw_loop
 from bench.events import plan_features
-from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
-from billing_fleet.signals import ShutdownSignals
-from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES
+from bench.raw_loop import Record
+from contracts import ENTITLEMENT_CHANGES
 from contracts.entitlements import EntitlementChangeType
 from workers.entitlement.handler import change_event
 from workers.entitlement.rules import EVENT_RANK, Effective
 
-CLAIM = """
-INSERT INTO processed_events (consumer, event_id) SELECT $1, unnest($2::text[])
-ON CONFLICT DO NOTHING RETURNING event_id
-"""
 SOURCES = """
 INSERT INTO entitlement_sources AS s (customer_id, source_id, kind, status, grants, snapshot,
     event_at, event_rank, event_id, past_due_since, past_due_track)
@@ -75,8 +67,6 @@ INSERT INTO outbox (topic, key, value, headers)
 SELECT $1, k, v, h::jsonb FROM unnest($2::bytea[], $3::bytea[], $4::text[]) AS t(k, v, h)
 """
 
-Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
-
 
 @cache
 def _grants(price_id: str, quantity: int) -> tuple[str, tuple[tuple[str, int | None], ...]]:
@@ -89,7 +79,7 @@ async def apply(conn: asyncpg.Connection, consumer: str, records: Sequence[Recor
     events = [json.loads(r.value or b"") for r in records]
     ids = [e["source"]["stripe_event_id"] for e in events]
     async with conn.transaction():
-        new = {row[0] for row in await conn.fetch(CLAIM, consumer, ids)}
+        new = await raw_loop.claim(conn, consumer, ids)
         # Per customer, the last new event of the batch (offset order within a key).
         latest: dict[str, dict[str, Any]] = {}
         for event_id, event in zip(ids, events, strict=True):
@@ -160,71 +150,9 @@ def _change(
     return change.key.encode(), change.value, json.dumps(change.headers)
 
 
-async def consume(
-    bootstrap: str,
-    database_url: str,
-    group: str,
-    batch: int,
-    expect: int,
-    fetch_wait_ms: int,
-    lanes: int,
-) -> None:
-    conns = [await asyncpg.connect(database_url) for _ in range(lanes)]
-    consumer = AIOKafkaConsumer(
-        BILLING_EVENTS,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        auto_offset_reset="earliest",
-        max_poll_records=batch,
-        fetch_max_wait_ms=fetch_wait_ms,  # as the worker (BILLING_WORKER_FETCH_WAIT_MS)
-    )
-    await consumer.start()
-    try:
-        seen = 0
-        while seen < expect:
-            fetched = await consumer.getmany(timeout_ms=fetch_wait_ms, max_records=batch)
-            records = [r for part in fetched.values() for r in part]
-            if not records:
-                continue
-            # As the worker's lanes: one transaction per group of keys, run concurrently.
-            by_key: list[list[Record]] = [[] for _ in conns]
-            for record in records:
-                by_key[hash(record.key) % lanes].append(record)
-            async with asyncio.TaskGroup() as running:
-                for conn, part in zip(conns, by_key, strict=True):
-                    if part:
-                        running.create_task(apply(conn, group, part))
-            await consumer.commit(
-                {
-                    TopicPartition(BILLING_EVENTS, tp.partition): part[-1].offset + 1
-                    for tp, part in fetched.items()
-                }
-            )
-            seen += len(records)
-    finally:
-        await consumer.stop()
-        for conn in conns:
-            await conn.close()
-
-
-def main() -> int:
-    bootstrap, database_url, group, batch, expect, fetch_wait_ms, lanes = sys.argv[1:8]
-    freeze_startup(BATCH_YOUNG_THRESHOLD)  # the worker's GC settings: a process, not a framework
-    with ShutdownSignals() as signals:
-        signals.run(
-            consume(
-                bootstrap,
-                database_url,
-                group,
-                int(batch),
-                int(expect),
-                int(fetch_wait_ms),
-                int(lanes),
-            )
-        )
-    return 0
+async def prepare(conn: asyncpg.Connection) -> raw_loop.Apply:
+    return apply
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(raw_loop.main(prepare))

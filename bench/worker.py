@@ -1,16 +1,18 @@
-"""Worker benchmark: entitlement events/s against the raw consume-and-upsert ceiling.
+"""Worker benchmark: a worker's events/s against the raw consume-and-write ceiling.
 
-N normalized subscription events (real fixtures, fresh ids, N/4 customers, bench catalog
-prices) are published to ``billing.events.v1`` on an embedded broker (6 partitions).
-Then, each on its own fresh migrated database and consumer group: (a) the raw ceiling,
-``bench.raw_consumer`` (aiokafka + one batched asyncpg transaction per lane of a batch,
-writing the same rows and change events, with the worker's lanes and GC settings, no
-framework); (b) ``billing-fleet worker entitlement``. Both are subprocesses; the rate of
-each is read from ``processed_events.processed_at`` (the start of each batch's
-transaction), so process start-up and group join are not counted. (a) and (b) alternate
-for several rounds, each on a fresh broker; the ratio is the median of the rounds' b/a:
-a shared VM's speed drifts over seconds to minutes, and pairing each worker run with the
-ceiling run just before it cancels that drift (all figures are printed).
+N normalized events of the worker (``bench.workloads``: subscription events for the
+entitlement worker, the default; payment and invoice events for the invoice worker; real
+fixtures, fresh ids) are published to ``billing.events.v1`` on an embedded broker (6
+partitions). Then, each on its own fresh migrated database and consumer group: (a) the
+raw ceiling (``bench.raw_consumer``, ``bench.raw_ledger``: aiokafka + one batched asyncpg
+transaction per lane of a batch, writing the same rows and outbox rows, with the worker's
+lanes and GC settings, no framework); (b) ``billing-fleet worker NAME``. Both are
+subprocesses; the rate of each is read from ``processed_events.processed_at`` (the start
+of each batch's transaction), so process start-up and group join are not counted. (a)
+and (b) alternate for several rounds, each on a fresh broker; the ratio is the median of
+the rounds' b/a: a shared VM's speed drifts over seconds to minutes, and pairing each
+worker run with the ceiling run just before it cancels that drift (all figures are
+printed). Every round compares the effects the workload names (``Effects.digest``).
 """
 
 from __future__ import annotations
@@ -31,12 +33,12 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import events, infra, procs
+from bench import infra, procs
+from bench.workloads import WORKLOADS, Effects, Workload
 from billing_fleet.kafka_admin import ensure_topics
 from contracts import BILLING_EVENTS
 from fleet.command_settings import DevFleetSettings
 from fleet.embedded import EmbeddedKafka, free_port
-from workers.entitlement.worker import NAME as WORKER_NAME
 
 RAW_GROUP = "bench-raw"
 TARGET_RATIO = 0.5
@@ -49,14 +51,6 @@ SELECT count(*) AS n, min(processed_at) AS first, max(processed_at) AS last,
        count(*) FILTER (WHERE processed_at = (SELECT max(processed_at) FROM mine)) AS last_batch
 FROM mine
 """
-# A digest of the effects both runs must agree on (rows, limits, sources).
-_EFFECTS = """
-SELECT count(*) AS n, md5(coalesce(string_agg(
-    customer_id || '/' || feature || '/' || coalesce("limit"::text, '-') || '/'
-    || array_to_string(sources, ','), ';' ORDER BY customer_id, feature), '')) AS digest,
-    (SELECT count(*) FROM outbox) AS outbox
-FROM entitlements
-"""
 
 
 @dataclass(frozen=True)
@@ -64,9 +58,8 @@ class Applied:
     events: int
     events_per_s: float
     batches_s: float  # first batch start -> last batch start
-    entitlements: int
-    digest: str
-    outbox: int
+    effects: Effects
+    outbox: int  # rows (a) wrote; rows (b) relayed
 
 
 async def _count(conn: asyncpg.Connection, consumer: str) -> int:
@@ -83,6 +76,7 @@ async def wait_applied(
     process: subprocess.Popen[bytes],
     log: Path,
     timeout: float,
+    workload: Workload,
 ) -> Applied:
     conn = await asyncpg.connect(database_url)
     try:
@@ -100,8 +94,8 @@ async def wait_applied(
                 )
             await asyncio.sleep(POLL_S)
         stats = await conn.fetchrow(_STATS, consumer)
-        effects = await conn.fetchrow(_EFFECTS)
-        assert stats is not None and effects is not None  # aggregates return one row
+        assert stats is not None  # an aggregate returns one row
+        effects = await workload.effects(conn)
     finally:
         await conn.close()
     if n != expect:
@@ -114,13 +108,13 @@ async def wait_applied(
         # Between the first and the last batch's start, every batch but the last ran.
         events_per_s=(n - stats["last_batch"]) / span,
         batches_s=span,
-        entitlements=effects["n"],
-        digest=effects["digest"],
-        outbox=effects["outbox"],
+        effects=effects,
+        outbox=effects.outbox,
     )
 
 
 def measure_raw(
+    workload: Workload,
     workdir: Path,
     bootstrap: str,
     database_url: str,
@@ -134,7 +128,7 @@ def measure_raw(
     command = [
         sys.executable,
         "-m",
-        "bench.raw_consumer",
+        workload.raw_module,
         bootstrap,
         database_url,
         RAW_GROUP,
@@ -144,14 +138,16 @@ def measure_raw(
         str(lanes),
     ]
     with procs.running(command, log_path=log, env=infra.child_env()) as process:
-        return asyncio.run(wait_applied(database_url, RAW_GROUP, expect, process, log, timeout))
+        return asyncio.run(
+            wait_applied(database_url, RAW_GROUP, expect, process, log, timeout, workload)
+        )
 
 
 def measure_worker(
+    workload: Workload,
     workdir: Path,
     bootstrap: str,
     database_url: str,
-    catalog: Path,
     batch: int,
     expect: int,
     timeout: float,
@@ -162,19 +158,20 @@ def measure_worker(
     env = infra.worker_env(
         bootstrap,
         database_url,
-        catalog,
         port,
         {
+            **workload.worker_env,
             "BILLING_WORKER_BATCH_MAX_RECORDS": str(batch),
             "BILLING_WORKER_LANES": str(lanes),
             "BILLING_LOG_LEVEL": "WARNING",
         },
     )
-    with procs.running(infra.billing_fleet("worker", WORKER_NAME), log_path=log, env=env) as p:
-        applied = asyncio.run(wait_applied(database_url, WORKER_NAME, expect, p, log, timeout))
+    name = workload.worker
+    with procs.running(infra.billing_fleet("worker", name), log_path=log, env=env) as p:
+        applied = asyncio.run(wait_applied(database_url, name, expect, p, log, timeout, workload))
         # The relay deletes what the broker acknowledged: count what it relayed instead.
         asyncio.run(wait_relayed(database_url, p, log, timeout))
-        relayed = relayed_rows(port)
+        relayed = relayed_rows(port, name)
     return dataclasses.replace(applied, outbox=relayed)
 
 
@@ -192,12 +189,12 @@ async def wait_relayed(
         await conn.close()
 
 
-def relayed_rows(port: int) -> int:
+def relayed_rows(port: int, worker: str) -> int:
     """``billing_outbox_published_total`` of the worker, from its /metrics."""
     with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as response:
         text = response.read().decode()
     for line in text.splitlines():
-        if line.startswith(f'billing_outbox_published_total{{worker="{WORKER_NAME}"}}'):
+        if line.startswith(f'billing_outbox_published_total{{worker="{worker}"}}'):
             return int(float(line.split()[-1]))
     raise RuntimeError("the worker's /metrics has no billing_outbox_published_total")
 
@@ -209,8 +206,7 @@ def _verdict(ok: bool) -> str:
 def report(
     rounds: Sequence[tuple[Applied, Applied]],
     *,
-    count: int,
-    customers: int,
+    workload: Workload,
     batch: int,
     fetch_wait_ms: int,
     lanes: int,
@@ -222,37 +218,40 @@ def report(
     ratios = [w.events_per_s / r.events_per_s for r, w in rounds]
     ratio = statistics.median(ratios)
     width = 9 * len(rounds)
-    row = "{:<56} {:>" + str(width) + "} {:>9}"
+    raw_label = "(a) raw ceiling: aiokafka + 1 batched asyncpg txn per lane"
+    row = "{:<" + str(len(raw_label)) + "} {:>" + str(width) + "} {:>9}"
 
     def rates(applied: Sequence[Applied]) -> str:
         return "".join(f"{a.events_per_s:>9,.0f}" for a in applied)
 
-    same = all(r.digest == w.digest and r.entitlements == w.entitlements for r, w in rounds)
-    # (a) applies only each customer's last event of a batch: where a customer repeats within
-    # a batch (few customers per partition) it emits fewer changes than (b), never more.
+    same = all(r.effects.digest == w.effects.digest for r, w in rounds)
+    # (a) applies only each row's newest event of a lane's batch: where an object has several
+    # events in one batch it may emit fewer changes than (b), never more.
     if all(r.outbox == w.outbox for r, w in rounds):
         relayed = "yes"
     elif all(r.outbox <= w.outbox for r, w in rounds):
-        relayed = "(b) more: (a) skips changes between a customer's events in one batch"
+        relayed = "(b) more: (a) skips changes between a row's events in one batch"
     else:
         relayed = "NO, (b) relayed FEWER"
     lines = [
-        f"worker benchmark: {os.cpu_count()} CPUs, {count:,} subscription events "
-        f"({customers:,} customers, {len(events.PRICES)} plans), {BILLING_EVENTS} "
+        f"worker benchmark: {os.cpu_count()} CPUs, {workload.described}, {BILLING_EVENTS} "
         f"x{PARTITIONS} partitions on Tansu (a fresh broker per round, published in "
         f"{publish_s:.1f} s)",
         f"batch size: worker_batch_max_records = {batch} (both consumers), "
         f"fetch wait {fetch_wait_ms} ms, {lanes} concurrent transactions per batch "
         f"(worker_lanes, both); (a) and (b) alternate, {len(rounds)} rounds",
+        *workload.notes,
         "",
         row.format("events/s", "per round", "best"),
         row.format(
-            "(a) raw ceiling: aiokafka + 1 batched asyncpg txn per lane",
+            raw_label,
             rates(raws),
             f"{raw.events_per_s:,.0f}",
         ),
         row.format(
-            f"(b) billing-fleet worker {WORKER_NAME}", rates(workers), f"{worker.events_per_s:,.0f}"
+            f"(b) billing-fleet worker {workload.worker}",
+            rates(workers),
+            f"{worker.events_per_s:,.0f}",
         ),
         row.format(
             "b / a",
@@ -262,26 +261,35 @@ def report(
         "",
         f"b / a = median of the rounds' ratios = {ratio:.2f}    target >= {TARGET_RATIO}: "
         f"{_verdict(ratio >= TARGET_RATIO)}",
-        f"checks, every round: {raw.events:,} processed_events rows each; entitlements "
-        f"{'identical' if same else 'DIFFER'} ({raw.entitlements:,} rows); outbox rows "
+        f"checks, every round: {raw.events:,} processed_events rows each; "
+        f"{raw.effects.summary}: {'identical' if same else 'DIFFER'}; outbox rows "
         f"{raw.outbox:,} written (a) = relayed (b): {relayed}",
     ]
+    if not same:
+        lines += [
+            f"  round {n}: (a) {r.effects.summary}; (b) {w.effects.summary}"
+            for n, (r, w) in enumerate(rounds, 1)
+        ]
     return "\n".join(line.rstrip() for line in lines)
 
 
 def run(
-    *, count: int, customers: int | None, batch: int | None, timeout: float, rounds: int
+    *,
+    worker: str,
+    count: int,
+    customers: int | None,
+    batch: int | None,
+    timeout: float,
+    rounds: int,
 ) -> int:
     settings = DevFleetSettings()
     batch = batch or settings.worker_batch_max_records
-    customers = customers or max(1, count // 4)
     fetch_wait_ms, lanes = settings.worker_fetch_wait_ms, settings.worker_lanes
     results: list[tuple[Applied, Applied]] = []
     with procs.stopped_by_sigterm(), ExitStack() as stack:
         workdir = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-worker-")))
-        catalog = events.write_catalog(workdir / "catalog.yaml")
         print(f"generating {count:,} events ...", file=sys.stderr, flush=True)
-        messages = [events.to_message(e) for e in events.subscription_events(count, customers)]
+        workload = WORKLOADS[worker](workdir, count, customers)
         server = infra.postgres_server(stack, workdir)
         for n in range(1, rounds + 1):
             # A fresh broker: both consumer groups start from the first offset again.
@@ -289,24 +297,31 @@ def run(
                 bootstrap = kafka.bootstrap_servers
                 asyncio.run(ensure_topics(bootstrap, [BILLING_EVENTS], PARTITIONS, 1))
                 started = time.perf_counter()
-                asyncio.run(infra.publish(bootstrap, messages))
+                asyncio.run(infra.publish(bootstrap, workload.messages))
                 publish_s = time.perf_counter() - started
                 print(f"round {n}: (a) raw ceiling ...", file=sys.stderr, flush=True)
                 with infra.fresh_database(server, f"raw{n}") as url:
                     raw = measure_raw(
-                        workdir, bootstrap, url, batch, count, timeout, fetch_wait_ms, lanes
+                        workload,
+                        workdir,
+                        bootstrap,
+                        url,
+                        batch,
+                        count,
+                        timeout,
+                        fetch_wait_ms,
+                        lanes,
                     )
-                print(f"round {n}: (b) entitlement worker ...", file=sys.stderr, flush=True)
+                print(f"round {n}: (b) {worker} worker ...", file=sys.stderr, flush=True)
                 with infra.fresh_database(server, f"worker{n}") as url:
-                    worker = measure_worker(
-                        workdir, bootstrap, url, catalog, batch, count, timeout, lanes
+                    applied = measure_worker(
+                        workload, workdir, bootstrap, url, batch, count, timeout, lanes
                     )
-            results.append((raw, worker))
+            results.append((raw, applied))
     print(
         report(
             results,
-            count=count,
-            customers=customers,
+            workload=workload,
             batch=batch,
             fetch_wait_ms=fetch_wait_ms,
             lanes=lanes,
