@@ -223,7 +223,7 @@ async def kill_while_numbering(
     while loop.time() < deadline:
         if await when() and await conn.fetch(NUMBERING, application):
             process.send_signal(signal.SIGSTOP)
-            await wait_for(partial(_quiet, conn, application), timeout=5, interval=0.005)
+            await wait_for(partial(_quiet, conn, application), timeout=15, interval=0.005)
             xids = [row["xid"] for row in await conn.fetch(NUMBERING, application)]
             if xids:
                 process.kill()

@@ -92,7 +92,7 @@ async def test_the_worker_process_mails_announces_and_skips(
             rows = await fetch(url, "SELECT status FROM deliveries")
             return len(rows) == 4 and all(row["status"] == "sent" for row in rows)
 
-        await wait_for(all_sent, timeout=30, message="two mails and two webhooks sent")
+        await wait_for(all_sent, timeout=60, message="two mails and two webhooks sent")
         rows = await fetch(
             url,
             "SELECT channel, destination, idempotency_key, payload FROM deliveries ORDER BY id",
