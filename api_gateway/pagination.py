@@ -1,12 +1,14 @@
 """Keyset pagination of the ledger lists: the query string a list takes, and its cursors.
 
-A list is ordered newest first by ``(created_at, id)``, a total order (ids are unique and
-``created_at`` is the object's creation time, which never changes), and the next page
-starts strictly after the last row returned. So rows written while a client walks the
-pages never shift those it has not seen yet: no row that existed when it began is skipped
-or repeated, which an offset would do. The cursor is that last row's position, urlsafe
-base64 of the JSON ``[microseconds since the epoch, id]``: opaque to clients, checked on
-the way in (one this API did not issue is a 400, never a 500).
+A list is ordered newest first by ``(created_at, id)``, a total order (ids are unique),
+and the next page starts strictly after the last row returned. ``created_at`` is the
+object's creation time: it never moves later, and it moves at all only for a payment first
+seen through its charge's events (the earliest of their times stands in until the intent's
+event brings the intent's creation). So rows written while a client walks the pages never
+shift those it has not seen yet: no row that existed when it began is skipped (which an
+offset would do), and only such a payment may be seen twice. The cursor is that last
+row's position, urlsafe base64 of the JSON ``[microseconds since the epoch, id]``: opaque
+to clients, checked on the way in (one this API did not issue is a 400, never a 500).
 """
 
 from __future__ import annotations

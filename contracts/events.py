@@ -256,10 +256,20 @@ class Payment(Model):
     card_last4: Annotated[str, StringConstraints(max_length=4, pattern=NO_NUL)] | None = Field(
         default=None, description="The card's last four digits; never more of the card."
     )
-    created_at: Timestamp | None = Field(default=None, description="When Stripe created it.")
+    created_at: Timestamp | None = Field(
+        default=None,
+        description="When Stripe created the payment: its payment intent's `created` (a "
+        "charge without an intent: the charge's). None on a charge's event when the charge "
+        "belongs to an intent: the charge's creation is not the payment's.",
+    )
     refunds: list[Refund] = Field(
         default_factory=list,
         description="The refunds the Stripe object listed (a charge's refunds), if it did.",
+    )
+    charge_created_at: Timestamp | None = Field(
+        default=None,
+        description="When Stripe created the charge the event carries (the intent's latest "
+        "charge, when expanded), if it carries one.",
     )
 
 

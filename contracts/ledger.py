@@ -126,7 +126,10 @@ class LedgerPayment(Model):
     card_last4: Last4 | None
     receipt_url: Text | None = Field(description="Stripe's own receipt page, if any.")
     description: Text | None
-    created_at: Timestamp
+    created_at: Timestamp = Field(
+        description="When Stripe created the payment (its intent's creation); until an "
+        "event of the intent came, the earliest event about it. It only moves earlier."
+    )
     succeeded_at: Timestamp | None = Field(
         description="The earliest event that reported it succeeded."
     )
@@ -176,7 +179,10 @@ class Receipt(Model):
     amount: BigInt
     currency: Text
     paid_at: Timestamp = Field(
-        description="The payment's creation time (stable whatever order its events came in)."
+        description="When the payment succeeded, as the event that issued the receipt "
+        "reports it: the succeeded charge's creation time when that event carries the "
+        "charge (every such event of the payment agrees), else that event's time. Its UTC "
+        "year is the receipt's."
     )
     issued_at: Timestamp
     lines: list[InvoiceLine] = Field(description="The invoice's lines; empty without one.")

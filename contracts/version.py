@@ -9,7 +9,7 @@ release with the same schemas. A test fails when the committed schemas no longer
 
 from typing import Final
 
-__version__ = "1.2.0"  # plain assignment: the wheel build reads it with a regex
+__version__ = "1.3.0"  # plain assignment: the wheel build reads it with a regex
 
-SCHEMAS_SHA256: Final = "aa3b8ef5f544b4c30d1feb45464a2659cf5a02af2c1097df731096b757ea23d3"
+SCHEMAS_SHA256: Final = "14915276089423e91b90bb7de3734ae35f46d5e54c429a22a6a3db744a3518c3"
 """sha256 over the committed ``schemas/*.json`` this revision describes (``schemas_digest``)."""

@@ -243,9 +243,13 @@ def payment(
     card: bool = True,
     created_at: datetime | None = None,
     refunds: Sequence[Refund] = (),
+    charge_created_at: datetime | None = None,
+    of_charge: bool = False,
 ) -> Payment:
     """A payment intent ``payment_id`` (its charge ``charge``); ``card``: the event carried
-    the charge's card details."""
+    the charge's card details; ``charge_created_at``: the charge's creation, when the event
+    carries it; ``of_charge``: a charge's event of that intent, which (as the gateway
+    normalizes it) does not know the intent's creation (``created_at`` None)."""
     return Payment(
         id=payment_id,
         payment_intent_id=payment_id,
@@ -264,8 +268,9 @@ def payment(
         payment_method_type="card" if card else None,
         card_brand="visa" if card else None,
         card_last4="4242" if card else None,
-        created_at=created_at or at("2026-02-01T00:00:05"),
+        created_at=None if of_charge else created_at or at("2026-02-01T00:00:05"),
         refunds=list(refunds),
+        charge_created_at=charge_created_at,
     )
 
 

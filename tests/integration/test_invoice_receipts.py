@@ -6,7 +6,6 @@ receipt.issued event and the document delivery of each."""
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 import asyncpg
 import pytest
@@ -42,12 +41,11 @@ def succeeded(
     seconds: int = 1,
     card: bool = True,
     account: str | None = None,
-    created_at: datetime | None = None,
     customer_id: str | None = CUSTOMER,
 ) -> PaymentEvent:
     return payment_event(
         "payment.succeeded",
-        payment(payment_id, charge=f"ch_{payment_id}", card=card, created_at=created_at),
+        payment(payment_id, charge=f"ch_{payment_id}", card=card),
         customer_id=customer_id,
         occurred_at=at(f"2026-02-01T10:00:{seconds:02d}"),
         account=account,
@@ -122,14 +120,42 @@ async def test_a_connect_account_and_a_new_prefix_have_their_own_sequences(
     ]
 
 
-async def test_the_year_is_the_payment_s_creation_year(ledger_conn: asyncpg.Connection) -> None:
-    """Created on New Year's Eve, its events seen in January: a receipt of the old year."""
-    late = succeeded("pi_nye", created_at=at("2025-12-31T23:59:59"))
-    out = await apply(ledger_conn, invoice_spec(), late)
-    [receipt] = [e for e in ledger_events(out) if isinstance(e, ReceiptIssuedEvent)]
-    assert receipt.receipt.number == "R-2025-000001"
-    assert receipt.receipt.paid_at == at("2025-12-31T23:59:59")
-    assert await numbers(ledger_conn) == [("R-2025-000001", "pi_nye", 2025, 1)]
+async def test_the_year_is_when_the_payment_succeeded(ledger_conn: asyncpg.Connection) -> None:
+    """Its charge created on New Year's Eve, the event seen in January: a receipt of the old
+    year. An intent created in December, its charge unknown to the event that says it
+    succeeded in January: of the new year (not the intent's creation)."""
+    spec = invoice_spec()
+    charged = payment_event(
+        "payment.succeeded",
+        payment("pi_nye", charge="ch_nye", of_charge=True,
+                charge_created_at=at("2025-12-31T23:59:59")),
+        customer_id=CUSTOMER, occurred_at=at("2026-01-01T00:00:01"),
+    )  # fmt: skip
+    intent = payment_event(
+        "payment.succeeded",
+        payment("pi_jan", charge="ch_jan", card=False, created_at=at("2025-12-20T10:00:00")),
+        customer_id=CUSTOMER, occurred_at=at("2026-01-01T00:00:05"),
+    )  # fmt: skip
+
+    issued = []
+    for event in (charged, intent):
+        out = await apply(ledger_conn, spec, event)
+        issued += [e.receipt for e in ledger_events(out) if isinstance(e, ReceiptIssuedEvent)]
+
+    assert [(r.number, r.paid_at) for r in issued] == [
+        ("R-2025-000001", at("2025-12-31T23:59:59")),
+        ("R-2026-000001", at("2026-01-01T00:00:05")),
+    ]
+    assert await numbers(ledger_conn) == [
+        ("R-2025-000001", "pi_nye", 2025, 1), ("R-2026-000001", "pi_jan", 2026, 1),
+    ]  # fmt: skip
+    stored = await ledger_conn.fetch(
+        "SELECT payment_id, created_at FROM ledger_payments ORDER BY payment_id"
+    )
+    # The charge's event gave no creation: its own time stands in until the intent's comes.
+    assert [tuple(r) for r in stored] == [
+        ("pi_jan", at("2025-12-20T10:00:00")), ("pi_nye", at("2026-01-01T00:00:01")),
+    ]  # fmt: skip
 
 
 async def test_a_refund_leaves_the_receipt_and_its_number(ledger_conn: asyncpg.Connection) -> None:

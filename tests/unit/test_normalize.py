@@ -516,7 +516,11 @@ def test_charge_card_brand_last4_captured_and_created(
         last4,
     )
     assert payment.amount_captured == captured
-    assert payment.created_at == at(load(name)["data"]["object"]["created"])
+    charge = load(name)["data"]["object"]
+    assert payment.charge_created_at == at(charge["created"])
+    # A charge of an intent was created for one attempt: the payment's creation is the
+    # intent's, which the charge's event does not know.
+    assert payment.created_at == (None if charge.get("payment_intent") else at(charge["created"]))
 
 
 def test_non_card_payment_has_a_type_and_no_card() -> None:
@@ -544,6 +548,8 @@ def test_intent_card_details_from_its_charges_list() -> None:
     )
     assert (failed.card_last4, failed.amount_captured, failed.refunds) == ("0002", 0, [])
     assert succeeded.created_at == at(1648320032)
+    charges = load("payment_intent.succeeded__rubymock__1.json")["data"]["object"]["charges"]
+    assert succeeded.charge_created_at == at(charges["data"][0]["created"])
 
 
 def test_intent_card_details_and_refunds_from_expanded_latest_charge() -> None:

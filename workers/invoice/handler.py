@@ -184,7 +184,10 @@ class InvoiceHandler:
         ledger.receipted.add(merged.payment_id)
         invoice = ledger.invoices.rows.get(merged.invoice_id) if merged.invoice_id else None
         customer = ledger.customers.rows.get(merged.customer_id) if merged.customer_id else None
-        return [PendingReceipt(merged, invoice, customer, self.clock(), event, self.prefix)]
+        paid_at = rules.receipt_paid_at(event, merged)
+        return [
+            PendingReceipt(merged, invoice, customer, self.clock(), event, self.prefix, paid_at)
+        ]
 
     def _refund(self, ledger: Ledger, event: RefundEvent) -> None:
         refund = event.refund

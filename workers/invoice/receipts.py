@@ -2,10 +2,18 @@
 
 Numbers count per (account, prefix, year): ``<prefix>-<year>-<sequence:06d>`` for the
 platform, ``<prefix>-<account>-<year>-<sequence:06d>`` for a connected account. A receipt
-is dated by its payment's ``created_at`` (``paid_at``; Stripe's ``created`` of the intent or
-charge, which every event of it carries, so every replica and every delivery order agree
-on it), and ``year`` is that date's UTC year. While the events of a batch are applied the
-receipts are only decided (``PendingReceipt``, in order); ``number`` then takes each
+is dated when its payment succeeded, as the event that issued it reports it
+(``rules.receipt_paid_at``): the succeeded charge's ``created`` when that event carries the
+charge, which every such event of the payment (``charge.succeeded``, an intent's
+``payment_intent.succeeded`` with its charge expanded or listed) gives alike, whichever
+comes first; else the succeeded event's own time (an intent's event that names its charge
+by id only: up to a few seconds later than the charge's, so only a payment succeeding at
+midnight on New Year's Eve can get another year by the order its events came in). The
+payment's ``created_at`` is not used: an intent may be created days before it is paid,
+and a charge's event does not know it. ``year`` is ``paid_at``'s UTC year.
+
+While the events of a batch are applied the receipts are only decided
+(``PendingReceipt``, in order); ``number`` then takes each
 sequence's numbers with one counter statement per key, keys in sorted order, in the
 events' transaction: a rollback returns them, and a receipt is never deleted, so no
 number is skipped, freed or used twice. The transaction that issues a receipt also
@@ -62,10 +70,8 @@ class PendingReceipt:
     issued_at: datetime
     cause: BillingEvent
     prefix: str
-
-    @property
-    def paid_at(self) -> datetime:
-        return self.payment.created_at
+    paid_at: datetime
+    """``rules.receipt_paid_at`` of the event that issued it."""
 
     @property
     def key(self) -> Sequence_Key:

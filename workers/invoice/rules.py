@@ -39,7 +39,10 @@ Merged whatever the order
 -------------------------
 Some columns do not follow the newest snapshot but combine every event seen, so the
 result depends on the set of events only: ``created_at`` is the least of (Stripe's
-``created``, else the event's time); ``amount_refunded``, ``amount_withdrawn`` and
+``created``, else the event's time), which for a payment is its intent's ``created`` once
+an intent event came (a charge's event of an intent carries none: the normalizer leaves
+it out, since a charge is created per attempt, after its intent and before its event);
+``amount_refunded``, ``amount_withdrawn`` and
 ``amount_reinstated`` only grow; ``succeeded_at`` is the earliest event that said
 succeeded; a payment's card details (``CHARGE_FIELDS``) come from the greatest-marked
 event that carried them (``charge_mark``), since a payment intent's own events may not.
@@ -53,6 +56,7 @@ not. A customer's user mapping keeps the newest ``customer.*`` event's
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from contracts import (
@@ -415,6 +419,16 @@ def payment_row(event: PaymentEvent) -> PaymentRow:
         mark=mark,
         charge_mark=mark if carries_charge(payment) else None,
     )
+
+
+def receipt_paid_at(event: PaymentEvent, row: PaymentRow) -> datetime:
+    """When the payment succeeded, as ``event`` (which made ``row`` succeeded) reports it:
+    the succeeded charge's creation when the event carries that charge, else the event's
+    time. Every event that carries the charge gives the same, whichever came first."""
+    if ledger_payment_status(event.type, event.payment.status) != SUCCEEDED:
+        # Not this event's news (a replay of an older one): the first succeeded event's.
+        return row.succeeded_at or event.occurred_at
+    return event.payment.charge_created_at or event.occurred_at
 
 
 def refund_row(

@@ -5,7 +5,8 @@
 -- when (status_rank, event_at, event_rank, event_id) is greater, so a paid invoice never
 -- returns to open, a void one stays void, and an older event never overwrites a newer
 -- one (see workers/invoice/rules.py for the ranks). created_at is the object's creation
--- time (Stripe's `created`, else the first event's time), the key the read API pages by.
+-- time (Stripe's `created`, a payment's: its intent's; else the earliest event's time),
+-- the key the read API pages by.
 -- Money is bigint minor units beside its ISO currency; `account` is the Connect account
 -- of the events ('' for the platform's own).
 
