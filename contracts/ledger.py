@@ -112,12 +112,17 @@ class LedgerPayment(Model):
     id: RequiredId = Field(description="The payment intent id, else the charge id.")
     customer_id: Id | None
     payment_intent_id: Id | None
-    charge_id: Id | None
+    charge_id: Id | None = Field(
+        description="Its latest charge (a payment intent's changes with each attempt)."
+    )
     invoice_id: Id | None = Field(description="The invoice it paid, once either names the other.")
     status: Text = Field(description="succeeded, failed, canceled, pending, requires_*, ...")
     amount: BigInt
     amount_captured: BigInt | None
-    amount_refunded: BigInt = Field(description="Refunded so far; it only grows.")
+    amount_refunded: BigInt = Field(
+        description="Refunded so far, as the newest event that carried the charge says (it "
+        "goes down when a refund fails)."
+    )
     currency: Text
     failure_code: Text | None
     failure_message: Text | None

@@ -11,5 +11,5 @@ from typing import Final
 
 __version__ = "1.3.0"  # plain assignment: the wheel build reads it with a regex
 
-SCHEMAS_SHA256: Final = "14915276089423e91b90bb7de3734ae35f46d5e54c429a22a6a3db744a3518c3"
+SCHEMAS_SHA256: Final = "587f5d686a1608fe7ae8a81f709d60b21c6702b209f3eac8e71baea5fc2036bd"
 """sha256 over the committed ``schemas/*.json`` this revision describes (``schemas_digest``)."""

@@ -83,7 +83,9 @@ class PaymentRow(NamedTuple):
     succeeded_at: datetime | None
     mark: Mark
     charge_mark: Mark | None
-    """The greatest event that carried the charge's details (``CHARGE_FIELDS``)."""
+    """The event ``charge_id``, ``amount_refunded`` and ``CHARGE_FIELDS`` come from: the
+    greatest that carried the charge's details, else the greatest that named a charge
+    (``rules.merge_payment``); None while no event named one."""
 
 
 class RefundRow(NamedTuple):

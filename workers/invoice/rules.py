@@ -42,13 +42,15 @@ result depends on the set of events only: ``created_at`` is the least of (Stripe
 ``created``, else the event's time), which for a payment is its intent's ``created`` once
 an intent event came (a charge's event of an intent carries none: the normalizer leaves
 it out, since a charge is created per attempt, after its intent and before its event);
-``amount_refunded``, ``amount_withdrawn`` and
-``amount_reinstated`` only grow; ``succeeded_at`` is the earliest event that said
-succeeded; a payment's card details (``CHARGE_FIELDS``) come from the greatest-marked
-event that carried them (``charge_mark``), since a payment intent's own events may not.
-Identifiers that Stripe sets once and never changes (``FILL``: customer, intent, charge,
-invoice, numbers) are filled from any event that knows them when the winning one does
-not. A customer's user mapping keeps the newest ``customer.*`` event's
+``amount_withdrawn`` and ``amount_reinstated`` only grow; ``succeeded_at`` is the
+earliest event that said succeeded; a payment's charge id, card details
+(``CHARGE_FIELDS``) and ``amount_refunded`` come together from one event
+(``charge_mark``): the greatest-marked that carried the charge's details, else the
+greatest-marked that named a charge, since a payment intent's own events may carry
+neither, its charge changes with each attempt, and Stripe lowers ``amount_refunded`` when
+a refund fails. Identifiers that Stripe sets once and never changes (``FILL``: customer,
+intent, invoice, numbers) are filled from any event that knows them when the winning one
+does not. A customer's user mapping keeps the newest ``customer.*`` event's
 ``metadata.user_id``, else the newest checkout's ``client_reference_id``; a
 ``customer.deleted`` erases its email and name for good.
 """
@@ -202,7 +204,7 @@ INVOICE_FILL: Final = _indexes(
     ("customer_id", "number", "subscription_id", "payment_intent_id", "charge_id", "paid_at"),
 )
 PAYMENT_FILL: Final = _indexes(
-    PaymentRow, ("customer_id", "payment_intent_id", "charge_id", "invoice_id", "receipt_url")
+    PaymentRow, ("customer_id", "payment_intent_id", "invoice_id", "receipt_url")
 )
 REFUND_FILL: Final = _indexes(
     RefundRow, ("payment_id", "charge_id", "payment_intent_id", "customer_id")
@@ -212,6 +214,7 @@ DISPUTE_FILL: Final = _indexes(
 )
 SUBSCRIPTION_FILL: Final = _indexes(SubscriptionRow, ("canceled_at",))
 CHARGE_FIELDS: Final = ("amount_captured", "payment_method_type", "card_brand", "card_last4")
+"""What only an event that carried the charge knows (an intent's may not)."""
 
 
 def _newest(stored: R, new: R, fill: tuple[int, ...]) -> list[Any]:
@@ -232,20 +235,46 @@ def merge_invoice(stored: InvoiceRow | None, new: InvoiceRow) -> InvoiceRow:
     return merged._replace(created_at=min(stored.created_at, new.created_at))
 
 
+def _charge_rank(row: PaymentRow) -> tuple[bool, Mark] | None:
+    """How good ``row``'s charge fields are: carried by an event that had the charge's
+    details first, then by the mark; None when no event named a charge."""
+    if row.charge_mark is None:
+        return None
+    return (_has_charge_details(row), row.charge_mark)
+
+
+def _has_charge_details(row: PaymentRow) -> bool:
+    return (
+        row.amount_captured is not None
+        or row.payment_method_type is not None
+        or row.card_brand is not None
+        or row.card_last4 is not None
+    )
+
+
 def merge_payment(stored: PaymentRow | None, new: PaymentRow) -> PaymentRow:
+    """The newest snapshot (``_newest``), with ``created_at`` the earliest, ``succeeded_at``
+    the earliest that said succeeded, and the charge's own fields (``charge_id``,
+    ``CHARGE_FIELDS``, ``amount_refunded``) all from one event: the greatest-marked that
+    carried the charge's details, else the greatest-marked that named a charge. A payment
+    intent's charge changes with each attempt, and a refund that fails lowers
+    ``amount_refunded``, so neither may be filled or maxed; an intent's event without its
+    charge says ``amount_refunded`` 0 and must not count."""
     if stored is None:
         return new
     merged = PaymentRow._make(_newest(stored, new, PAYMENT_FILL))
-    charge = stored
-    if new.charge_mark is not None and (
-        stored.charge_mark is None or new.charge_mark > stored.charge_mark
-    ):
-        charge = new
     succeeded = [at for at in (stored.succeeded_at, new.succeeded_at) if at is not None]
-    return merged._replace(
-        amount_refunded=max(stored.amount_refunded, new.amount_refunded),
+    merged = merged._replace(
         created_at=min(stored.created_at, new.created_at),
         succeeded_at=min(succeeded) if succeeded else None,
+    )
+    ranked = [(rank, row) for row in (stored, new) if (rank := _charge_rank(row)) is not None]
+    if not ranked:
+        return merged  # neither named a charge: the newest snapshot's (0 refunded)
+    charge = max(ranked, key=lambda pair: pair[0])[1]
+    return merged._replace(
+        charge_id=charge.charge_id,
+        amount_refunded=charge.amount_refunded,
         amount_captured=charge.amount_captured,
         payment_method_type=charge.payment_method_type,
         card_brand=charge.card_brand,
@@ -417,7 +446,7 @@ def payment_row(event: PaymentEvent) -> PaymentRow:
         created_at=payment.created_at or event.occurred_at,
         succeeded_at=event.occurred_at if status == SUCCEEDED else None,
         mark=mark,
-        charge_mark=mark if carries_charge(payment) else None,
+        charge_mark=mark if carries_charge(payment) or payment.charge_id else None,
     )
 
 

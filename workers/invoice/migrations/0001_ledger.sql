@@ -70,8 +70,10 @@ CREATE INDEX ledger_invoices_intent ON ledger_invoices (payment_intent_id) WHERE
 CREATE INDEX ledger_invoices_charge ON ledger_invoices (charge_id) WHERE charge_id IS NOT NULL;
 
 -- One row per payment: a payment intent, or a charge without one (contracts.Payment.id).
--- The card details come from the newest event that carried a charge (charge_event_*),
--- since a payment intent's own events may not; amount_refunded only grows.
+-- charge_id, amount_refunded and the card details come from one event (charge_event_*):
+-- the newest that carried the charge's details, else the newest that named a charge,
+-- since a payment intent's own events may not carry it, its charge changes with each
+-- attempt and amount_refunded goes down when a refund fails.
 CREATE TABLE ledger_payments (
     payment_id          text        PRIMARY KEY,
     customer_id         text,
