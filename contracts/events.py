@@ -273,6 +273,20 @@ class Payment(Model):
     )
 
 
+class InvoicePayment(Model):
+    """Stripe's link between an invoice and one payment of it (its ``InvoicePayment``):
+    since 2025-03-31.basil the only place that names which payment paid an invoice (the
+    invoice, the payment intent and the charge no longer name each other)."""
+
+    id: RequiredId
+    invoice_id: RequiredId
+    payment_intent_id: Id | None = Field(description="The payment, when it is an intent.")
+    charge_id: Id | None = Field(description="The payment, when it is a charge without intent.")
+    amount_paid: BigInt | None = Field(description="What it paid of the invoice, once paid.")
+    currency: Text
+    status: Text = Field(description="open, paid, canceled.")
+
+
 class Dispute(Model):
     id: Id
     charge_id: Id | None
@@ -466,6 +480,13 @@ class DisputeEvent(Envelope):
     dispute: Dispute
 
 
+class InvoicePaymentEvent(Envelope):
+    """A payment of an invoice (``invoice_payment.paid``); no customer: the invoice's."""
+
+    type: Literal["invoice_payment.paid"]
+    invoice_payment: InvoicePayment
+
+
 class RefundEvent(Envelope):
     type: RefundEventType
     refund: Refund
@@ -518,7 +539,8 @@ BillingEvent = Annotated[
     | RefundEvent
     | CheckoutEvent
     | CustomerEvent
-    | EntitlementSummaryEvent,
+    | EntitlementSummaryEvent
+    | InvoicePaymentEvent,
     Field(discriminator="type"),
 ]
 """Any event on ``billing.events.v1``; ``type`` selects the model."""

@@ -11,5 +11,5 @@ from typing import Final
 
 __version__ = "1.3.0"  # plain assignment: the wheel build reads it with a regex
 
-SCHEMAS_SHA256: Final = "587f5d686a1608fe7ae8a81f709d60b21c6702b209f3eac8e71baea5fc2036bd"
+SCHEMAS_SHA256: Final = "7d41ac9210cd57228b90bf0d055f037c09b284f3782b733fddf65950bc6ec5d1"
 """sha256 over the committed ``schemas/*.json`` this revision describes (``schemas_digest``)."""

@@ -31,6 +31,8 @@ from contracts import (
     Invoice,
     InvoiceEvent,
     InvoiceLine,
+    InvoicePayment,
+    InvoicePaymentEvent,
     Payment,
     PaymentEvent,
     Refund,
@@ -380,6 +382,36 @@ def dispute_event(
     )
 
 
+def invoice_payment_event(
+    link_id: str,
+    invoice_id: str,
+    *,
+    intent: str | None,
+    occurred_at: datetime,
+    amount: int = 2000,
+    event_id: str | None = None,
+    account: str | None = None,
+) -> InvoicePaymentEvent:
+    """``invoice_payment.paid``: payment intent ``intent`` paid invoice ``invoice_id``."""
+    stripe_id = _stripe_id(event_id)
+    return InvoicePaymentEvent(
+        id=contracts.event_id_for(stripe_id),
+        type="invoice_payment.paid",
+        occurred_at=occurred_at,
+        source=source(stripe_id, account=account),
+        customer_id=None,
+        invoice_payment=InvoicePayment(
+            id=link_id,
+            invoice_id=invoice_id,
+            payment_intent_id=intent,
+            charge_id=None,
+            amount_paid=amount,
+            currency="eur",
+            status="paid",
+        ),
+    )
+
+
 def checkout_event(
     customer_id: str, user_id: str, *, occurred_at: datetime, event_id: str | None = None
 ) -> CheckoutEvent:
@@ -416,6 +448,7 @@ LEDGER_TABLES = {
     "ledger_refunds": "refund_id",
     "ledger_disputes": "dispute_id",
     "ledger_subscriptions": "subscription_id",
+    "ledger_invoice_payments": "invoice_payment_id",
 }
 
 

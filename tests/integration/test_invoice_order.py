@@ -42,6 +42,7 @@ from tests.invoice_support import (
     dispute_event,
     invoice,
     invoice_event,
+    invoice_payment_event,
     invoice_spec,
     ledger_tables,
     payment,
@@ -105,12 +106,14 @@ def _invoice_life(
     disputed: bool,
     listed: bool = True,
     expanded: bool = False,
+    clover: bool = False,
 ) -> None:
     """One invoice: drafted, finalized, then paid (maybe after a failed attempt), failed,
     or voided; a paid one may be refunded in part (the charge.refunded ``listed`` the
     refund, or not) and disputed. The intent is created before its charges; its succeeded
     event carries the charge (``expanded``) or names it by id only. The charge's events
-    (``of_charge``) do not know the intent's creation."""
+    (``of_charge``) do not know the intent's creation. On ``clover`` (and basil) neither the
+    invoice nor the payment names the other: an ``invoice_payment.paid`` links them."""
     steps_left = iter(steps)
 
     def t() -> datetime:
@@ -118,7 +121,10 @@ def _invoice_life(
 
     inv, pi, ch = f"in_o{key}", f"pi_o{key}", f"ch_o{key}"
     created = at("2026-02-01T09:00:00")
-    base: dict[str, Any] = {"intent": pi, "number": f"INV-{key}", "created_at": created}
+    base: dict[str, Any] = {
+        "intent": None if clover else pi, "number": f"INV-{key}", "created_at": created,
+    }  # fmt: skip
+    invoice_of_charge = None if clover else inv
     common: dict[str, Any] = {"customer_id": customer, "account": account}
     h.add(
         invoice_event(
@@ -185,13 +191,24 @@ def _invoice_life(
         payment_event(
             "payment.succeeded",
             payment(
-                pi, charge=ch, invoice_id=inv, of_charge=True, charge_created_at=charge_created
+                pi,
+                charge=ch,
+                invoice_id=invoice_of_charge,
+                of_charge=True,
+                charge_created_at=charge_created,
             ),
             occurred_at=t(),
             event_id=h.next_id(),
             **common,
         )
     )
+    if clover:
+        h.add(
+            invoice_payment_event(
+                f"inpay_o{key}", inv, intent=pi, occurred_at=t(), event_id=h.next_id(),
+                account=account,
+            )
+        )  # fmt: skip
     h.add(
         invoice_event(
             "invoice.paid",
@@ -226,7 +243,7 @@ def _invoice_life(
         charge_refunded = payment(
             pi,
             charge=ch,
-            invoice_id=inv,
+            invoice_id=invoice_of_charge,
             refunded=500,
             of_charge=True,
             charge_created_at=charge_created,
@@ -313,6 +330,7 @@ def dated_histories(draw: st.DrawFn) -> History:
                 disputed=draw(st.booleans()),
                 listed=draw(st.booleans()),
                 expanded=draw(st.booleans()),
+                clover=draw(st.booleans()),
             )
         if draw(st.booleans()):
             _subscription(h, customer, draw(st.booleans()))
@@ -436,7 +454,7 @@ def test_a_full_history_fills_every_ledger_table(ledger_url: str) -> None:
     h = History()
     _customer(h, "cus_full", 1)
     _invoice_life(h, [], "cus_full", "full", "failed_then_paid", account=CONNECT, refunded=True,
-                  disputed=True)  # fmt: skip
+                  disputed=True, clover=True)  # fmt: skip
     _subscription(h, "cus_full", canceled=True)
 
     async def check() -> Ledger:
@@ -454,6 +472,7 @@ def test_a_full_history_fills_every_ledger_table(ledger_url: str) -> None:
     )  # fmt: skip
     assert tables["ledger_disputes"][0]["amount_reinstated"] == 2000
     assert tables["ledger_subscriptions"][0]["status"] == "canceled"
+    assert tables["ledger_invoices"][0]["payment_intent_id"] == "pi_ofull"  # by its link
     assert [r[:5] for r in receipts] == [("pi_ofull", CONNECT, 2026, 2000, "eur")]
     assert sequences == {(CONNECT, "R", 2026): [1]}
     # The intent's creation, not its charge's nor an event's; the receipt: when it succeeded.

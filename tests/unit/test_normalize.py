@@ -451,6 +451,34 @@ def test_payment_succeeded_and_paid_address_the_same_invoice() -> None:
     assert succeeded.invoice.id == paid.invoice.id
 
 
+def test_clover_invoice_payment_links_an_invoice_to_its_intent() -> None:
+    event = normalize(load("invoice_payment.paid__zulip__1.json"))
+    assert isinstance(event, contracts.InvoicePaymentEvent)
+    link = event.invoice_payment
+    assert (event.type, event.customer_id) == ("invoice_payment.paid", None)
+    assert (link.invoice_id, link.payment_intent_id, link.charge_id) == (
+        "in_NORMALIZED",
+        "pi_NORMALIZED",
+        None,
+    )
+    assert (link.amount_paid, link.currency, link.status) == (4800, "usd", "paid")
+    # No customer: keyed by its invoice.
+    assert partition_key(event) == "in_NORMALIZED"
+
+    raw = load("invoice_payment.paid__zulip__1.json")
+    raw["data"]["object"]["payment"] = {"type": "charge", "charge": "ch_legacy"}
+    raw["data"]["object"]["invoice"] = {"id": "in_expanded", "object": "invoice"}
+    charged = normalize(raw)
+    assert isinstance(charged, contracts.InvoicePaymentEvent)
+    assert (charged.invoice_payment.invoice_id, charged.invoice_payment.charge_id) == (
+        "in_expanded",
+        "ch_legacy",
+    )
+    del raw["data"]["object"]["invoice"]
+    with pytest.raises(UnmappableEvent, match=r"object\.invoice"):
+        normalize(raw)
+
+
 def test_upcoming_invoice_is_unhandled() -> None:
     with pytest.raises(UnhandledEventType):
         normalize(load("invoice.upcoming__syncengine__1.json"))

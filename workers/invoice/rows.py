@@ -121,6 +121,21 @@ class DisputeRow(NamedTuple):
     mark: Mark
 
 
+class InvoicePaymentRow(NamedTuple):
+    """Which payment paid which invoice (``invoice_payment.paid``): kept, since either may
+    come after it; it emits nothing of its own."""
+
+    invoice_payment_id: str
+    invoice_id: str
+    payment_intent_id: str | None
+    charge_id: str | None
+    account: str
+    amount_paid: int | None
+    currency: str
+    status: str
+    mark: Mark
+
+
 class SubscriptionRow(NamedTuple):
     subscription_id: str
     customer_id: str

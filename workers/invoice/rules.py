@@ -69,6 +69,7 @@ from contracts import (
     DisputeEvent,
     Invoice,
     InvoiceEvent,
+    InvoicePaymentEvent,
     Payment,
     PaymentEvent,
     Refund,
@@ -84,6 +85,7 @@ from contracts.ledger import (
 from workers.invoice.rows import (
     CustomerRow,
     DisputeRow,
+    InvoicePaymentRow,
     InvoiceRow,
     Mark,
     PaymentRow,
@@ -121,6 +123,7 @@ REFUND_STATUS_RANK: Final[Mapping[str | None, int]] = {
     "canceled": 1,
 }
 DISPUTE_CLOSED: Final = frozenset({"won", "lost", "warning_closed", "prevented"})
+INVOICE_PAYMENT_ENDED: Final = frozenset({"paid", "canceled"})
 SUBSCRIPTION_ENDED: Final = frozenset({"canceled", "incomplete_expired"})
 
 EVENT_RANK: Final[Mapping[str, int]] = {
@@ -179,6 +182,10 @@ def subscription_status_rank(status: str) -> int:
     return 1 if status in SUBSCRIPTION_ENDED else 0
 
 
+def invoice_payment_status_rank(status: str) -> int:
+    return 1 if status in INVOICE_PAYMENT_ENDED else 0
+
+
 def ledger_payment_status(event_type: str, stripe_status: str) -> str:
     """The ledger's status of a payment after ``event_type``: what the event says happened."""
     if event_type == "payment.succeeded":
@@ -190,7 +197,7 @@ def ledger_payment_status(event_type: str, stripe_status: str) -> str:
 
 # -- merging ----------------------------------------------------------------------------------
 
-R = TypeVar("R", InvoiceRow, PaymentRow, RefundRow, DisputeRow, SubscriptionRow)
+R = TypeVar("R", InvoiceRow, PaymentRow, RefundRow, DisputeRow, SubscriptionRow, InvoicePaymentRow)
 A = TypeVar("A", RefundRow, DisputeRow)
 
 
@@ -213,6 +220,8 @@ DISPUTE_FILL: Final = _indexes(
     DisputeRow, ("payment_id", "charge_id", "payment_intent_id", "customer_id")
 )
 SUBSCRIPTION_FILL: Final = _indexes(SubscriptionRow, ("canceled_at",))
+INVOICE_PAYMENT_FILL: Final = _indexes(InvoicePaymentRow, ("payment_intent_id", "charge_id"))
+
 CHARGE_FIELDS: Final = ("amount_captured", "payment_method_type", "card_brand", "card_last4")
 """What only an event that carried the charge knows (an intent's may not)."""
 
@@ -306,6 +315,29 @@ def merge_subscription(stored: SubscriptionRow | None, new: SubscriptionRow) -> 
         return new
     merged = SubscriptionRow._make(_newest(stored, new, SUBSCRIPTION_FILL))
     return merged._replace(created_at=min(stored.created_at, new.created_at))
+
+
+def merge_invoice_payment(
+    stored: InvoicePaymentRow | None, new: InvoicePaymentRow
+) -> InvoicePaymentRow:
+    if stored is None:
+        return new
+    return InvoicePaymentRow._make(_newest(stored, new, INVOICE_PAYMENT_FILL))
+
+
+def linked_invoice(invoice: InvoiceRow, links: Sequence[InvoicePaymentRow]) -> InvoiceRow:
+    """``invoice`` naming its payment from its links when it names none itself (basil's
+    invoices do not): the first of ``links`` (id order) that names a payment. An invoice
+    paid in several payments keeps the one it named first; each payment's ``invoice_id``
+    comes from its own link whatever the order."""
+    if invoice.payment_intent_id or invoice.charge_id:
+        return invoice
+    for link in links:
+        if link.payment_intent_id or link.charge_id:
+            return invoice._replace(
+                payment_intent_id=link.payment_intent_id, charge_id=link.charge_id
+            )
+    return invoice
 
 
 def attached(row: A, payment: PaymentRow) -> A:
@@ -513,6 +545,27 @@ def dispute_row(event: DisputeEvent) -> DisputeRow:
             dispute_status_rank(dispute.status),
             event.occurred_at,
             EVENT_RANK[event.type],
+            source.stripe_event_id,
+        ),
+    )
+
+
+def invoice_payment_row(event: InvoicePaymentEvent) -> InvoicePaymentRow:
+    link = event.invoice_payment
+    source = event.source
+    return InvoicePaymentRow(
+        invoice_payment_id=link.id,
+        invoice_id=link.invoice_id,
+        payment_intent_id=link.payment_intent_id,
+        charge_id=link.charge_id,
+        account=_account(source.account),
+        amount_paid=link.amount_paid,
+        currency=link.currency,
+        status=link.status,
+        mark=Mark(
+            invoice_payment_status_rank(link.status),
+            event.occurred_at,
+            0,
             source.stripe_event_id,
         ),
     )

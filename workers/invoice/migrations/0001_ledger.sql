@@ -161,6 +161,29 @@ CREATE INDEX ledger_disputes_payment ON ledger_disputes (payment_id);
 CREATE INDEX ledger_disputes_charge ON ledger_disputes (charge_id) WHERE charge_id IS NOT NULL;
 CREATE INDEX ledger_disputes_intent ON ledger_disputes (payment_intent_id) WHERE payment_intent_id IS NOT NULL;
 
+-- Which payment paid which invoice (Stripe's InvoicePayment, from invoice_payment.paid):
+-- since 2025-03-31.basil the only place that links them. Kept because the invoice and the
+-- payment may each come before or after it: the worker fills the payment's invoice_id
+-- and the invoice's payment_intent_id/charge_id from it whichever comes last.
+CREATE TABLE ledger_invoice_payments (
+    invoice_payment_id text        PRIMARY KEY,
+    invoice_id         text        NOT NULL,
+    payment_intent_id  text,
+    charge_id          text,
+    account            text        NOT NULL DEFAULT '',
+    amount_paid        bigint,
+    currency           text        NOT NULL,
+    status             text        NOT NULL,
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    status_rank        integer     NOT NULL,
+    event_at           timestamptz NOT NULL,
+    event_rank         integer     NOT NULL,
+    event_id           text        NOT NULL
+);
+CREATE INDEX ledger_invoice_payments_invoice ON ledger_invoice_payments (invoice_id);
+CREATE INDEX ledger_invoice_payments_intent ON ledger_invoice_payments (payment_intent_id) WHERE payment_intent_id IS NOT NULL;
+CREATE INDEX ledger_invoice_payments_charge ON ledger_invoice_payments (charge_id) WHERE charge_id IS NOT NULL;
+
 -- Subscriptions as a billing record (what a subscription status page shows).
 CREATE TABLE ledger_subscriptions (
     subscription_id      text        PRIMARY KEY,
