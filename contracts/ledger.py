@@ -173,7 +173,8 @@ class Receipt(Model):
     """What a receipt (its mail, its PDF) shows, as known when it was issued."""
 
     number: RequiredId = Field(
-        description="Gapless per account and year: R-2026-000123, R-acct_1-2026-000007."
+        description="Gapless per account, mode and year: R-2026-000123, R-acct_1-2026-000007; "
+        "test mode has sequences of its own: R-TEST-2026-000004."
     )
     payment_id: RequiredId
     invoice_id: Id | None

@@ -11,5 +11,5 @@ from typing import Final
 
 __version__ = "1.3.0"  # plain assignment: the wheel build reads it with a regex
 
-SCHEMAS_SHA256: Final = "7d41ac9210cd57228b90bf0d055f037c09b284f3782b733fddf65950bc6ec5d1"
+SCHEMAS_SHA256: Final = "060f3000135dccb288334a9781ab0158eb22f833276cd87189288aabc9280a3b"
 """sha256 over the committed ``schemas/*.json`` this revision describes (``schemas_digest``)."""

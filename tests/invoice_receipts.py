@@ -120,9 +120,9 @@ async def insert_receipt(url: str, receipt: Receipt) -> str:
             prefix = receipt.number.split("-", 1)[0]
             await conn.execute(
                 """
-                INSERT INTO ledger_receipts (number, account, prefix, year, sequence,
-                    payment_id, customer_id, amount, currency, paid_at)
-                VALUES ($1, '', $2, 2026, 1, $3, $4, $5, $6, $7)
+                INSERT INTO ledger_receipts (number, account, livemode, prefix, year,
+                    sequence, payment_id, customer_id, amount, currency, paid_at)
+                VALUES ($1, '', false, $2, 2026, 1, $3, $4, $5, $6, $7)
                 """,
                 receipt.number,
                 prefix,

@@ -284,13 +284,14 @@ def payment_event(
     occurred_at: datetime,
     event_id: str | None = None,
     account: str | None = None,
+    livemode: bool = False,
 ) -> PaymentEvent:
     stripe_id = _stripe_id(event_id)
     return PaymentEvent(
         id=contracts.event_id_for(stripe_id),
         type=event_type,
         occurred_at=occurred_at,
-        source=source(stripe_id, account=account),
+        source=source(stripe_id, account=account, livemode=livemode),
         customer_id=customer_id,
         payment=pay,
     )

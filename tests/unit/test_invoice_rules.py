@@ -242,7 +242,9 @@ def test_payment_changes_name_each_transition() -> None:
     assert rules.payment_changes(ok, ok._replace(description="x")) == ["payment.updated"]
 
 
-def test_receipt_numbers_name_the_account_when_there_is_one() -> None:
-    assert receipt_number("R", "", 2026, 123) == "R-2026-000123"
-    assert receipt_number("R", "acct_9", 2026, 7) == "R-acct_9-2026-000007"
-    assert receipt_number("INV", "", 2027, 1_234_567) == "INV-2027-1234567"
+def test_receipt_numbers_name_the_account_and_test_mode() -> None:
+    assert receipt_number("R", "", 2026, 123, livemode=True) == "R-2026-000123"
+    assert receipt_number("R", "acct_9", 2026, 7, livemode=True) == "R-acct_9-2026-000007"
+    assert receipt_number("INV", "", 2027, 1_234_567, livemode=True) == "INV-2027-1234567"
+    assert receipt_number("R", "", 2026, 4, livemode=False) == "R-TEST-2026-000004"
+    assert receipt_number("R", "acct_9", 2026, 7, livemode=False) == "R-acct_9-TEST-2026-000007"

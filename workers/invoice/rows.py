@@ -177,6 +177,7 @@ class CustomerRow(NamedTuple):
 class ReceiptRow(NamedTuple):
     number: str
     account: str
+    livemode: bool
     prefix: str
     year: int
     sequence: int

@@ -99,7 +99,8 @@ _CUSTOMER: Final = (
     ("checkout_event_at", "timestamptz"), ("checkout_event_id", "text"),
 )  # fmt: skip
 _RECEIPT: Final = (
-    ("number", "text"), ("account", "text"), ("prefix", "text"), ("year", "int"),
+    ("number", "text"), ("account", "text"), ("livemode", "boolean"), ("prefix", "text"),
+    ("year", "int"),
     ("sequence", "bigint"), ("payment_id", "text"), ("customer_id", "text"),
     ("amount", "bigint"), ("currency", "text"), ("paid_at", "timestamptz"),
     ("issued_at", "timestamptz"),
@@ -174,9 +175,9 @@ _PUT_INVOICE_PAYMENTS = _upsert("ledger_invoice_payments", _INVOICE_PAYMENT)
 _PUT_RECEIPTS = _upsert("ledger_receipts", _RECEIPT, update=False)
 
 _TAKE_NUMBERS = """
-INSERT INTO ledger_receipt_counters (account, prefix, year, last_number)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (account, prefix, year)
+INSERT INTO ledger_receipt_counters (account, livemode, prefix, year, last_number)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (account, livemode, prefix, year)
 DO UPDATE SET last_number = ledger_receipt_counters.last_number + EXCLUDED.last_number
 RETURNING last_number
 """
@@ -413,12 +414,12 @@ async def save(conn: asyncpg.Connection, ledger: Ledger) -> None:
 
 
 async def take_numbers(
-    conn: asyncpg.Connection, account: str, prefix: str, year: int, count: int
+    conn: asyncpg.Connection, sequence: tuple[str, bool, str, int], count: int
 ) -> range:
-    """The next ``count`` numbers of the (account, prefix, year) sequence: one statement
-    that creates or increments its counter row, which stays locked until the transaction
-    ends (so numbers are gapless: a rollback returns them)."""
-    last: int = await conn.fetchval(_TAKE_NUMBERS, account, prefix, year, count)
+    """The next ``count`` numbers of the (account, livemode, prefix, year) sequence: one
+    statement that creates or increments its counter row, which stays locked until the
+    transaction ends (so numbers are gapless: a rollback returns them)."""
+    last: int = await conn.fetchval(_TAKE_NUMBERS, *sequence, count)
     return range(last - count + 1, last + 1)
 
 

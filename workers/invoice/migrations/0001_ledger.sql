@@ -211,23 +211,27 @@ CREATE TABLE ledger_subscriptions (
 );
 CREATE INDEX ledger_subscriptions_customer ON ledger_subscriptions (customer_id, created_at DESC, subscription_id DESC);
 
--- Receipt numbers: gapless per (account, prefix, year). The counter row is incremented
+-- Receipt numbers: gapless per (account, livemode, prefix, year): test-mode payments have
+-- sequences of their own and never take a live number. The counter row is incremented
 -- in the transaction that inserts the receipts it numbers, so a rollback (a crash, a
 -- redelivery racing another replica) returns the numbers with it; a receipt is never
 -- deleted, so no number is freed or reused.
 CREATE TABLE ledger_receipt_counters (
     account     text    NOT NULL,
+    livemode    boolean NOT NULL,
     prefix      text    NOT NULL,
     year        integer NOT NULL,
     last_number bigint  NOT NULL,
-    PRIMARY KEY (account, prefix, year)
+    PRIMARY KEY (account, livemode, prefix, year)
 );
 
 -- One receipt per succeeded payment. `number` is `<prefix>-<year>-<sequence:06>` for the
--- platform, `<prefix>-<account>-<year>-<sequence:06>` for a connected account.
+-- platform, `<prefix>-<account>-<year>-<sequence:06>` for a connected account, with
+-- `TEST-` before the year in test mode (`R-TEST-2026-000001`).
 CREATE TABLE ledger_receipts (
     number      text        PRIMARY KEY,
     account     text        NOT NULL,
+    livemode    boolean     NOT NULL,
     prefix      text        NOT NULL,
     year        integer     NOT NULL,
     sequence    bigint      NOT NULL,
@@ -237,7 +241,7 @@ CREATE TABLE ledger_receipts (
     currency    text        NOT NULL,
     paid_at     timestamptz NOT NULL,
     issued_at   timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (account, prefix, year, sequence)
+    UNIQUE (account, livemode, prefix, year, sequence)
 );
 CREATE INDEX ledger_receipts_customer ON ledger_receipts (customer_id, issued_at DESC, number DESC);
 
