@@ -1,5 +1,6 @@
 """Invoice and payment ledger changes published on ``invoices.v1`` (key = Stripe customer
-id, else the changed object's id: the payment's for a receipt).
+id; else a refund's or dispute's charge id; else the changed object's id: the payment's for
+a receipt).
 
 The invoice worker emits one event each time a row of its ledger is created or changed,
 typed by the transition (``invoice.paid`` when an invoice became paid, ``payment.refunded``

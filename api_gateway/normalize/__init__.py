@@ -196,7 +196,8 @@ def partition_key(event: contracts.BillingEvent) -> str:
         case contracts.PaymentEvent():
             return event.payment.id
         case contracts.DisputeEvent():
-            return event.dispute.id
+            # As a refund's: with the other customer-less events of its charge.
+            return event.dispute.charge_id or event.dispute.id
         case contracts.RefundEvent():
             # Stable: every event of a refund (and of its charge's other refunds) shares it.
             return event.refund.charge_id or event.refund.id

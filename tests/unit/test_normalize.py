@@ -956,7 +956,8 @@ def test_partition_key_is_the_customer() -> None:
 @pytest.mark.parametrize(
     ("name", "key"),
     [
-        ("charge.dispute.created__rubymock__1.json", "dp_000000000000000000000000"),
+        # A dispute: its charge, with that charge's customer-less refunds.
+        ("charge.dispute.created__rubymock__1.json", "ch_000000000000000000000000"),
         ("payment_intent.succeeded__rubymock__1.json", "pi_000000000000000000000000"),
     ],
 )
