@@ -46,6 +46,8 @@ class Receipt:
     customer: tuple[str | None, str | None] | None = None  # (name, email)
     invoice: Invoice | None = None
     number: str = field(default_factory=lambda: f"T{uuid.uuid4().hex[:8].upper()}-2026-000001")
+    customer_on_receipt: bool = True
+    """False: issued before its payment's customer was known (the receipt names none)."""
 
 
 def line(description: str, quantity: int, unit_amount: int) -> InvoiceLine:
@@ -127,7 +129,7 @@ async def insert_receipt(url: str, receipt: Receipt) -> str:
                 receipt.number,
                 prefix,
                 payment_id,
-                customer_id,
+                customer_id if receipt.customer_on_receipt else None,
                 receipt.amount,
                 receipt.currency,
                 PAID_AT,
