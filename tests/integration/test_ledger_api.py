@@ -546,6 +546,9 @@ BAD_QUERIES = [
     ("status=pa%00id", "status"),
     ("created[gte]=yesterday", "created[gte]"),
     ("created[lt]=2030-01-01T00:00:00", "created[lt]"),  # no offset: ambiguous
+    ("created[gte]=9999-12-31T23:59:59-14:00", "created[gte]"),  # past 9999 in UTC
+    ("created[lt]=0001-01-01T00:00:00%2B14:00", "created[lt]"),  # before year 1 in UTC
+    ("created[gte]=99999999999999999999", "created[gte]"),  # seconds past 9999
     ("created_gte=2030-01-01T00:00:00Z", "created_gte"),  # not a parameter
     ("limit=1&limit=2", "limit"),
 ]
