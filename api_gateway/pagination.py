@@ -1,21 +1,30 @@
 """Keyset pagination of the ledger lists: the query string a list takes, and its cursors.
 
-A list is ordered newest first by ``(created_at, id)``, a total order (ids are unique and
-``created_at`` is the object's creation time, which never changes), and the next page
-starts strictly after the last row returned. So rows written while a client walks the
-pages never shift those it has not seen yet: no row that existed when it began is skipped
-or repeated, which an offset would do. The cursor is that last row's position, urlsafe
-base64 of the JSON ``[microseconds since the epoch, id]``: opaque to clients, checked on
-the way in (one this API did not issue is a 400, never a 500).
+A list is ordered newest first by ``(created_at, id)``, a total order (ids are unique),
+and the next page starts strictly after the last row returned. ``created_at`` is the
+object's creation time: it never moves later, and it moves at all only for a payment first
+seen through its charge's events (the earliest of their times stands in until the intent's
+event brings the intent's creation). So rows written while a client walks the pages never
+shift those it has not seen yet: no row that existed when it began is skipped (which an
+offset would do), and only such a payment may be seen twice. The cursor is that last
+row's position, urlsafe base64 of the JSON ``[microseconds since the epoch, id]``: opaque
+to clients, checked on the way in (one this API did not issue is a 400, never a 500).
+
+``created[gte]``/``created[lt]`` are read as Unix seconds when they are a number (pydantic
+would take one above 2e10 as milliseconds) and else as ISO 8601 with an offset, then put
+in UTC: a time whose UTC instant Python cannot hold (``9999-12-31T23:59:59-14:00``) is a
+400 here rather than PostgreSQL's out-of-range error (a 500) later.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
+from decimal import Decimal
 from typing import Annotated, Any, Final
 
 from pydantic import (
@@ -42,6 +51,8 @@ MAX_LIMIT: Final = 100
 _EPOCH: Final = datetime(1970, 1, 1, tzinfo=UTC)
 _MICROSECOND: Final = timedelta(microseconds=1)
 _NOT_A_CURSOR: Final = "not a cursor this API issued"
+_OUT_OF_RANGE: Final = "time out of range"
+_UNIX_SECONDS: Final = re.compile(r"[+-]?[0-9]{1,20}(\.[0-9]{1,9})?")
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -78,6 +89,27 @@ def _storable(text: str) -> str:
     return text
 
 
+def _unix_seconds(value: object) -> object:
+    """A number of Unix seconds as a UTC time (whatever its size); anything else as given,
+    for pydantic to read as ISO 8601."""
+    if isinstance(value, str) and _UNIX_SECONDS.fullmatch(value):
+        micros = int(Decimal(value) * 1_000_000)
+        try:
+            return _EPOCH + micros * _MICROSECOND
+        except OverflowError:
+            raise ValueError(_OUT_OF_RANGE) from None
+    return value
+
+
+def _in_utc(value: datetime) -> datetime:
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:  # an offset pushes it past year 9999 or before year 1
+        raise ValueError(_OUT_OF_RANGE) from None
+
+
+Time = Annotated[AwareDatetime, BeforeValidator(_unix_seconds), AfterValidator(_in_utc)]
+"""A ``created`` bound: Unix seconds, or ISO 8601 with an offset; in UTC."""
 Cursor = Annotated[
     Position,
     BeforeValidator(decode_cursor),
@@ -103,13 +135,13 @@ class ListQuery(BaseModel):
     status: Status | None = Field(
         default=None, description="Only rows with this status (e.g. `paid`, `succeeded`)."
     )
-    created_gte: AwareDatetime | None = Field(
+    created_gte: Time | None = Field(
         default=None,
         alias="created[gte]",
         description="Only rows created at or after this time: ISO 8601 with an offset, or "
         "Unix seconds.",
     )
-    created_lt: AwareDatetime | None = Field(
+    created_lt: Time | None = Field(
         default=None,
         alias="created[lt]",
         description="Only rows created before this time: ISO 8601 with an offset, or Unix seconds.",

@@ -49,7 +49,8 @@ CHANNELS: Final = (
         title="Billing events",
         description="One normalized event per Stripe event (`contracts.BillingEvent`), "
         "published by the webhook gateway after verifying its signature.",
-        key="The Stripe customer id (the object id when an event has no customer).",
+        key="The Stripe customer id; when an event has no customer, a refund's or "
+        "dispute's charge id, an invoice payment's invoice id, else the object id.",
         source="/billing-fleet/stripe",
         types=tuple(sorted(BILLING_EVENT_TYPES)),
         subject_always=False,
@@ -72,8 +73,8 @@ CHANNELS: Final = (
         description="One event per created or changed ledger row (invoice, payment, refund, "
         "dispute) and one `receipt.issued` per succeeded payment (`contracts.LedgerEvent`), "
         "relayed from the invoice worker's outbox.",
-        key="The Stripe customer id (the object's id, a receipt's payment id, when there is "
-        "no customer).",
+        key="The Stripe customer id; when there is none, a refund's or dispute's charge id, "
+        "else the object's id (a receipt's payment id).",
         source="/billing-fleet/invoice",
         types=tuple(sorted(LEDGER_EVENT_TYPES)),
         subject_always=False,

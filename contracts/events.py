@@ -256,11 +256,35 @@ class Payment(Model):
     card_last4: Annotated[str, StringConstraints(max_length=4, pattern=NO_NUL)] | None = Field(
         default=None, description="The card's last four digits; never more of the card."
     )
-    created_at: Timestamp | None = Field(default=None, description="When Stripe created it.")
+    created_at: Timestamp | None = Field(
+        default=None,
+        description="When Stripe created the payment: its payment intent's `created` (a "
+        "charge without an intent: the charge's). None on a charge's event when the charge "
+        "belongs to an intent: the charge's creation is not the payment's.",
+    )
     refunds: list[Refund] = Field(
         default_factory=list,
         description="The refunds the Stripe object listed (a charge's refunds), if it did.",
     )
+    charge_created_at: Timestamp | None = Field(
+        default=None,
+        description="When Stripe created the charge the event carries (the intent's latest "
+        "charge, when expanded), if it carries one.",
+    )
+
+
+class InvoicePayment(Model):
+    """Stripe's link between an invoice and one payment of it (its ``InvoicePayment``):
+    since 2025-03-31.basil the only place that names which payment paid an invoice (the
+    invoice, the payment intent and the charge no longer name each other)."""
+
+    id: RequiredId
+    invoice_id: RequiredId
+    payment_intent_id: Id | None = Field(description="The payment, when it is an intent.")
+    charge_id: Id | None = Field(description="The payment, when it is a charge without intent.")
+    amount_paid: BigInt | None = Field(description="What it paid of the invoice, once paid.")
+    currency: Text
+    status: Text = Field(description="open, paid, canceled.")
 
 
 class Dispute(Model):
@@ -456,6 +480,13 @@ class DisputeEvent(Envelope):
     dispute: Dispute
 
 
+class InvoicePaymentEvent(Envelope):
+    """A payment of an invoice (``invoice_payment.paid``); no customer: the invoice's."""
+
+    type: Literal["invoice_payment.paid"]
+    invoice_payment: InvoicePayment
+
+
 class RefundEvent(Envelope):
     type: RefundEventType
     refund: Refund
@@ -508,7 +539,8 @@ BillingEvent = Annotated[
     | RefundEvent
     | CheckoutEvent
     | CustomerEvent
-    | EntitlementSummaryEvent,
+    | EntitlementSummaryEvent
+    | InvoicePaymentEvent,
     Field(discriminator="type"),
 ]
 """Any event on ``billing.events.v1``; ``type`` selects the model."""

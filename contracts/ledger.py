@@ -1,5 +1,6 @@
 """Invoice and payment ledger changes published on ``invoices.v1`` (key = Stripe customer
-id, else the changed object's id: the payment's for a receipt).
+id; else a refund's or dispute's charge id; else the changed object's id: the payment's for
+a receipt).
 
 The invoice worker emits one event each time a row of its ledger is created or changed,
 typed by the transition (``invoice.paid`` when an invoice became paid, ``payment.refunded``
@@ -112,12 +113,17 @@ class LedgerPayment(Model):
     id: RequiredId = Field(description="The payment intent id, else the charge id.")
     customer_id: Id | None
     payment_intent_id: Id | None
-    charge_id: Id | None
+    charge_id: Id | None = Field(
+        description="Its latest charge (a payment intent's changes with each attempt)."
+    )
     invoice_id: Id | None = Field(description="The invoice it paid, once either names the other.")
     status: Text = Field(description="succeeded, failed, canceled, pending, requires_*, ...")
     amount: BigInt
     amount_captured: BigInt | None
-    amount_refunded: BigInt = Field(description="Refunded so far; it only grows.")
+    amount_refunded: BigInt = Field(
+        description="Refunded so far, as the newest event that carried the charge says (it "
+        "goes down when a refund fails)."
+    )
     currency: Text
     failure_code: Text | None
     failure_message: Text | None
@@ -126,7 +132,10 @@ class LedgerPayment(Model):
     card_last4: Last4 | None
     receipt_url: Text | None = Field(description="Stripe's own receipt page, if any.")
     description: Text | None
-    created_at: Timestamp
+    created_at: Timestamp = Field(
+        description="When Stripe created the payment (its intent's creation); until an "
+        "event of the intent came, the earliest event about it. It only moves earlier."
+    )
     succeeded_at: Timestamp | None = Field(
         description="The earliest event that reported it succeeded."
     )
@@ -165,7 +174,8 @@ class Receipt(Model):
     """What a receipt (its mail, its PDF) shows, as known when it was issued."""
 
     number: RequiredId = Field(
-        description="Gapless per account and year: R-2026-000123, R-acct_1-2026-000007."
+        description="Gapless per account, mode and year: R-2026-000123, R-acct_1-2026-000007; "
+        "test mode has sequences of its own: R-TEST-2026-000004."
     )
     payment_id: RequiredId
     invoice_id: Id | None
@@ -176,7 +186,10 @@ class Receipt(Model):
     amount: BigInt
     currency: Text
     paid_at: Timestamp = Field(
-        description="The payment's creation time (stable whatever order its events came in)."
+        description="When the payment succeeded, as the event that issued the receipt "
+        "reports it: the succeeded charge's creation time when that event carries the "
+        "charge (every such event of the payment agrees), else that event's time. Its UTC "
+        "year is the receipt's."
     )
     issued_at: Timestamp
     lines: list[InvoiceLine] = Field(description="The invoice's lines; empty without one.")

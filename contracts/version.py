@@ -9,7 +9,7 @@ release with the same schemas. A test fails when the committed schemas no longer
 
 from typing import Final
 
-__version__ = "1.2.0"  # plain assignment: the wheel build reads it with a regex
+__version__ = "1.3.0"  # plain assignment: the wheel build reads it with a regex
 
-SCHEMAS_SHA256: Final = "aa3b8ef5f544b4c30d1feb45464a2659cf5a02af2c1097df731096b757ea23d3"
+SCHEMAS_SHA256: Final = "060f3000135dccb288334a9781ab0158eb22f833276cd87189288aabc9280a3b"
 """sha256 over the committed ``schemas/*.json`` this revision describes (``schemas_digest``)."""

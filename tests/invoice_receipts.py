@@ -46,6 +46,8 @@ class Receipt:
     customer: tuple[str | None, str | None] | None = None  # (name, email)
     invoice: Invoice | None = None
     number: str = field(default_factory=lambda: f"T{uuid.uuid4().hex[:8].upper()}-2026-000001")
+    customer_on_receipt: bool = True
+    """False: issued before its payment's customer was known (the receipt names none)."""
 
 
 def line(description: str, quantity: int, unit_amount: int) -> InvoiceLine:
@@ -120,14 +122,14 @@ async def insert_receipt(url: str, receipt: Receipt) -> str:
             prefix = receipt.number.split("-", 1)[0]
             await conn.execute(
                 """
-                INSERT INTO ledger_receipts (number, account, prefix, year, sequence,
-                    payment_id, customer_id, amount, currency, paid_at)
-                VALUES ($1, '', $2, 2026, 1, $3, $4, $5, $6, $7)
+                INSERT INTO ledger_receipts (number, account, livemode, prefix, year,
+                    sequence, payment_id, customer_id, amount, currency, paid_at)
+                VALUES ($1, '', false, $2, 2026, 1, $3, $4, $5, $6, $7)
                 """,
                 receipt.number,
                 prefix,
                 payment_id,
-                customer_id,
+                customer_id if receipt.customer_on_receipt else None,
                 receipt.amount,
                 receipt.currency,
                 PAID_AT,

@@ -31,6 +31,8 @@ from contracts import (
     Invoice,
     InvoiceEvent,
     InvoiceLine,
+    InvoicePayment,
+    InvoicePaymentEvent,
     Payment,
     PaymentEvent,
     Refund,
@@ -243,9 +245,13 @@ def payment(
     card: bool = True,
     created_at: datetime | None = None,
     refunds: Sequence[Refund] = (),
+    charge_created_at: datetime | None = None,
+    of_charge: bool = False,
 ) -> Payment:
     """A payment intent ``payment_id`` (its charge ``charge``); ``card``: the event carried
-    the charge's card details."""
+    the charge's card details; ``charge_created_at``: the charge's creation, when the event
+    carries it; ``of_charge``: a charge's event of that intent, which (as the gateway
+    normalizes it) does not know the intent's creation (``created_at`` None)."""
     return Payment(
         id=payment_id,
         payment_intent_id=payment_id,
@@ -264,8 +270,9 @@ def payment(
         payment_method_type="card" if card else None,
         card_brand="visa" if card else None,
         card_last4="4242" if card else None,
-        created_at=created_at or at("2026-02-01T00:00:05"),
+        created_at=None if of_charge else created_at or at("2026-02-01T00:00:05"),
         refunds=list(refunds),
+        charge_created_at=charge_created_at,
     )
 
 
@@ -277,13 +284,14 @@ def payment_event(
     occurred_at: datetime,
     event_id: str | None = None,
     account: str | None = None,
+    livemode: bool = False,
 ) -> PaymentEvent:
     stripe_id = _stripe_id(event_id)
     return PaymentEvent(
         id=contracts.event_id_for(stripe_id),
         type=event_type,
         occurred_at=occurred_at,
-        source=source(stripe_id, account=account),
+        source=source(stripe_id, account=account, livemode=livemode),
         customer_id=customer_id,
         payment=pay,
     )
@@ -375,6 +383,36 @@ def dispute_event(
     )
 
 
+def invoice_payment_event(
+    link_id: str,
+    invoice_id: str,
+    *,
+    intent: str | None,
+    occurred_at: datetime,
+    amount: int = 2000,
+    event_id: str | None = None,
+    account: str | None = None,
+) -> InvoicePaymentEvent:
+    """``invoice_payment.paid``: payment intent ``intent`` paid invoice ``invoice_id``."""
+    stripe_id = _stripe_id(event_id)
+    return InvoicePaymentEvent(
+        id=contracts.event_id_for(stripe_id),
+        type="invoice_payment.paid",
+        occurred_at=occurred_at,
+        source=source(stripe_id, account=account),
+        customer_id=None,
+        invoice_payment=InvoicePayment(
+            id=link_id,
+            invoice_id=invoice_id,
+            payment_intent_id=intent,
+            charge_id=None,
+            amount_paid=amount,
+            currency="eur",
+            status="paid",
+        ),
+    )
+
+
 def checkout_event(
     customer_id: str, user_id: str, *, occurred_at: datetime, event_id: str | None = None
 ) -> CheckoutEvent:
@@ -411,6 +449,7 @@ LEDGER_TABLES = {
     "ledger_refunds": "refund_id",
     "ledger_disputes": "dispute_id",
     "ledger_subscriptions": "subscription_id",
+    "ledger_invoice_payments": "invoice_payment_id",
 }
 
 

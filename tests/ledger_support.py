@@ -144,7 +144,7 @@ def subscription(
 def receipt_number() -> str:
     """A number of the worker's form, under a prefix of its own (numbers are unique per
     prefix and year, and the tests share a database)."""
-    return f"R{secrets.token_hex(4)}-2030-000001"
+    return f"R{secrets.token_hex(4)}-TEST-2030-000001"
 
 
 def receipt(number: str, payment_id: str, customer_id: str | None, **fields: Any) -> dict[str, Any]:
@@ -152,6 +152,7 @@ def receipt(number: str, payment_id: str, customer_id: str | None, **fields: Any
     return {
         "number": number,
         "account": "",
+        "livemode": False,
         "prefix": prefix,
         "year": year,
         "sequence": sequence,

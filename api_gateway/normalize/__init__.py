@@ -20,6 +20,7 @@ from api_gateway.normalize import (
     customers,
     disputes,
     entitlements,
+    invoice_payments,
     invoices,
     payments,
     refunds,
@@ -48,6 +49,11 @@ def _subscription(kind: str, obj: Reader, prev: Reader | None) -> _Mapped:
 
 def _invoice(kind: str, obj: Reader, prev: Reader | None) -> _Mapped:
     return "invoice", invoices.invoice(obj), obj.ref("customer")
+
+
+def _invoice_payment(kind: str, obj: Reader, prev: Reader | None) -> _Mapped:
+    # An InvoicePayment names no customer (its invoice does): keyed by the invoice.
+    return "invoice_payment", invoice_payments.invoice_payment(obj), None
 
 
 def _charge(kind: str, obj: Reader, prev: Reader | None) -> _Mapped:
@@ -98,6 +104,8 @@ _ROUTES: dict[str, tuple[str, _Mapper]] = {
     "invoice.payment_failed": ("invoice.payment_failed", _invoice),
     "invoice.voided": ("invoice.voided", _invoice),
     "invoice.marked_uncollectible": ("invoice.marked_uncollectible", _invoice),
+    # Since basil the only link between an invoice and the payment that paid it.
+    "invoice_payment.paid": ("invoice_payment.paid", _invoice_payment),
     "charge.succeeded": ("payment.succeeded", _charge),
     "charge.failed": ("payment.failed", _charge),
     "charge.refunded": ("payment.refunded", _charge),
@@ -188,7 +196,8 @@ def partition_key(event: contracts.BillingEvent) -> str:
         case contracts.PaymentEvent():
             return event.payment.id
         case contracts.DisputeEvent():
-            return event.dispute.id
+            # As a refund's: with the other customer-less events of its charge.
+            return event.dispute.charge_id or event.dispute.id
         case contracts.RefundEvent():
             # Stable: every event of a refund (and of its charge's other refunds) shares it.
             return event.refund.charge_id or event.refund.id
@@ -196,6 +205,9 @@ def partition_key(event: contracts.BillingEvent) -> str:
             return event.checkout.id
         case contracts.CustomerEvent():
             return event.customer.id
+        case contracts.InvoicePaymentEvent():
+            # The invoice's id: with the events of a customer-less invoice.
+            return event.invoice_payment.invoice_id
         case contracts.EntitlementSummaryEvent():
             # Unreachable: the contract requires a summary's customer.
             return str(event.id)

@@ -5,6 +5,11 @@ Stripe reports one card payment twice (``payment_intent.succeeded`` and
 the ledger upserts one row; legacy charges without an intent use the charge id. An intent's
 card details, captured amount and refunds are its latest charge's, when the event
 carries that charge (``charges.data`` until 2022-11-15, or an expanded ``latest_charge``).
+
+``created_at`` is the payment's creation: the intent's ``created``, and a charge's own only
+when it has no intent (a charge of an intent is created later, once per attempt, so its
+``created`` would give one payment several). The charge's ``created`` travels as
+``charge_created_at`` whenever the event carries the charge.
 """
 
 from __future__ import annotations
@@ -32,6 +37,7 @@ def from_charge(charge: Reader) -> Payment:
     refunded_default = amount if charge.flag("refunded") else 0
     status = charge.opt_str("status") or ("succeeded" if charge.flag("paid") else "failed")
     method = payment_method(charge)
+    created = charge.opt_time("created")
     return Payment(
         id=intent_id or charge_id,
         payment_intent_id=intent_id,
@@ -50,8 +56,9 @@ def from_charge(charge: Reader) -> Payment:
         payment_method_type=method.type,
         card_brand=method.card_brand,
         card_last4=method.card_last4,
-        created_at=charge.opt_time("created"),
+        created_at=None if intent_id else created,
         refunds=refunds_of(charge),
+        charge_created_at=created,
     )
 
 
@@ -91,4 +98,5 @@ def from_payment_intent(intent: Reader) -> Payment:
         card_last4=method.card_last4,
         created_at=intent.opt_time("created"),
         refunds=refunds_of(charge) if charge is not None else [],
+        charge_created_at=charge.opt_time("created") if charge is not None else None,
     )

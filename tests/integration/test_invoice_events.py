@@ -105,6 +105,48 @@ async def test_each_change_is_typed_by_its_transition(ledger_conn: asyncpg.Conne
     ]
 
 
+def expected_key(event: LedgerEvent, object_id: str) -> str:
+    """The customer; without one a refund's or dispute's charge, else the object's id."""
+    match event:
+        case LedgerRefundEvent():
+            return event.customer_id or event.refund.charge_id or object_id
+        case LedgerDisputeEvent():
+            return event.customer_id or event.dispute.charge_id or object_id
+        case _:
+            return event.customer_id or object_id
+
+
+async def test_refunds_and_disputes_before_their_payment_are_keyed_by_their_charge(
+    ledger_conn: asyncpg.Connection,
+) -> None:
+    """As the gateway keys their Stripe events: one charge's customer-less refunds and
+    disputes share a key (not one each); once attached, the payment's customer."""
+
+    def t(second: int) -> datetime:
+        return at(f"2026-02-02T10:00:{second:02d}")
+
+    spec = invoice_spec()
+    early: list[BillingEvent] = [
+        refund_event("refund.created", refund("re_k1", charge="ch_k"), customer_id=None,
+                     occurred_at=t(1)),
+        refund_event("refund.created", refund("re_k2", charge="ch_k"), customer_id=None,
+                     occurred_at=t(2)),
+        dispute_event("dispute.opened", dispute("dp_k", charge="ch_k"), customer_id=None,
+                      occurred_at=t(3)),
+        refund_event("refund.created", refund("re_k3", charge=None, intent="pi_k"),
+                     customer_id=None, occurred_at=t(4)),
+    ]  # fmt: skip
+    keys = [[r.key for r in await apply(ledger_conn, spec, e) or []] for e in early]
+    assert keys == [["ch_k"], ["ch_k"], ["ch_k"], ["re_k3"]]
+    arrived = payment_event("payment.succeeded", payment("pi_k", charge="ch_k"),
+                            customer_id=CUSTOMER, occurred_at=t(5))  # fmt: skip
+    out = await apply(ledger_conn, spec, arrived) or []
+    attached = [
+        r for r in out if parse_ledger_event(r.value).type in ("refund.updated", "dispute.updated")
+    ]
+    assert len(attached) == 4 and {r.key for r in attached} == {CUSTOMER}  # fmt: skip
+
+
 async def test_records_are_keyed_headed_and_valid_against_the_committed_schema(
     ledger_conn: asyncpg.Connection,
 ) -> None:
@@ -117,7 +159,7 @@ async def test_records_are_keyed_headed_and_valid_against_the_committed_schema(
         event = parse_ledger_event(record.value)
         object_id = _object_id(event)
         assert record.topic == INVOICES
-        assert record.key == (event.customer_id or object_id)
+        assert record.key == expected_key(event, object_id)
         assert str(event.id) == str(ledger_event_id(event.type, object_id, event.caused_by))
         headers = record.headers
         assert set(REQUIRED_HEADERS) <= set(headers)

@@ -186,7 +186,7 @@ async def test_card_details_come_from_the_newest_event_that_carried_the_charge(
     )  # fmt: skip
 
 
-async def test_amount_refunded_only_grows_and_created_at_is_the_earliest(
+async def test_amount_refunded_is_the_newest_charge_s_and_created_at_is_the_earliest(
     ledger_conn: asyncpg.Connection,
 ) -> None:
     spec = spec_of()
@@ -200,6 +200,17 @@ async def test_amount_refunded_only_grows_and_created_at_is_the_earliest(
         payment("pi_r", charge="ch_r", refunded=500, created_at=at("2026-02-01T08:00:00")),
         customer_id=CUSTOMER, occurred_at=later(10),
     )  # fmt: skip
+    # A refund of 500 failed: Stripe's next charge event says 1000.
+    failed_refund = payment_event(
+        "payment.refunded", payment("pi_r", charge="ch_r", refunded=1000, of_charge=True),
+        customer_id=CUSTOMER, occurred_at=later(30),
+    )  # fmt: skip
+    # The intent's own event, its charge by id only: says 0, which counts for nothing.
+    intent = payment_event(
+        "payment.succeeded",
+        payment("pi_r", charge="ch_r", card=False, created_at=at("2026-02-01T09:00:00")),
+        customer_id=CUSTOMER, occurred_at=later(40),
+    )  # fmt: skip
     assert types(await apply(ledger_conn, spec, more)) == [
         "payment.succeeded", "payment.refunded", "receipt.issued",
     ]  # fmt: skip
@@ -208,6 +219,40 @@ async def test_amount_refunded_only_grows_and_created_at_is_the_earliest(
     assert stored["amount_refunded"] == 1500
     assert stored["created_at"] == at("2026-02-01T08:00:00")
     assert stored["event_id"] == more.source.stripe_event_id
+    assert types(await apply(ledger_conn, spec, failed_refund)) == ["payment.updated"]
+    assert types(await apply(ledger_conn, spec, intent)) == []  # its snapshot: the same
+    stored = await row(ledger_conn, "ledger_payments", "payment_id", "pi_r")
+    assert (stored["amount_refunded"], stored["charge_event_id"]) == (
+        1000, failed_refund.source.stripe_event_id,
+    )  # fmt: skip
+
+
+@pytest.mark.parametrize("succeeded_first", [True, False])
+async def test_the_charge_is_the_latest_attempt_s_in_either_order(
+    ledger_conn: asyncpg.Connection, succeeded_first: bool
+) -> None:
+    """A declined first attempt (its charge's details on the intent's event) and the
+    second attempt's charge: the payment names the second, with its card."""
+    declined = payment_event(
+        "payment.failed", payment("pi_two", status="requires_payment_method", charge="ch_1"),
+        customer_id=CUSTOMER, occurred_at=later(2),
+    )  # fmt: skip
+    retried = payment_event(
+        "payment.succeeded",
+        payment("pi_two", charge="ch_2", of_charge=True).model_copy(update={"card_last4": "1881"}),
+        customer_id=CUSTOMER, occurred_at=later(9),
+    )  # fmt: skip
+    spec = spec_of()
+    for event in (retried, declined) if succeeded_first else (declined, retried):
+        await apply(ledger_conn, spec, event)
+    stored = await row(ledger_conn, "ledger_payments", "payment_id", "pi_two")
+    assert (stored["charge_id"], stored["card_last4"], stored["status"]) == (
+        "ch_2", "1881", "succeeded",
+    )  # fmt: skip
+    assert (
+        await ledger_conn.fetchval("SELECT count(*) FROM ledger_payments WHERE charge_id = 'ch_1'")
+        == 0
+    )
 
 
 @pytest.mark.parametrize("invoice_first", [True, False])

@@ -4,7 +4,10 @@ guest payment), with duplicates (the runtime's idempotency row) and replays (the
 applied again, as after ``processed_events`` was cleared), ends in the same ledger as one
 in-order pass: every ledger table but ``updated_at``, and the receipts as the set of
 (payment, account, year, amount, currency), numbered 1..N per sequence without gaps
-(which payment gets which number follows arrival order).
+(which payment gets which number follows arrival order). A receipt's ``paid_at`` is its
+succeeded charge's creation whichever event came first when every succeeded event carries
+the charge; when the intent's names it by id only, the intent's event time if that came
+first (both are allowed, and the charge's creation differs from the intent's).
 
 Each run is a transaction rolled back afterwards, so every example reuses one database.
 """
@@ -20,7 +23,14 @@ import asyncpg
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from contracts import BillingEvent, Customer, CustomerEvent, SubscriptionEvent, event_id_for
+from contracts import (
+    BillingEvent,
+    Customer,
+    CustomerEvent,
+    PaymentEvent,
+    SubscriptionEvent,
+    event_id_for,
+)
 from contracts import Subscription as ContractSubscription
 from contracts.events import SubscriptionEventType
 from tests.entitlement_support import item, subscription
@@ -32,6 +42,7 @@ from tests.invoice_support import (
     dispute_event,
     invoice,
     invoice_event,
+    invoice_payment_event,
     invoice_spec,
     ledger_tables,
     payment,
@@ -56,6 +67,8 @@ class History:
     def __init__(self) -> None:
         self.events: list[BillingEvent] = []
         self.at = T0
+        self.paid_at: dict[str, set[datetime]] = {}
+        """Payment id -> the receipt dates its events allow (one, or one per first event)."""
 
     def step(self, seconds: int) -> datetime:
         self.at += timedelta(seconds=seconds)
@@ -92,10 +105,15 @@ def _invoice_life(
     refunded: bool,
     disputed: bool,
     listed: bool = True,
+    expanded: bool = False,
+    clover: bool = False,
 ) -> None:
     """One invoice: drafted, finalized, then paid (maybe after a failed attempt), failed,
     or voided; a paid one may be refunded in part (the charge.refunded ``listed`` the
-    refund, or not) and disputed."""
+    refund, or not) and disputed. The intent is created before its charges; its succeeded
+    event carries the charge (``expanded``) or names it by id only. The charge's events
+    (``of_charge``) do not know the intent's creation. On ``clover`` (and basil) neither the
+    invoice nor the payment names the other: an ``invoice_payment.paid`` links them."""
     steps_left = iter(steps)
 
     def t() -> datetime:
@@ -103,7 +121,10 @@ def _invoice_life(
 
     inv, pi, ch = f"in_o{key}", f"pi_o{key}", f"ch_o{key}"
     created = at("2026-02-01T09:00:00")
-    base: dict[str, Any] = {"intent": pi, "number": f"INV-{key}", "created_at": created}
+    base: dict[str, Any] = {
+        "intent": None if clover else pi, "number": f"INV-{key}", "created_at": created,
+    }  # fmt: skip
+    invoice_of_charge = None if clover else inv
     common: dict[str, Any] = {"customer_id": customer, "account": account}
     h.add(
         invoice_event(
@@ -123,11 +144,13 @@ def _invoice_life(
             **common,
         )
     )
-    paid_at = at("2026-02-01T09:30:00")
+    intent_created = at("2026-02-01T09:30:00")
+    charge_created = at("2026-02-01T09:41:00")
     if outcome in ("failed", "failed_then_paid"):
         failed = payment(
-            pi, status="requires_payment_method", charge=f"{ch}_declined", created_at=paid_at
-        )
+            pi, status="requires_payment_method", charge=f"{ch}_declined",
+            created_at=intent_created, charge_created_at=at("2026-02-01T09:35:00"),
+        )  # fmt: skip
         h.add(
             payment_event("payment.failed", failed, occurred_at=t(), event_id=h.next_id(), **common)
         )
@@ -149,24 +172,43 @@ def _invoice_life(
         )
     if outcome not in ("paid", "failed_then_paid"):
         return
+    intent_succeeded = payment(
+        pi, charge=ch, card=expanded, created_at=intent_created,
+        charge_created_at=charge_created if expanded else None,
+    )  # fmt: skip
+    succeeded_at = t()
     h.add(
         payment_event(
             "payment.succeeded",
-            payment(pi, charge=ch, card=False, created_at=paid_at),
+            intent_succeeded,
+            occurred_at=succeeded_at,
+            event_id=h.next_id(),
+            **common,
+        )
+    )
+    h.paid_at[pi] = {charge_created} if expanded else {charge_created, succeeded_at}
+    h.add(
+        payment_event(
+            "payment.succeeded",
+            payment(
+                pi,
+                charge=ch,
+                invoice_id=invoice_of_charge,
+                of_charge=True,
+                charge_created_at=charge_created,
+            ),
             occurred_at=t(),
             event_id=h.next_id(),
             **common,
         )
     )
-    h.add(
-        payment_event(
-            "payment.succeeded",
-            payment(pi, charge=ch, invoice_id=inv, created_at=paid_at),
-            occurred_at=t(),
-            event_id=h.next_id(),
-            **common,
-        )
-    )
+    if clover:
+        h.add(
+            invoice_payment_event(
+                f"inpay_o{key}", inv, intent=pi, occurred_at=t(), event_id=h.next_id(),
+                account=account,
+            )
+        )  # fmt: skip
     h.add(
         invoice_event(
             "invoice.paid",
@@ -201,9 +243,10 @@ def _invoice_life(
         charge_refunded = payment(
             pi,
             charge=ch,
-            invoice_id=inv,
+            invoice_id=invoice_of_charge,
             refunded=500,
-            created_at=paid_at,
+            of_charge=True,
+            charge_created_at=charge_created,
             refunds=[refund(re, charge=ch, intent=pi)] if listed else [],
         )
         h.add(
@@ -265,7 +308,7 @@ def _subscription(h: History, customer: str, canceled: bool) -> None:
 
 
 @st.composite
-def histories(draw: st.DrawFn) -> list[BillingEvent]:
+def dated_histories(draw: st.DrawFn) -> History:
     h = History()
     steps = st.lists(st.integers(0, 1), min_size=14, max_size=14)
     for c in range(draw(st.integers(1, 2))):
@@ -286,6 +329,8 @@ def histories(draw: st.DrawFn) -> list[BillingEvent]:
                 refunded=draw(st.booleans()),
                 disputed=draw(st.booleans()),
                 listed=draw(st.booleans()),
+                expanded=draw(st.booleans()),
+                clover=draw(st.booleans()),
             )
         if draw(st.booleans()):
             _subscription(h, customer, draw(st.booleans()))
@@ -293,18 +338,27 @@ def histories(draw: st.DrawFn) -> list[BillingEvent]:
         guest = payment("pi_oguest", charge="ch_oguest", created_at=at("2026-02-01T09:45:00"))
         h.add(payment_event("payment.succeeded", guest, customer_id=None, occurred_at=h.step(1),
                             event_id=h.next_id()))  # fmt: skip
-    return h.events
+    return h
+
+
+def histories() -> st.SearchStrategy[list[BillingEvent]]:
+    """The events of ``dated_histories``, in Stripe's order."""
+    return dated_histories().map(lambda h: h.events)
+
+
+Case = tuple[History, list[BillingEvent], set[int]]
 
 
 @st.composite
-def deliveries(draw: st.DrawFn) -> tuple[list[BillingEvent], list[BillingEvent], set[int]]:
+def deliveries(draw: st.DrawFn) -> Case:
     """(history, the order it arrives in with duplicates, positions replayed after it)."""
-    events = draw(histories())
+    history = draw(dated_histories())
+    events = history.events
     order = list(draw(st.permutations(events)))
     for event in draw(st.lists(st.sampled_from(events), max_size=5)):
         order.insert(draw(st.integers(0, len(order))), event)
     replays = set(draw(st.lists(st.integers(0, len(order) - 1), max_size=4)))
-    return events, order, replays
+    return history, order, replays
 
 
 # -- comparing ledgers -----------------------------------------------------------------------
@@ -360,16 +414,30 @@ async def run(
         await transaction.rollback()
 
 
-async def compare(url: str, case: tuple[list[BillingEvent], list[BillingEvent], set[int]]) -> None:
-    events, order, replays = case
+def _dated(facts: list[tuple[Any, ...]], allowed: dict[str, set[datetime]]) -> list[Any]:
+    """The receipts' facts, ``paid_at`` checked against what the history allows (where it
+    allows more than one) and then left out."""
+    kept: list[Any] = []
+    for fact in facts:
+        payment_id, paid_at = fact[0], fact[-1]
+        if payment_id in allowed:
+            assert paid_at in allowed[payment_id], (payment_id, paid_at, allowed[payment_id])
+            kept.append(fact[:-1] if len(allowed[payment_id]) > 1 else fact)
+        else:
+            kept.append(fact)
+    return kept
+
+
+async def compare(url: str, case: Case) -> None:
+    history, order, replays = case
     conn = await asyncpg.connect(url)
     try:
-        in_order = await run(conn, events, set())
+        in_order = await run(conn, history.events, set())
         shuffled = await run(conn, order, replays)
     finally:
         await conn.close()
     assert shuffled[0] == in_order[0]
-    assert shuffled[1] == in_order[1]
+    assert _dated(shuffled[1], history.paid_at) == _dated(in_order[1], history.paid_at)
     assert {k: len(v) for k, v in shuffled[2].items()} == {
         k: len(v) for k, v in in_order[2].items()
     }
@@ -377,9 +445,7 @@ async def compare(url: str, case: tuple[list[BillingEvent], list[BillingEvent], 
 
 @settings(max_examples=50, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(case=deliveries())
-def test_any_arrival_order_ends_in_the_in_order_ledger(
-    ledger_url: str, case: tuple[list[BillingEvent], list[BillingEvent], set[int]]
-) -> None:
+def test_any_arrival_order_ends_in_the_in_order_ledger(ledger_url: str, case: Case) -> None:
     asyncio.run(compare(ledger_url, case))
 
 
@@ -388,7 +454,7 @@ def test_a_full_history_fills_every_ledger_table(ledger_url: str) -> None:
     h = History()
     _customer(h, "cus_full", 1)
     _invoice_life(h, [], "cus_full", "full", "failed_then_paid", account=CONNECT, refunded=True,
-                  disputed=True)  # fmt: skip
+                  disputed=True, clover=True)  # fmt: skip
     _subscription(h, "cus_full", canceled=True)
 
     async def check() -> Ledger:
@@ -406,5 +472,37 @@ def test_a_full_history_fills_every_ledger_table(ledger_url: str) -> None:
     )  # fmt: skip
     assert tables["ledger_disputes"][0]["amount_reinstated"] == 2000
     assert tables["ledger_subscriptions"][0]["status"] == "canceled"
+    assert tables["ledger_invoices"][0]["payment_intent_id"] == "pi_ofull"  # by its link
     assert [r[:5] for r in receipts] == [("pi_ofull", CONNECT, 2026, 2000, "eur")]
     assert sequences == {(CONNECT, "R", 2026): [1]}
+    # The intent's creation, not its charge's nor an event's; the receipt: when it succeeded.
+    assert payment_row["created_at"] == at("2026-02-01T09:30:00")
+    assert receipts[0][-1] in h.paid_at["pi_ofull"]
+
+
+def test_a_receipt_is_dated_by_its_charge_whichever_succeeded_event_comes_first(
+    ledger_url: str,
+) -> None:
+    """Both succeeded events carry the charge (created 11 minutes after the intent): the
+    receipt's date and the payment's creation are the same in either order."""
+    h = History()
+    _customer(h, "cus_dated", 1)
+    _invoice_life(h, [], "cus_dated", "dated", "paid", account=None, refunded=False,
+                  disputed=False, expanded=True)  # fmt: skip
+    payments = [e for e in h.events if isinstance(e, PaymentEvent)]
+    others = [e for e in h.events if not isinstance(e, PaymentEvent)]
+
+    async def both() -> list[Ledger]:
+        conn = await asyncpg.connect(ledger_url)
+        try:
+            return [
+                await run(conn, [*others, *order], set()) for order in (payments, payments[::-1])
+            ]
+        finally:
+            await conn.close()
+
+    forward, backward = asyncio.run(both())
+    assert forward == backward
+    [receipt] = forward[1]
+    assert receipt[-1] == at("2026-02-01T09:41:00")
+    assert forward[0]["ledger_payments"][0]["created_at"] == at("2026-02-01T09:30:00")

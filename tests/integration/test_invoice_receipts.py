@@ -1,12 +1,11 @@
 """Receipts on real PostgreSQL: exactly one per succeeded payment, numbered without gaps
-per (account, prefix, year), never a number burnt by a redelivery or shared by concurrent
+per (account, mode, prefix, year), never a number burnt by a redelivery or shared by concurrent
 transactions, a Connect account's own sequence, a refund leaving the number; the
 receipt.issued event and the document delivery of each."""
 
 from __future__ import annotations
 
 import asyncio
-from datetime import datetime
 
 import asyncpg
 import pytest
@@ -42,22 +41,23 @@ def succeeded(
     seconds: int = 1,
     card: bool = True,
     account: str | None = None,
-    created_at: datetime | None = None,
     customer_id: str | None = CUSTOMER,
+    livemode: bool = False,
 ) -> PaymentEvent:
     return payment_event(
         "payment.succeeded",
-        payment(payment_id, charge=f"ch_{payment_id}", card=card, created_at=created_at),
+        payment(payment_id, charge=f"ch_{payment_id}", card=card),
         customer_id=customer_id,
         occurred_at=at(f"2026-02-01T10:00:{seconds:02d}"),
         account=account,
+        livemode=livemode,
     )
 
 
 async def numbers(conn: asyncpg.Connection) -> list[tuple[str, str, int, int]]:
     rows = await conn.fetch(
         "SELECT number, payment_id, year, sequence FROM ledger_receipts"
-        " ORDER BY account, prefix, year, sequence"
+        " ORDER BY account, livemode, prefix, year, sequence"
     )
     return [(row["number"], row["payment_id"], row["year"], row["sequence"]) for row in rows]
 
@@ -85,20 +85,21 @@ async def test_one_receipt_per_succeeded_payment_and_a_redelivery_issues_nothing
     assert types(await apply(ledger_conn, spec, failed)) == ["payment.failed"]
 
     assert await numbers(ledger_conn) == [
-        ("R-2026-000001", "pi_r1", 2026, 1),
-        ("R-2026-000002", "pi_r2", 2026, 2),
+        ("R-TEST-2026-000001", "pi_r1", 2026, 1),
+        ("R-TEST-2026-000002", "pi_r2", 2026, 2),
     ]
     counter = await ledger_conn.fetchval(
         "SELECT last_number FROM ledger_receipt_counters WHERE account = '' AND prefix = 'R'"
     )
     assert counter == 2
     assert await document_keys(ledger_conn) == [
-        "receipt-pdf:R-2026-000001", "receipt-pdf:R-2026-000002",
+        "receipt-pdf:R-TEST-2026-000001", "receipt-pdf:R-TEST-2026-000002",
     ]  # fmt: skip
     payload = await ledger_conn.fetchval(
-        "SELECT payload FROM deliveries WHERE idempotency_key = 'receipt-pdf:R-2026-000001'"
+        "SELECT payload FROM deliveries WHERE idempotency_key = $1",
+        "receipt-pdf:R-TEST-2026-000001",
     )
-    assert payload == b"R-2026-000001"
+    assert payload == b"R-TEST-2026-000001"
 
     # The handler applied again (processed_events cleared, a replay) issues nothing either.
     handler = spec.subscriptions[0].handle
@@ -115,21 +116,78 @@ async def test_a_connect_account_and_a_new_prefix_have_their_own_sequences(
     await apply(ledger_conn, invoice_spec("Q"), succeeded("pi_q1", seconds=4))
 
     assert await numbers(ledger_conn) == [
-        ("Q-2026-000001", "pi_q1", 2026, 1),
-        ("R-2026-000001", "pi_p1", 2026, 1),
-        ("R-acct_1Shop-2026-000001", "pi_c1", 2026, 1),
-        ("R-acct_1Shop-2026-000002", "pi_c2", 2026, 2),
+        ("Q-TEST-2026-000001", "pi_q1", 2026, 1),
+        ("R-TEST-2026-000001", "pi_p1", 2026, 1),
+        ("R-acct_1Shop-TEST-2026-000001", "pi_c1", 2026, 1),
+        ("R-acct_1Shop-TEST-2026-000002", "pi_c2", 2026, 2),
     ]
 
 
-async def test_the_year_is_the_payment_s_creation_year(ledger_conn: asyncpg.Connection) -> None:
-    """Created on New Year's Eve, its events seen in January: a receipt of the old year."""
-    late = succeeded("pi_nye", created_at=at("2025-12-31T23:59:59"))
-    out = await apply(ledger_conn, invoice_spec(), late)
-    [receipt] = [e for e in ledger_events(out) if isinstance(e, ReceiptIssuedEvent)]
-    assert receipt.receipt.number == "R-2025-000001"
-    assert receipt.receipt.paid_at == at("2025-12-31T23:59:59")
-    assert await numbers(ledger_conn) == [("R-2025-000001", "pi_nye", 2025, 1)]
+async def test_test_mode_payments_take_no_live_number(ledger_conn: asyncpg.Connection) -> None:
+    """Live and test payments of one account count apart: a test payment between two live
+    ones leaves the live numbers gapless, and shows it is a test in its number."""
+    spec = invoice_spec()
+    for event in (
+        succeeded("pi_live1", livemode=True),
+        succeeded("pi_test1", seconds=2),
+        succeeded("pi_live2", seconds=3, livemode=True),
+        succeeded("pi_shop1", seconds=4, account="acct_1Shop", livemode=True),
+        succeeded("pi_shop_test1", seconds=5, account="acct_1Shop"),
+    ):
+        await apply(ledger_conn, spec, event)
+
+    assert await numbers(ledger_conn) == [
+        ("R-TEST-2026-000001", "pi_test1", 2026, 1),
+        ("R-2026-000001", "pi_live1", 2026, 1),
+        ("R-2026-000002", "pi_live2", 2026, 2),
+        ("R-acct_1Shop-TEST-2026-000001", "pi_shop_test1", 2026, 1),
+        ("R-acct_1Shop-2026-000001", "pi_shop1", 2026, 1),
+    ]
+    counters = await ledger_conn.fetch(
+        "SELECT account, livemode, last_number FROM ledger_receipt_counters"
+        " ORDER BY account, livemode"
+    )
+    assert [tuple(c) for c in counters] == [
+        ("", False, 1), ("", True, 2), ("acct_1Shop", False, 1), ("acct_1Shop", True, 1),
+    ]  # fmt: skip
+
+
+async def test_the_year_is_when_the_payment_succeeded(ledger_conn: asyncpg.Connection) -> None:
+    """Its charge created on New Year's Eve, the event seen in January: a receipt of the old
+    year. An intent created in December, its charge unknown to the event that says it
+    succeeded in January: of the new year (not the intent's creation)."""
+    spec = invoice_spec()
+    charged = payment_event(
+        "payment.succeeded",
+        payment("pi_nye", charge="ch_nye", of_charge=True,
+                charge_created_at=at("2025-12-31T23:59:59")),
+        customer_id=CUSTOMER, occurred_at=at("2026-01-01T00:00:01"),
+    )  # fmt: skip
+    intent = payment_event(
+        "payment.succeeded",
+        payment("pi_jan", charge="ch_jan", card=False, created_at=at("2025-12-20T10:00:00")),
+        customer_id=CUSTOMER, occurred_at=at("2026-01-01T00:00:05"),
+    )  # fmt: skip
+
+    issued = []
+    for event in (charged, intent):
+        out = await apply(ledger_conn, spec, event)
+        issued += [e.receipt for e in ledger_events(out) if isinstance(e, ReceiptIssuedEvent)]
+
+    assert [(r.number, r.paid_at) for r in issued] == [
+        ("R-TEST-2025-000001", at("2025-12-31T23:59:59")),
+        ("R-TEST-2026-000001", at("2026-01-01T00:00:05")),
+    ]
+    assert await numbers(ledger_conn) == [
+        ("R-TEST-2025-000001", "pi_nye", 2025, 1), ("R-TEST-2026-000001", "pi_jan", 2026, 1),
+    ]  # fmt: skip
+    stored = await ledger_conn.fetch(
+        "SELECT payment_id, created_at FROM ledger_payments ORDER BY payment_id"
+    )
+    # The charge's event gave no creation: its own time stands in until the intent's comes.
+    assert [tuple(r) for r in stored] == [
+        ("pi_jan", at("2025-12-20T10:00:00")), ("pi_nye", at("2026-01-01T00:00:01")),
+    ]  # fmt: skip
 
 
 async def test_a_refund_leaves_the_receipt_and_its_number(ledger_conn: asyncpg.Connection) -> None:
@@ -149,12 +207,12 @@ async def test_a_refund_leaves_the_receipt_and_its_number(ledger_conn: asyncpg.C
     await apply(ledger_conn, spec, succeeded("pi_next", seconds=9))
 
     assert await numbers(ledger_conn) == [
-        ("R-2026-000001", "pi_keep", 2026, 1),
-        ("R-2026-000002", "pi_next", 2026, 2),
+        ("R-TEST-2026-000001", "pi_keep", 2026, 1),
+        ("R-TEST-2026-000002", "pi_next", 2026, 2),
     ]
     view = await ledger_conn.fetchrow(
         "SELECT amount, amount_refunded, pdf_ready FROM read_v1_receipts"
-        " WHERE number = 'R-2026-000001'"
+        " WHERE number = 'R-TEST-2026-000001'"
     )
     assert view is not None and tuple(view) == (2000, 2000, False)
 
@@ -186,7 +244,7 @@ async def test_receipt_issued_carries_what_a_receipt_mail_needs(
     [issued] = [e for e in ledger_events(out) if isinstance(e, ReceiptIssuedEvent)]
     receipt = issued.receipt
     assert (receipt.number, receipt.payment_id, receipt.invoice_id, receipt.invoice_number) == (
-        "R-2026-000001", "pi_mail", "in_mail", "INV-0042",
+        "R-TEST-2026-000001", "pi_mail", "in_mail", "INV-0042",
     )  # fmt: skip
     assert (receipt.customer_email, receipt.customer_name) == ("ada@example.test", "Ada Lovelace")
     assert (receipt.amount, receipt.currency, receipt.issued_at) == (2000, "eur", NOW)
@@ -197,10 +255,10 @@ async def test_receipt_issued_carries_what_a_receipt_mail_needs(
 
     delivery = document_delivery(receipt.number)
     assert (delivery.channel, delivery.destination, delivery.idempotency_key) == (
-        DOCUMENT_CHANNEL, "receipt-documents", "receipt-pdf:R-2026-000001",
+        DOCUMENT_CHANNEL, "receipt-documents", "receipt-pdf:R-TEST-2026-000001",
     )  # fmt: skip
     assert (delivery.payload, dict(delivery.metadata)) == (
-        b"R-2026-000001", {"number": "R-2026-000001"},
+        b"R-TEST-2026-000001", {"number": "R-TEST-2026-000001"},
     )  # fmt: skip
 
 

@@ -319,6 +319,34 @@ async def test_a_receipt_and_its_stored_pdf(ledger: Ledger) -> None:
     assert (later.status_code, later.content) == (200, PDF_BYTES + b"%second")
 
 
+async def test_a_receipt_issued_before_its_customer_was_known_is_the_payment_s_customer_s(
+    ledger: Ledger,
+) -> None:
+    """Issued for a guest's charge (no customer then); the payment's customer came later:
+    the customer's user and services read the receipt and its PDF, another user does not."""
+    user, customer = uid("user"), uid("cus")
+    pi_id, number = uid("pi"), receipt_number()
+    await seed(
+        ledger.database_url,
+        users={customer: user},
+        payments=[payment(pi_id, customer, at(1))],
+        receipts=[receipt(number, pi_id, None)],
+        pdfs={number: PDF_BYTES},
+    )
+    mine = user_token(user)
+    service = hs256(claims(sub="svc-3", scope=LEDGER_SCOPE))
+
+    details = await get(ledger.url, f"/v1/receipts/{number}", mine)
+    pdf = await get(ledger.url, f"/v1/receipts/{number}.pdf", mine)
+    by_service = await get(ledger.url, f"/v1/customers/{customer}/receipts/{number}", service)
+    stranger = await get(ledger.url, f"/v1/receipts/{number}", user_token(uid("user")))
+
+    assert (details.status_code, pdf.status_code, by_service.status_code) == (200, 200, 200)
+    assert details.json()["customer_id"] == customer
+    assert pdf.content == PDF_BYTES
+    assert stranger.status_code == 404
+
+
 # -- services ------------------------------------------------------------------------------
 
 
@@ -518,6 +546,9 @@ BAD_QUERIES = [
     ("status=pa%00id", "status"),
     ("created[gte]=yesterday", "created[gte]"),
     ("created[lt]=2030-01-01T00:00:00", "created[lt]"),  # no offset: ambiguous
+    ("created[gte]=9999-12-31T23:59:59-14:00", "created[gte]"),  # past 9999 in UTC
+    ("created[lt]=0001-01-01T00:00:00%2B14:00", "created[lt]"),  # before year 1 in UTC
+    ("created[gte]=99999999999999999999", "created[gte]"),  # seconds past 9999
     ("created_gte=2030-01-01T00:00:00Z", "created_gte"),  # not a parameter
     ("limit=1&limit=2", "limit"),
 ]

@@ -79,6 +79,20 @@ async def sender(invoice_db: str) -> AsyncIterator[ReceiptDocumentSender]:
     await channel.aclose()
 
 
+async def test_a_receipt_issued_before_its_customer_shows_the_payment_s_customer(
+    invoice_db: str, sender: ReceiptDocumentSender
+) -> None:
+    number = await insert_receipt(
+        invoice_db,
+        Receipt(500, "eur", customer=("Grace Hopper", "grace@example.com"),
+                customer_on_receipt=False),
+    )  # fmt: skip
+    assert await send(sender, number) == SendResult("sent")
+    [row] = await stored_documents(invoice_db, number)
+    text = pdf_text(row["pdf"])
+    assert "Grace Hopper" in text and "grace@example.com" in text, text
+
+
 async def test_a_receipt_is_rendered_and_stored(
     invoice_db: str, sender: ReceiptDocumentSender
 ) -> None:

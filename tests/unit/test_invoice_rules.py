@@ -4,6 +4,7 @@ events, how a change is typed, receipt numbers."""
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from hypothesis import given
 from hypothesis import strategies as st
@@ -119,10 +120,60 @@ def test_two_payment_events_merge_alike_in_either_order(
     forward = rules.merge_payment(rules.merge_payment(None, one), two)
     backward = rules.merge_payment(rules.merge_payment(None, two), one)
     assert forward == backward
-    assert forward.amount_refunded == max(ref_a, ref_b)
+    # Refunded: as the newest event that carried the charge says (an intent's without it
+    # says nothing), else the newest snapshot's.
+    charged = [r for r in (one, two) if r.charge_mark is not None]
+    source = max(charged or [one, two], key=lambda r: r.charge_mark or r.mark)
+    assert forward.amount_refunded == source.amount_refunded
     if card_a or card_b:
         assert forward.card_brand == "visa" and forward.customer_id == "cus_1"
         assert forward.charge_id == "ch_1"
+
+
+attempts = st.lists(
+    st.tuples(pay_kinds, seconds, st.sampled_from(["ch_1", "ch_2", None]), st.booleans(),
+              st.integers(0, 2000)),
+    min_size=1, max_size=4,
+)  # fmt: skip
+
+
+@given(attempts, st.randoms(use_true_random=False))
+def test_a_payment_s_charge_fields_come_from_one_event_whatever_the_order(
+    events: list[tuple[PaymentEventType, int, str | None, bool, int]], rng: Any
+) -> None:
+    """Each attempt has its own charge; the charge id, card details and amount refunded
+    are the greatest-marked detailed event's (else the greatest that named a charge), the
+    same for any order of the events."""
+    rows = [
+        rules.payment_row(payment_event(
+            kind, payment("pi_1", status="succeeded" if kind != "payment.failed" else "failed",
+                          charge=charge, card=card and charge is not None, refunded=refunded,
+                          created_at=T),
+            customer_id="cus_1", occurred_at=T + timedelta(seconds=at_s), event_id=f"evt_{i}",
+        ))
+        for i, (kind, at_s, charge, card, refunded) in enumerate(events)
+    ]  # fmt: skip
+    shuffled = list(rows)
+    rng.shuffle(shuffled)
+    merged = merged_in(rows)
+    assert merged == merged_in(shuffled)
+    named = [r for r in rows if r.charge_id is not None]
+    detailed = [r for r in named if r.card_brand is not None]
+    if named:
+        expected = max(detailed or named, key=lambda r: r.mark)
+        assert (merged.charge_id, merged.card_brand, merged.amount_refunded) == (
+            expected.charge_id, expected.card_brand, expected.amount_refunded,
+        )  # fmt: skip
+    else:
+        assert merged.charge_id is None
+
+
+def merged_in(rows: list[PaymentRow]) -> PaymentRow:
+    merged: PaymentRow | None = None
+    for row in rows:
+        merged = rules.merge_payment(merged, row)
+    assert merged is not None
+    return merged
 
 
 @given(seconds, seconds, st.integers(0, 900), st.integers(0, 900))
@@ -191,7 +242,9 @@ def test_payment_changes_name_each_transition() -> None:
     assert rules.payment_changes(ok, ok._replace(description="x")) == ["payment.updated"]
 
 
-def test_receipt_numbers_name_the_account_when_there_is_one() -> None:
-    assert receipt_number("R", "", 2026, 123) == "R-2026-000123"
-    assert receipt_number("R", "acct_9", 2026, 7) == "R-acct_9-2026-000007"
-    assert receipt_number("INV", "", 2027, 1_234_567) == "INV-2027-1234567"
+def test_receipt_numbers_name_the_account_and_test_mode() -> None:
+    assert receipt_number("R", "", 2026, 123, livemode=True) == "R-2026-000123"
+    assert receipt_number("R", "acct_9", 2026, 7, livemode=True) == "R-acct_9-2026-000007"
+    assert receipt_number("INV", "", 2027, 1_234_567, livemode=True) == "INV-2027-1234567"
+    assert receipt_number("R", "", 2026, 4, livemode=False) == "R-TEST-2026-000004"
+    assert receipt_number("R", "acct_9", 2026, 7, livemode=False) == "R-acct_9-TEST-2026-000007"

@@ -451,6 +451,34 @@ def test_payment_succeeded_and_paid_address_the_same_invoice() -> None:
     assert succeeded.invoice.id == paid.invoice.id
 
 
+def test_clover_invoice_payment_links_an_invoice_to_its_intent() -> None:
+    event = normalize(load("invoice_payment.paid__zulip__1.json"))
+    assert isinstance(event, contracts.InvoicePaymentEvent)
+    link = event.invoice_payment
+    assert (event.type, event.customer_id) == ("invoice_payment.paid", None)
+    assert (link.invoice_id, link.payment_intent_id, link.charge_id) == (
+        "in_NORMALIZED",
+        "pi_NORMALIZED",
+        None,
+    )
+    assert (link.amount_paid, link.currency, link.status) == (4800, "usd", "paid")
+    # No customer: keyed by its invoice.
+    assert partition_key(event) == "in_NORMALIZED"
+
+    raw = load("invoice_payment.paid__zulip__1.json")
+    raw["data"]["object"]["payment"] = {"type": "charge", "charge": "ch_legacy"}
+    raw["data"]["object"]["invoice"] = {"id": "in_expanded", "object": "invoice"}
+    charged = normalize(raw)
+    assert isinstance(charged, contracts.InvoicePaymentEvent)
+    assert (charged.invoice_payment.invoice_id, charged.invoice_payment.charge_id) == (
+        "in_expanded",
+        "ch_legacy",
+    )
+    del raw["data"]["object"]["invoice"]
+    with pytest.raises(UnmappableEvent, match=r"object\.invoice"):
+        normalize(raw)
+
+
 def test_upcoming_invoice_is_unhandled() -> None:
     with pytest.raises(UnhandledEventType):
         normalize(load("invoice.upcoming__syncengine__1.json"))
@@ -516,7 +544,11 @@ def test_charge_card_brand_last4_captured_and_created(
         last4,
     )
     assert payment.amount_captured == captured
-    assert payment.created_at == at(load(name)["data"]["object"]["created"])
+    charge = load(name)["data"]["object"]
+    assert payment.charge_created_at == at(charge["created"])
+    # A charge of an intent was created for one attempt: the payment's creation is the
+    # intent's, which the charge's event does not know.
+    assert payment.created_at == (None if charge.get("payment_intent") else at(charge["created"]))
 
 
 def test_non_card_payment_has_a_type_and_no_card() -> None:
@@ -544,6 +576,8 @@ def test_intent_card_details_from_its_charges_list() -> None:
     )
     assert (failed.card_last4, failed.amount_captured, failed.refunds) == ("0002", 0, [])
     assert succeeded.created_at == at(1648320032)
+    charges = load("payment_intent.succeeded__rubymock__1.json")["data"]["object"]["charges"]
+    assert succeeded.charge_created_at == at(charges["data"][0]["created"])
 
 
 def test_intent_card_details_and_refunds_from_expanded_latest_charge() -> None:
@@ -922,7 +956,8 @@ def test_partition_key_is_the_customer() -> None:
 @pytest.mark.parametrize(
     ("name", "key"),
     [
-        ("charge.dispute.created__rubymock__1.json", "dp_000000000000000000000000"),
+        # A dispute: its charge, with that charge's customer-less refunds.
+        ("charge.dispute.created__rubymock__1.json", "ch_000000000000000000000000"),
         ("payment_intent.succeeded__rubymock__1.json", "pi_000000000000000000000000"),
     ],
 )

@@ -115,6 +115,35 @@ def test_times_take_an_offset_or_unix_seconds() -> None:
     assert refusal(f"{gte}=2030-01-01T00:00:00") == "created[gte]: Input should have timezone info"
 
 
+def test_unix_seconds_are_seconds_whatever_their_size() -> None:
+    """pydantic would read a number above 2e10 as milliseconds (year 1970)."""
+    gte = "created%5Bgte%5D"
+    far = datetime(2762, 3, 21, 20, 26, 40, tzinfo=UTC)
+    assert query(f"{gte}=25000000000").created_gte == far
+    assert query(f"{gte}=1893456000.25").created_gte == T + timedelta(milliseconds=250)
+    assert query(f"{gte}=-62135596800").created_gte == datetime(1, 1, 1, tzinfo=UTC)
+    assert query(f"{gte}=%2B1893456000").created_gte == T
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "9999-12-31T23:59:59-14:00",  # past year 9999 in UTC
+        "0001-01-01T00:00:00%2B14:00",  # before year 1 in UTC
+        "99999999999999999999",  # seconds past year 9999
+        "-62135596801",  # a second before year 1
+    ],
+)
+@pytest.mark.parametrize("name", ["created[gte]", "created[lt]"])
+def test_a_time_utc_cannot_hold_is_refused(name: str, value: str) -> None:
+    assert refusal(f"{name}={value}") == f"{name}: time out of range"
+
+
+def test_times_are_in_utc() -> None:
+    lt = query("created%5Blt%5D=2030-01-01T05:30:00%2B05:30").created_lt
+    assert lt is not None and lt.utcoffset() == timedelta(0) and lt == T
+
+
 @pytest.mark.parametrize(
     ("text", "detail"),
     [

@@ -4,7 +4,11 @@ Bodies are built as plain JSON (``pydantic_core.to_json``) from rows the worker 
 typed, without validating them again (as ``entitlement_change_json`` does); a test parses
 every one with ``contracts.parse_ledger_event`` and checks it against the committed schema.
 The key is the row's customer, else the object's id (a receipt's: its payment's), so a
-customer's ledger events stay in order on one partition.
+customer's ledger events stay in order on one partition. A refund or dispute without a
+customer is keyed by its charge (else its own id), as the gateway keys its Stripe events
+(``api_gateway.normalize.partition_key``): the events of one charge's refunds and disputes
+stay on one partition until the payment's customer is known, and then go with the
+customer's.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ def _record(
     cause: BillingEvent,
     payload_name: str,
     payload: dict[str, Any],
+    key: str | None = None,
 ) -> Outgoing:
     stripe_id = cause.source.stripe_event_id
     event_id = ledger_event_id_text(event_type, object_id, stripe_id)
@@ -48,7 +53,8 @@ def _record(
     headers = cloudevent_kafka_headers(
         id=event_id, type=event_type, source=CE_SOURCE, time=cause.occurred_at, subject=customer_id
     )
-    return Outgoing(topic=INVOICES, key=customer_id or object_id, value=body, headers=headers)
+    key = customer_id or key or object_id
+    return Outgoing(topic=INVOICES, key=key, value=body, headers=headers)
 
 
 def invoice_record(row: InvoiceRow, event_type: str, cause: BillingEvent) -> Outgoing:
@@ -127,7 +133,14 @@ def refund_record(row: RefundRow, event_type: str, cause: BillingEvent) -> Outgo
         "created_at": row.created_at,
     }
     return _record(
-        event_type, row.refund_id, row.customer_id, row.account, cause, "refund", payload
+        event_type,
+        row.refund_id,
+        row.customer_id,
+        row.account,
+        cause,
+        "refund",
+        payload,
+        key=row.charge_id,
     )
 
 
@@ -148,7 +161,14 @@ def dispute_record(row: DisputeRow, event_type: str, cause: BillingEvent) -> Out
         "created_at": row.created_at,
     }
     return _record(
-        event_type, row.dispute_id, row.customer_id, row.account, cause, "dispute", payload
+        event_type,
+        row.dispute_id,
+        row.customer_id,
+        row.account,
+        cause,
+        "dispute",
+        payload,
+        key=row.charge_id,
     )
 
 

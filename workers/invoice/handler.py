@@ -3,12 +3,18 @@
 
 Per event type (entitlement summaries are acknowledged without effect):
 
-- ``invoice.*``: the invoice row (newest wins, see ``rules``); payments naming its payment
-  intent or charge get its id as ``invoice_id``.
+- ``invoice.*``: the invoice row (newest wins, see ``rules``), naming its payment from its
+  links when it names none itself; payments naming its payment intent or charge get its id
+  as ``invoice_id``.
+- ``invoice_payment.paid``: the link (``ledger_invoice_payments``, no event of its own);
+  the payments it names get its invoice as ``invoice_id``, the invoice (when in the
+  ledger and naming no payment) its intent and charge. Since basil nothing else links
+  them, and each of the three may come first.
 - ``payment.*``: the payment row; its ``invoice_id`` from an invoice naming its intent or
-  charge; the refunds a ``payment.refunded`` lists; refunds and disputes naming its intent
-  or charge are attached (``payment_id``, and the payment's customer). A payment that is
-  ``succeeded`` and has no receipt gets one (``receipts``).
+  charge, else from a link naming it; the refunds a ``payment.refunded`` lists; refunds
+  and disputes naming its intent or charge are attached (``payment_id``, and the
+  payment's customer). A payment that is ``succeeded`` and has no receipt gets one
+  (``receipts``).
 - ``refund.*``, ``dispute.*``: the row, attached to its payment when that is in the ledger
   (else kept with ``payment_id`` NULL until it comes).
 - ``subscription.*``: the subscription row (a billing record: no event emitted).
@@ -40,6 +46,7 @@ from contracts import (
     CustomerEvent,
     DisputeEvent,
     InvoiceEvent,
+    InvoicePaymentEvent,
     PaymentEvent,
     RefundEvent,
     SubscriptionEvent,
@@ -68,6 +75,7 @@ _LEDGER_EVENTS = (
     SubscriptionEvent,
     CustomerEvent,
     CheckoutEvent,
+    InvoicePaymentEvent,
 )
 
 
@@ -101,12 +109,15 @@ class InvoiceHandler:
         ledger = await store.load(
             conn,
             names,
-            invoices=_any(relevant, InvoiceEvent, PaymentEvent),
-            payments=_any(relevant, InvoiceEvent, PaymentEvent, RefundEvent, DisputeEvent),
+            invoices=_any(relevant, InvoiceEvent, PaymentEvent, InvoicePaymentEvent),
+            payments=_any(
+                relevant, InvoiceEvent, PaymentEvent, RefundEvent, DisputeEvent, InvoicePaymentEvent
+            ),
             refunds=_any(relevant, PaymentEvent, RefundEvent),
             disputes=_any(relevant, PaymentEvent, DisputeEvent),
             subscriptions=_any(relevant, SubscriptionEvent),
             customers=_any(relevant, CustomerEvent, CheckoutEvent, PaymentEvent),
+            invoice_payments=_any(relevant, InvoiceEvent, PaymentEvent, InvoicePaymentEvent),
         )
         decided: list[LedgerEffect] = []
         for event in relevant:
@@ -129,6 +140,8 @@ class InvoiceHandler:
         match event:
             case InvoiceEvent():
                 self._invoice(ledger, event)
+            case InvoicePaymentEvent():
+                _invoice_payment(ledger, event)
             case PaymentEvent():
                 receipt = self._payment(ledger, event)
                 return [*_changes(ledger, event), *receipt]
@@ -152,11 +165,10 @@ class InvoiceHandler:
         new = rules.invoice_row(event)
         stored = ledger.invoices.rows.get(new.invoice_id)
         merged = rules.merge_invoice(stored, new)
+        merged = rules.linked_invoice(merged, ledger.links_of(merged.invoice_id))
         if merged != stored:
             ledger.put_invoice(merged)
-        for payment in ledger.payments.find((new.payment_intent_id, new.charge_id)):
-            if payment.invoice_id is None:
-                ledger.put_payment(payment._replace(invoice_id=new.invoice_id))
+        _link_payments(ledger, merged.invoice_id, (merged.payment_intent_id, merged.charge_id))
 
     def _payment(self, ledger: Ledger, event: PaymentEvent) -> list[PendingReceipt]:
         new = rules.payment_row(event)
@@ -164,9 +176,9 @@ class InvoiceHandler:
         merged = rules.merge_payment(stored, new)
         refs = (new.payment_id, new.payment_intent_id, new.charge_id)
         if merged.invoice_id is None:
-            invoices = ledger.invoices.find(refs)
-            if invoices:
-                merged = merged._replace(invoice_id=invoices[0].invoice_id)
+            named = ledger.invoices.find(refs) or ledger.invoice_payments.find(refs)
+            if named:
+                merged = merged._replace(invoice_id=named[0].invoice_id)
         if merged != stored:
             ledger.put_payment(merged)
         for refund in event.payment.refunds:
@@ -184,7 +196,10 @@ class InvoiceHandler:
         ledger.receipted.add(merged.payment_id)
         invoice = ledger.invoices.rows.get(merged.invoice_id) if merged.invoice_id else None
         customer = ledger.customers.rows.get(merged.customer_id) if merged.customer_id else None
-        return [PendingReceipt(merged, invoice, customer, self.clock(), event, self.prefix)]
+        paid_at = rules.receipt_paid_at(event, merged)
+        return [
+            PendingReceipt(merged, invoice, customer, self.clock(), event, self.prefix, paid_at)
+        ]
 
     def _refund(self, ledger: Ledger, event: RefundEvent) -> None:
         refund = event.refund
@@ -204,6 +219,27 @@ class InvoiceHandler:
 
 
 # -- rows without events of their own ---------------------------------------------------------
+
+
+def _invoice_payment(ledger: Ledger, event: InvoicePaymentEvent) -> None:
+    new = rules.invoice_payment_row(event)
+    stored = ledger.invoice_payments.rows.get(new.invoice_payment_id)
+    link = rules.merge_invoice_payment(stored, new)
+    if link != stored:
+        ledger.invoice_payments.put(link.invoice_payment_id, link)
+    invoice = ledger.invoices.rows.get(link.invoice_id)
+    if invoice is not None:
+        linked = rules.linked_invoice(invoice, ledger.links_of(link.invoice_id))
+        if linked != invoice:
+            ledger.put_invoice(linked)
+    _link_payments(ledger, link.invoice_id, (link.payment_intent_id, link.charge_id))
+
+
+def _link_payments(ledger: Ledger, invoice_id: str, refs: tuple[str | None, ...]) -> None:
+    """Payments that ``refs`` name and that name no invoice yet: ``invoice_id``'s."""
+    for payment in ledger.payments.find(refs):
+        if payment.invoice_id is None:
+            ledger.put_payment(payment._replace(invoice_id=invoice_id))
 
 
 def _subscription(ledger: Ledger, event: SubscriptionEvent) -> None:
@@ -307,6 +343,15 @@ def _references(event: BillingEvent, locks: set[str], names: Names) -> None:
             invoice = event.invoice
             own, refs = invoice.id, [invoice.payment_intent_id, invoice.charge_id]
             names.invoices.add(invoice.id)
+            # A link (invoice_payment.paid, on another key) writes this row too: both
+            # lock the invoice's id.
+            locks.add(invoice.id)
+        case InvoicePaymentEvent():
+            link = event.invoice_payment
+            own, refs = link.id, [link.payment_intent_id, link.charge_id]
+            names.invoices.add(link.invoice_id)
+            names.invoice_payments.add(link.id)
+            locks.add(link.invoice_id)  # it writes the invoice's row
         case PaymentEvent():
             payment = event.payment
             refs = [payment.id, payment.payment_intent_id, payment.charge_id]

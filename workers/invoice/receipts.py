@@ -1,11 +1,21 @@
 """Receipts: one per payment that reached ``succeeded``, numbered without gaps.
 
-Numbers count per (account, prefix, year): ``<prefix>-<year>-<sequence:06d>`` for the
-platform, ``<prefix>-<account>-<year>-<sequence:06d>`` for a connected account. A receipt
-is dated by its payment's ``created_at`` (``paid_at``; Stripe's ``created`` of the intent or
-charge, which every event of it carries, so every replica and every delivery order agree
-on it), and ``year`` is that date's UTC year. While the events of a batch are applied the
-receipts are only decided (``PendingReceipt``, in order); ``number`` then takes each
+Numbers count per (account, mode, prefix, year): ``<prefix>-<year>-<sequence:06d>`` for
+the platform's live payments, ``<prefix>-<account>-<year>-<sequence:06d>`` for a connected
+account's, and ``TEST`` before the year for test-mode payments (``R-TEST-2026-000001``,
+``R-acct_1-TEST-2026-000001``): a test payment never takes a live number. A receipt
+is dated when its payment succeeded, as the event that issued it reports it
+(``rules.receipt_paid_at``): the succeeded charge's ``created`` when that event carries the
+charge, which every such event of the payment (``charge.succeeded``, an intent's
+``payment_intent.succeeded`` with its charge expanded or listed) gives alike, whichever
+comes first; else the succeeded event's own time (an intent's event that names its charge
+by id only: up to a few seconds later than the charge's, so only a payment succeeding at
+midnight on New Year's Eve can get another year by the order its events came in). The
+payment's ``created_at`` is not used: an intent may be created days before it is paid,
+and a charge's event does not know it. ``year`` is ``paid_at``'s UTC year.
+
+While the events of a batch are applied the receipts are only decided
+(``PendingReceipt``, in order); ``number`` then takes each
 sequence's numbers with one counter statement per key, keys in sorted order, in the
 events' transaction: a rollback returns them, and a receipt is never deleted, so no
 number is skipped, freed or used twice. The transaction that issues a receipt also
@@ -30,14 +40,16 @@ DOCUMENT_CHANNEL: Final = "receipt_pdf"
 """The delivery channel whose sender renders a receipt's PDF (the documents' job)."""
 DOCUMENT_DESTINATION: Final = "receipt-documents"
 
-Sequence_Key = tuple[str, str, int]
-"""(account, prefix, year): one gapless sequence."""
+Sequence_Key = tuple[str, bool, str, int]
+"""(account, livemode, prefix, year): one gapless sequence."""
+
+TEST_MODE: Final = "TEST"
+"""Before the year in the numbers of test-mode payments."""
 
 
-def receipt_number(prefix: str, account: str, year: int, sequence: int) -> str:
-    if account:
-        return f"{prefix}-{account}-{year}-{sequence:06d}"
-    return f"{prefix}-{year}-{sequence:06d}"
+def receipt_number(prefix: str, account: str, year: int, sequence: int, *, livemode: bool) -> str:
+    parts = [prefix, *([account] if account else []), *([] if livemode else [TEST_MODE])]
+    return "-".join([*parts, str(year), f"{sequence:06d}"])
 
 
 def document_delivery(number: str) -> Delivery:
@@ -62,14 +74,13 @@ class PendingReceipt:
     issued_at: datetime
     cause: BillingEvent
     prefix: str
-
-    @property
-    def paid_at(self) -> datetime:
-        return self.payment.created_at
+    paid_at: datetime
+    """``rules.receipt_paid_at`` of the event that issued it."""
 
     @property
     def key(self) -> Sequence_Key:
-        return (self.payment.account, self.prefix, self.paid_at.astimezone(UTC).year)
+        payment = self.payment
+        return (payment.account, payment.livemode, self.prefix, self.paid_at.astimezone(UTC).year)
 
 
 async def number(conn: asyncpg.Connection, pending: Sequence[PendingReceipt]) -> list[ReceiptRow]:
@@ -80,14 +91,15 @@ async def number(conn: asyncpg.Connection, pending: Sequence[PendingReceipt]) ->
         by_key.setdefault(receipt.key, []).append(index)
     rows: list[ReceiptRow | None] = [None] * len(pending)
     for key in sorted(by_key):  # counters in key order: two batches never wait in a cycle
-        account, prefix, year = key
+        account, livemode, prefix, year = key
         indexes = by_key[key]
-        numbers = await store.take_numbers(conn, account, prefix, year, len(indexes))
+        numbers = await store.take_numbers(conn, key, len(indexes))
         for index, sequence in zip(indexes, numbers, strict=True):
             receipt = pending[index]
             rows[index] = ReceiptRow(
-                number=receipt_number(prefix, account, year, sequence),
+                number=receipt_number(prefix, account, year, sequence, livemode=livemode),
                 account=account,
+                livemode=livemode,
                 prefix=prefix,
                 year=year,
                 sequence=sequence,

@@ -83,7 +83,9 @@ class PaymentRow(NamedTuple):
     succeeded_at: datetime | None
     mark: Mark
     charge_mark: Mark | None
-    """The greatest event that carried the charge's details (``CHARGE_FIELDS``)."""
+    """The event ``charge_id``, ``amount_refunded`` and ``CHARGE_FIELDS`` come from: the
+    greatest that carried the charge's details, else the greatest that named a charge
+    (``rules.merge_payment``); None while no event named one."""
 
 
 class RefundRow(NamedTuple):
@@ -116,6 +118,21 @@ class DisputeRow(NamedTuple):
     amount_reinstated: int
     evidence_due_by: datetime | None
     created_at: datetime
+    mark: Mark
+
+
+class InvoicePaymentRow(NamedTuple):
+    """Which payment paid which invoice (``invoice_payment.paid``): kept, since either may
+    come after it; it emits nothing of its own."""
+
+    invoice_payment_id: str
+    invoice_id: str
+    payment_intent_id: str | None
+    charge_id: str | None
+    account: str
+    amount_paid: int | None
+    currency: str
+    status: str
     mark: Mark
 
 
@@ -160,6 +177,7 @@ class CustomerRow(NamedTuple):
 class ReceiptRow(NamedTuple):
     number: str
     account: str
+    livemode: bool
     prefix: str
     year: int
     sequence: int

@@ -39,13 +39,18 @@ Merged whatever the order
 -------------------------
 Some columns do not follow the newest snapshot but combine every event seen, so the
 result depends on the set of events only: ``created_at`` is the least of (Stripe's
-``created``, else the event's time); ``amount_refunded``, ``amount_withdrawn`` and
-``amount_reinstated`` only grow; ``succeeded_at`` is the earliest event that said
-succeeded; a payment's card details (``CHARGE_FIELDS``) come from the greatest-marked
-event that carried them (``charge_mark``), since a payment intent's own events may not.
-Identifiers that Stripe sets once and never changes (``FILL``: customer, intent, charge,
-invoice, numbers) are filled from any event that knows them when the winning one does
-not. A customer's user mapping keeps the newest ``customer.*`` event's
+``created``, else the event's time), which for a payment is its intent's ``created`` once
+an intent event came (a charge's event of an intent carries none: the normalizer leaves
+it out, since a charge is created per attempt, after its intent and before its event);
+``amount_withdrawn`` and ``amount_reinstated`` only grow; ``succeeded_at`` is the
+earliest event that said succeeded; a payment's charge id, card details
+(``CHARGE_FIELDS``) and ``amount_refunded`` come together from one event
+(``charge_mark``): the greatest-marked that carried the charge's details, else the
+greatest-marked that named a charge, since a payment intent's own events may carry
+neither, its charge changes with each attempt, and Stripe lowers ``amount_refunded`` when
+a refund fails. Identifiers that Stripe sets once and never changes (``FILL``: customer,
+intent, invoice, numbers) are filled from any event that knows them when the winning one
+does not. A customer's user mapping keeps the newest ``customer.*`` event's
 ``metadata.user_id``, else the newest checkout's ``client_reference_id``; a
 ``customer.deleted`` erases its email and name for good.
 """
@@ -53,6 +58,7 @@ not. A customer's user mapping keeps the newest ``customer.*`` event's
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from contracts import (
@@ -63,6 +69,7 @@ from contracts import (
     DisputeEvent,
     Invoice,
     InvoiceEvent,
+    InvoicePaymentEvent,
     Payment,
     PaymentEvent,
     Refund,
@@ -78,6 +85,7 @@ from contracts.ledger import (
 from workers.invoice.rows import (
     CustomerRow,
     DisputeRow,
+    InvoicePaymentRow,
     InvoiceRow,
     Mark,
     PaymentRow,
@@ -115,6 +123,7 @@ REFUND_STATUS_RANK: Final[Mapping[str | None, int]] = {
     "canceled": 1,
 }
 DISPUTE_CLOSED: Final = frozenset({"won", "lost", "warning_closed", "prevented"})
+INVOICE_PAYMENT_ENDED: Final = frozenset({"paid", "canceled"})
 SUBSCRIPTION_ENDED: Final = frozenset({"canceled", "incomplete_expired"})
 
 EVENT_RANK: Final[Mapping[str, int]] = {
@@ -173,6 +182,10 @@ def subscription_status_rank(status: str) -> int:
     return 1 if status in SUBSCRIPTION_ENDED else 0
 
 
+def invoice_payment_status_rank(status: str) -> int:
+    return 1 if status in INVOICE_PAYMENT_ENDED else 0
+
+
 def ledger_payment_status(event_type: str, stripe_status: str) -> str:
     """The ledger's status of a payment after ``event_type``: what the event says happened."""
     if event_type == "payment.succeeded":
@@ -184,7 +197,7 @@ def ledger_payment_status(event_type: str, stripe_status: str) -> str:
 
 # -- merging ----------------------------------------------------------------------------------
 
-R = TypeVar("R", InvoiceRow, PaymentRow, RefundRow, DisputeRow, SubscriptionRow)
+R = TypeVar("R", InvoiceRow, PaymentRow, RefundRow, DisputeRow, SubscriptionRow, InvoicePaymentRow)
 A = TypeVar("A", RefundRow, DisputeRow)
 
 
@@ -198,7 +211,7 @@ INVOICE_FILL: Final = _indexes(
     ("customer_id", "number", "subscription_id", "payment_intent_id", "charge_id", "paid_at"),
 )
 PAYMENT_FILL: Final = _indexes(
-    PaymentRow, ("customer_id", "payment_intent_id", "charge_id", "invoice_id", "receipt_url")
+    PaymentRow, ("customer_id", "payment_intent_id", "invoice_id", "receipt_url")
 )
 REFUND_FILL: Final = _indexes(
     RefundRow, ("payment_id", "charge_id", "payment_intent_id", "customer_id")
@@ -207,7 +220,10 @@ DISPUTE_FILL: Final = _indexes(
     DisputeRow, ("payment_id", "charge_id", "payment_intent_id", "customer_id")
 )
 SUBSCRIPTION_FILL: Final = _indexes(SubscriptionRow, ("canceled_at",))
+INVOICE_PAYMENT_FILL: Final = _indexes(InvoicePaymentRow, ("payment_intent_id", "charge_id"))
+
 CHARGE_FIELDS: Final = ("amount_captured", "payment_method_type", "card_brand", "card_last4")
+"""What only an event that carried the charge knows (an intent's may not)."""
 
 
 def _newest(stored: R, new: R, fill: tuple[int, ...]) -> list[Any]:
@@ -228,20 +244,46 @@ def merge_invoice(stored: InvoiceRow | None, new: InvoiceRow) -> InvoiceRow:
     return merged._replace(created_at=min(stored.created_at, new.created_at))
 
 
+def _charge_rank(row: PaymentRow) -> tuple[bool, Mark] | None:
+    """How good ``row``'s charge fields are: carried by an event that had the charge's
+    details first, then by the mark; None when no event named a charge."""
+    if row.charge_mark is None:
+        return None
+    return (_has_charge_details(row), row.charge_mark)
+
+
+def _has_charge_details(row: PaymentRow) -> bool:
+    return (
+        row.amount_captured is not None
+        or row.payment_method_type is not None
+        or row.card_brand is not None
+        or row.card_last4 is not None
+    )
+
+
 def merge_payment(stored: PaymentRow | None, new: PaymentRow) -> PaymentRow:
+    """The newest snapshot (``_newest``), with ``created_at`` the earliest, ``succeeded_at``
+    the earliest that said succeeded, and the charge's own fields (``charge_id``,
+    ``CHARGE_FIELDS``, ``amount_refunded``) all from one event: the greatest-marked that
+    carried the charge's details, else the greatest-marked that named a charge. A payment
+    intent's charge changes with each attempt, and a refund that fails lowers
+    ``amount_refunded``, so neither may be filled or maxed; an intent's event without its
+    charge says ``amount_refunded`` 0 and must not count."""
     if stored is None:
         return new
     merged = PaymentRow._make(_newest(stored, new, PAYMENT_FILL))
-    charge = stored
-    if new.charge_mark is not None and (
-        stored.charge_mark is None or new.charge_mark > stored.charge_mark
-    ):
-        charge = new
     succeeded = [at for at in (stored.succeeded_at, new.succeeded_at) if at is not None]
-    return merged._replace(
-        amount_refunded=max(stored.amount_refunded, new.amount_refunded),
+    merged = merged._replace(
         created_at=min(stored.created_at, new.created_at),
         succeeded_at=min(succeeded) if succeeded else None,
+    )
+    ranked = [(rank, row) for row in (stored, new) if (rank := _charge_rank(row)) is not None]
+    if not ranked:
+        return merged  # neither named a charge: the newest snapshot's (0 refunded)
+    charge = max(ranked, key=lambda pair: pair[0])[1]
+    return merged._replace(
+        charge_id=charge.charge_id,
+        amount_refunded=charge.amount_refunded,
         amount_captured=charge.amount_captured,
         payment_method_type=charge.payment_method_type,
         card_brand=charge.card_brand,
@@ -273,6 +315,29 @@ def merge_subscription(stored: SubscriptionRow | None, new: SubscriptionRow) -> 
         return new
     merged = SubscriptionRow._make(_newest(stored, new, SUBSCRIPTION_FILL))
     return merged._replace(created_at=min(stored.created_at, new.created_at))
+
+
+def merge_invoice_payment(
+    stored: InvoicePaymentRow | None, new: InvoicePaymentRow
+) -> InvoicePaymentRow:
+    if stored is None:
+        return new
+    return InvoicePaymentRow._make(_newest(stored, new, INVOICE_PAYMENT_FILL))
+
+
+def linked_invoice(invoice: InvoiceRow, links: Sequence[InvoicePaymentRow]) -> InvoiceRow:
+    """``invoice`` naming its payment from its links when it names none itself (basil's
+    invoices do not): the first of ``links`` (id order) that names a payment. An invoice
+    paid in several payments keeps the one it named first; each payment's ``invoice_id``
+    comes from its own link whatever the order."""
+    if invoice.payment_intent_id or invoice.charge_id:
+        return invoice
+    for link in links:
+        if link.payment_intent_id or link.charge_id:
+            return invoice._replace(
+                payment_intent_id=link.payment_intent_id, charge_id=link.charge_id
+            )
+    return invoice
 
 
 def attached(row: A, payment: PaymentRow) -> A:
@@ -413,8 +478,18 @@ def payment_row(event: PaymentEvent) -> PaymentRow:
         created_at=payment.created_at or event.occurred_at,
         succeeded_at=event.occurred_at if status == SUCCEEDED else None,
         mark=mark,
-        charge_mark=mark if carries_charge(payment) else None,
+        charge_mark=mark if carries_charge(payment) or payment.charge_id else None,
     )
+
+
+def receipt_paid_at(event: PaymentEvent, row: PaymentRow) -> datetime:
+    """When the payment succeeded, as ``event`` (which made ``row`` succeeded) reports it:
+    the succeeded charge's creation when the event carries that charge, else the event's
+    time. Every event that carries the charge gives the same, whichever came first."""
+    if ledger_payment_status(event.type, event.payment.status) != SUCCEEDED:
+        # Not this event's news (a replay of an older one): the first succeeded event's.
+        return row.succeeded_at or event.occurred_at
+    return event.payment.charge_created_at or event.occurred_at
 
 
 def refund_row(
@@ -470,6 +545,27 @@ def dispute_row(event: DisputeEvent) -> DisputeRow:
             dispute_status_rank(dispute.status),
             event.occurred_at,
             EVENT_RANK[event.type],
+            source.stripe_event_id,
+        ),
+    )
+
+
+def invoice_payment_row(event: InvoicePaymentEvent) -> InvoicePaymentRow:
+    link = event.invoice_payment
+    source = event.source
+    return InvoicePaymentRow(
+        invoice_payment_id=link.id,
+        invoice_id=link.invoice_id,
+        payment_intent_id=link.payment_intent_id,
+        charge_id=link.charge_id,
+        account=_account(source.account),
+        amount_paid=link.amount_paid,
+        currency=link.currency,
+        status=link.status,
+        mark=Mark(
+            invoice_payment_status_rank(link.status),
+            event.occurred_at,
+            0,
             source.stripe_event_id,
         ),
     )

@@ -15,13 +15,23 @@ from typing import Generic, Literal, TypeVar
 from workers.invoice.rows import (
     CustomerRow,
     DisputeRow,
+    InvoicePaymentRow,
     InvoiceRow,
     PaymentRow,
     RefundRow,
     SubscriptionRow,
 )
 
-Row = TypeVar("Row", InvoiceRow, PaymentRow, RefundRow, DisputeRow, SubscriptionRow, CustomerRow)
+Row = TypeVar(
+    "Row",
+    InvoiceRow,
+    PaymentRow,
+    RefundRow,
+    DisputeRow,
+    SubscriptionRow,
+    CustomerRow,
+    InvoicePaymentRow,
+)
 Kind = Literal["invoice", "payment", "refund", "dispute"]
 """The tables whose changes are events on ``invoices.v1``."""
 Touched = tuple[Kind, str]
@@ -83,6 +93,10 @@ def _dispute_refs(row: DisputeRow) -> tuple[str | None, ...]:
     return (row.charge_id, row.payment_intent_id)
 
 
+def _link_refs(row: InvoicePaymentRow) -> tuple[str | None, ...]:
+    return (row.payment_intent_id, row.charge_id)
+
+
 @dataclass
 class Names:
     """The ids a batch's events name, by what they are: what ``store.load`` finds rows
@@ -94,6 +108,7 @@ class Names:
     refunds: set[str] = field(default_factory=set)
     disputes: set[str] = field(default_factory=set)
     subscriptions: set[str] = field(default_factory=set)
+    invoice_payments: set[str] = field(default_factory=set)
 
 
 @dataclass
@@ -104,6 +119,8 @@ class Ledger:
     disputes: Table[DisputeRow] = field(default_factory=lambda: Table(_dispute_refs))
     subscriptions: Table[SubscriptionRow] = field(default_factory=Table)
     customers: Table[CustomerRow] = field(default_factory=Table)
+    invoice_payments: Table[InvoicePaymentRow] = field(default_factory=lambda: Table(_link_refs))
+    """Links of invoices to payments, found by the payment's references."""
     receipted: set[str] = field(default_factory=set)
     """Payment ids that have a receipt (stored, or issued earlier in this batch)."""
     touched: dict[Touched, InvoiceRow | PaymentRow | RefundRow | DisputeRow | None] = field(
@@ -113,6 +130,11 @@ class Ledger:
 
     def begin_event(self) -> None:
         self.touched = {}
+
+    def links_of(self, invoice_id: str) -> list[InvoicePaymentRow]:
+        """The loaded links of an invoice, by id (a batch holds few)."""
+        rows = self.invoice_payments.rows
+        return [rows[key] for key in sorted(rows) if rows[key].invoice_id == invoice_id]
 
     def put_invoice(self, row: InvoiceRow) -> None:
         self._touch(("invoice", row.invoice_id), self.invoices.rows.get(row.invoice_id))

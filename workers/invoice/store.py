@@ -24,6 +24,7 @@ from contracts import InvoiceLine
 from workers.invoice.rows import (
     CustomerRow,
     DisputeRow,
+    InvoicePaymentRow,
     InvoiceRow,
     Mark,
     PaymentRow,
@@ -86,6 +87,11 @@ _SUBSCRIPTION: Final = (
     ("trial_start", "timestamptz"), ("trial_end", "timestamptz"),
     ("created_at", "timestamptz"), *_MARK,
 )  # fmt: skip
+_INVOICE_PAYMENT: Final = (
+    ("invoice_payment_id", "text"), ("invoice_id", "text"), ("payment_intent_id", "text"),
+    ("charge_id", "text"), ("account", "text"), ("amount_paid", "bigint"),
+    ("currency", "text"), ("status", "text"), *_MARK,
+)  # fmt: skip
 _CUSTOMER: Final = (
     ("customer_id", "text"), ("user_id", "text"), ("metadata_user_id", "text"),
     ("email", "text"), ("name", "text"), ("deleted", "boolean"), ("event_at", "timestamptz"),
@@ -93,7 +99,8 @@ _CUSTOMER: Final = (
     ("checkout_event_at", "timestamptz"), ("checkout_event_id", "text"),
 )  # fmt: skip
 _RECEIPT: Final = (
-    ("number", "text"), ("account", "text"), ("prefix", "text"), ("year", "int"),
+    ("number", "text"), ("account", "text"), ("livemode", "boolean"), ("prefix", "text"),
+    ("year", "int"),
     ("sequence", "bigint"), ("payment_id", "text"), ("customer_id", "text"),
     ("amount", "bigint"), ("currency", "text"), ("paid_at", "timestamptz"),
     ("issued_at", "timestamptz"),
@@ -151,6 +158,12 @@ _LOAD_CUSTOMERS = (
     f"SELECT {_select(_CUSTOMER)} FROM ledger_customers WHERE customer_id = ANY($1::text[])"
 )
 _LOAD_RECEIPTED = "SELECT payment_id FROM ledger_receipts WHERE payment_id = ANY($1::text[])"
+# Links by their own id ($1), their invoice ($2) or the payment references they name ($3).
+_LOAD_INVOICE_PAYMENTS = (
+    f"SELECT {_select(_INVOICE_PAYMENT)} FROM ledger_invoice_payments "
+    "WHERE invoice_payment_id = ANY($1::text[]) OR invoice_id = ANY($2::text[]) "
+    "OR payment_intent_id = ANY($3::text[]) OR charge_id = ANY($3::text[])"
+)
 
 _PUT_INVOICES = _upsert("ledger_invoices", _INVOICE)
 _PUT_PAYMENTS = _upsert("ledger_payments", _PAYMENT)
@@ -158,12 +171,13 @@ _PUT_REFUNDS = _upsert("ledger_refunds", _REFUND)
 _PUT_DISPUTES = _upsert("ledger_disputes", _DISPUTE)
 _PUT_SUBSCRIPTIONS = _upsert("ledger_subscriptions", _SUBSCRIPTION)
 _PUT_CUSTOMERS = _upsert("ledger_customers", _CUSTOMER)
+_PUT_INVOICE_PAYMENTS = _upsert("ledger_invoice_payments", _INVOICE_PAYMENT)
 _PUT_RECEIPTS = _upsert("ledger_receipts", _RECEIPT, update=False)
 
 _TAKE_NUMBERS = """
-INSERT INTO ledger_receipt_counters (account, prefix, year, last_number)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (account, prefix, year)
+INSERT INTO ledger_receipt_counters (account, livemode, prefix, year, last_number)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (account, livemode, prefix, year)
 DO UPDATE SET last_number = ledger_receipt_counters.last_number + EXCLUDED.last_number
 RETURNING last_number
 """
@@ -236,6 +250,11 @@ def subscription_from(record: asyncpg.Record) -> SubscriptionRow:
     return SubscriptionRow._make([*values, _mark(record)])
 
 
+def invoice_payment_from(record: asyncpg.Record) -> InvoicePaymentRow:
+    values = _values(record, len(InvoicePaymentRow._fields) - 1)
+    return InvoicePaymentRow._make([*values, _mark(record)])
+
+
 def customer_from(record: asyncpg.Record) -> CustomerRow:
     checkout_at = record["checkout_event_at"]
     return CustomerRow(
@@ -262,17 +281,23 @@ async def load(
     disputes: bool,
     subscriptions: bool,
     customers: bool,
+    invoice_payments: bool = False,
 ) -> Ledger:
     """The rows ``names`` name by id or payment reference, of the tables asked for (call
-    with them locked); then the invoices, customers and receipts the loaded payments name.
-    Each id goes only to the index it can be found in: a probe per id and column is most
-    of a batch's reading."""
+    with them locked); then the invoices, customers and receipts the loaded payments (and
+    the invoices the loaded links) name. Each id goes only to the index it can be found
+    in: a probe per id and column is most of a batch's reading."""
     ledger = Ledger()
     refs = sorted(names.refs)
     if payments:
         for record in await conn.fetch(_LOAD_PAYMENTS, refs, refs):
             row = payment_from(record)
             ledger.payments.load(row.payment_id, row)
+    if invoice_payments:
+        links, invoice_ids = sorted(names.invoice_payments), sorted(names.invoices)
+        for record in await conn.fetch(_LOAD_INVOICE_PAYMENTS, links, invoice_ids, refs):
+            row_l = invoice_payment_from(record)
+            ledger.invoice_payments.load(row_l.invoice_payment_id, row_l)
     if invoices:
         for record in await conn.fetch(_LOAD_INVOICES, sorted(names.invoices), refs):
             row_i = invoice_from(record)
@@ -291,7 +316,9 @@ async def load(
             ledger.subscriptions.load(row_s.subscription_id, row_s)
     loaded = ledger.payments.rows.values()
     if invoices:
-        more = {p.invoice_id for p in loaded if p.invoice_id} - ledger.invoices.rows.keys()
+        more = {p.invoice_id for p in loaded if p.invoice_id}
+        more |= {link.invoice_id for link in ledger.invoice_payments.rows.values()}
+        more -= ledger.invoices.rows.keys()
         if more:
             for record in await conn.fetch(_LOAD_INVOICES_BY_ID, sorted(more)):
                 row_i = invoice_from(record)
@@ -359,6 +386,7 @@ async def save(conn: asyncpg.Connection, ledger: Ledger) -> None:
     customers = ledger.customers
     subscriptions, invoices = ledger.subscriptions, ledger.invoices
     payments, refunds, disputes = ledger.payments, ledger.refunds, ledger.disputes
+    links = ledger.invoice_payments
     tables: list[tuple[str, list[dict[str, Any]]]] = [
         (_PUT_CUSTOMERS, [_customer_json(customers.rows[k]) for k in sorted(customers.changed)]),
         (
@@ -372,6 +400,10 @@ async def save(conn: asyncpg.Connection, ledger: Ledger) -> None:
         (_PUT_PAYMENTS, [_payment_json(payments.rows[k]) for k in sorted(payments.changed)]),
         (_PUT_REFUNDS, [_row_json(refunds.rows[k], _REFUND) for k in sorted(refunds.changed)]),
         (_PUT_DISPUTES, [_row_json(disputes.rows[k], _DISPUTE) for k in sorted(disputes.changed)]),
+        (
+            _PUT_INVOICE_PAYMENTS,
+            [_row_json(links.rows[k], _INVOICE_PAYMENT) for k in sorted(links.changed)],
+        ),
     ]
     for statement, rows in tables:
         if rows:
@@ -382,12 +414,12 @@ async def save(conn: asyncpg.Connection, ledger: Ledger) -> None:
 
 
 async def take_numbers(
-    conn: asyncpg.Connection, account: str, prefix: str, year: int, count: int
+    conn: asyncpg.Connection, sequence: tuple[str, bool, str, int], count: int
 ) -> range:
-    """The next ``count`` numbers of the (account, prefix, year) sequence: one statement
-    that creates or increments its counter row, which stays locked until the transaction
-    ends (so numbers are gapless: a rollback returns them)."""
-    last: int = await conn.fetchval(_TAKE_NUMBERS, account, prefix, year, count)
+    """The next ``count`` numbers of the (account, livemode, prefix, year) sequence: one
+    statement that creates or increments its counter row, which stays locked until the
+    transaction ends (so numbers are gapless: a rollback returns them)."""
+    last: int = await conn.fetchval(_TAKE_NUMBERS, *sequence, count)
     return range(last - count + 1, last + 1)
 
 

@@ -10,8 +10,9 @@ from pydantic import BaseModel, ConfigDict, TypeAdapter
 from workers.invoice.documents.document import LineItem, ReceiptDocument, Seller
 
 # The receipt, its payment (card, description, invoice), the invoice (Stripe's number,
-# lines, totals) and the customer; whether its PDF is stored already. The payment is
-# written in the receipt's transaction, the others may be missing.
+# lines, totals) and the customer (the receipt's, else the payment's, as the read views
+# say); whether its PDF is stored already. The payment is written in the receipt's
+# transaction, the others may be missing.
 RECEIPT_QUERY = """
 SELECT r.number, r.amount, r.currency, r.paid_at,
        p.payment_method_type, p.card_brand, p.card_last4, p.description,
@@ -21,7 +22,7 @@ SELECT r.number, r.amount, r.currency, r.paid_at,
 FROM ledger_receipts r
 LEFT JOIN ledger_payments p ON p.payment_id = r.payment_id
 LEFT JOIN ledger_invoices i ON i.invoice_id = p.invoice_id
-LEFT JOIN ledger_customers c ON c.customer_id = r.customer_id
+LEFT JOIN ledger_customers c ON c.customer_id = coalesce(r.customer_id, p.customer_id)
 WHERE r.number = $1
 """
 

@@ -5,7 +5,8 @@
 -- when (status_rank, event_at, event_rank, event_id) is greater, so a paid invoice never
 -- returns to open, a void one stays void, and an older event never overwrites a newer
 -- one (see workers/invoice/rules.py for the ranks). created_at is the object's creation
--- time (Stripe's `created`, else the first event's time), the key the read API pages by.
+-- time (Stripe's `created`, a payment's: its intent's; else the earliest event's time),
+-- the key the read API pages by.
 -- Money is bigint minor units beside its ISO currency; `account` is the Connect account
 -- of the events ('' for the platform's own).
 
@@ -69,8 +70,10 @@ CREATE INDEX ledger_invoices_intent ON ledger_invoices (payment_intent_id) WHERE
 CREATE INDEX ledger_invoices_charge ON ledger_invoices (charge_id) WHERE charge_id IS NOT NULL;
 
 -- One row per payment: a payment intent, or a charge without one (contracts.Payment.id).
--- The card details come from the newest event that carried a charge (charge_event_*),
--- since a payment intent's own events may not; amount_refunded only grows.
+-- charge_id, amount_refunded and the card details come from one event (charge_event_*):
+-- the newest that carried the charge's details, else the newest that named a charge,
+-- since a payment intent's own events may not carry it, its charge changes with each
+-- attempt and amount_refunded goes down when a refund fails.
 CREATE TABLE ledger_payments (
     payment_id          text        PRIMARY KEY,
     customer_id         text,
@@ -158,6 +161,29 @@ CREATE INDEX ledger_disputes_payment ON ledger_disputes (payment_id);
 CREATE INDEX ledger_disputes_charge ON ledger_disputes (charge_id) WHERE charge_id IS NOT NULL;
 CREATE INDEX ledger_disputes_intent ON ledger_disputes (payment_intent_id) WHERE payment_intent_id IS NOT NULL;
 
+-- Which payment paid which invoice (Stripe's InvoicePayment, from invoice_payment.paid):
+-- since 2025-03-31.basil the only place that links them. Kept because the invoice and the
+-- payment may each come before or after it: the worker fills the payment's invoice_id
+-- and the invoice's payment_intent_id/charge_id from it whichever comes last.
+CREATE TABLE ledger_invoice_payments (
+    invoice_payment_id text        PRIMARY KEY,
+    invoice_id         text        NOT NULL,
+    payment_intent_id  text,
+    charge_id          text,
+    account            text        NOT NULL DEFAULT '',
+    amount_paid        bigint,
+    currency           text        NOT NULL,
+    status             text        NOT NULL,
+    updated_at         timestamptz NOT NULL DEFAULT now(),
+    status_rank        integer     NOT NULL,
+    event_at           timestamptz NOT NULL,
+    event_rank         integer     NOT NULL,
+    event_id           text        NOT NULL
+);
+CREATE INDEX ledger_invoice_payments_invoice ON ledger_invoice_payments (invoice_id);
+CREATE INDEX ledger_invoice_payments_intent ON ledger_invoice_payments (payment_intent_id) WHERE payment_intent_id IS NOT NULL;
+CREATE INDEX ledger_invoice_payments_charge ON ledger_invoice_payments (charge_id) WHERE charge_id IS NOT NULL;
+
 -- Subscriptions as a billing record (what a subscription status page shows).
 CREATE TABLE ledger_subscriptions (
     subscription_id      text        PRIMARY KEY,
@@ -185,23 +211,27 @@ CREATE TABLE ledger_subscriptions (
 );
 CREATE INDEX ledger_subscriptions_customer ON ledger_subscriptions (customer_id, created_at DESC, subscription_id DESC);
 
--- Receipt numbers: gapless per (account, prefix, year). The counter row is incremented
+-- Receipt numbers: gapless per (account, livemode, prefix, year): test-mode payments have
+-- sequences of their own and never take a live number. The counter row is incremented
 -- in the transaction that inserts the receipts it numbers, so a rollback (a crash, a
 -- redelivery racing another replica) returns the numbers with it; a receipt is never
 -- deleted, so no number is freed or reused.
 CREATE TABLE ledger_receipt_counters (
     account     text    NOT NULL,
+    livemode    boolean NOT NULL,
     prefix      text    NOT NULL,
     year        integer NOT NULL,
     last_number bigint  NOT NULL,
-    PRIMARY KEY (account, prefix, year)
+    PRIMARY KEY (account, livemode, prefix, year)
 );
 
 -- One receipt per succeeded payment. `number` is `<prefix>-<year>-<sequence:06>` for the
--- platform, `<prefix>-<account>-<year>-<sequence:06>` for a connected account.
+-- platform, `<prefix>-<account>-<year>-<sequence:06>` for a connected account, with
+-- `TEST-` before the year in test mode (`R-TEST-2026-000001`).
 CREATE TABLE ledger_receipts (
     number      text        PRIMARY KEY,
     account     text        NOT NULL,
+    livemode    boolean     NOT NULL,
     prefix      text        NOT NULL,
     year        integer     NOT NULL,
     sequence    bigint      NOT NULL,
@@ -211,7 +241,7 @@ CREATE TABLE ledger_receipts (
     currency    text        NOT NULL,
     paid_at     timestamptz NOT NULL,
     issued_at   timestamptz NOT NULL DEFAULT now(),
-    UNIQUE (account, prefix, year, sequence)
+    UNIQUE (account, livemode, prefix, year, sequence)
 );
 CREATE INDEX ledger_receipts_customer ON ledger_receipts (customer_id, issued_at DESC, number DESC);
 

@@ -50,9 +50,11 @@ SELECT s.subscription_id, s.customer_id, s.account, s.livemode, s.status, s.item
 FROM ledger_subscriptions s;
 
 -- Receipts, with Stripe's invoice number beside ours for invoice payments, what has been
--- refunded of the payment since, and whether the PDF is rendered yet.
+-- refunded of the payment since, and whether the PDF is rendered yet. A receipt keeps the
+-- customer known when it was issued; one issued before its payment's customer was known
+-- (a guest's charge whose customer came later) is the payment's customer's.
 CREATE VIEW read_v1_receipts AS
-SELECT r.number, r.customer_id, r.account, r.payment_id, p.invoice_id,
+SELECT r.number, coalesce(r.customer_id, p.customer_id) AS customer_id, r.account, r.payment_id, p.invoice_id,
        i.number AS invoice_number, r.amount, r.currency, p.amount_refunded,
        p.payment_method_type, p.card_brand, p.card_last4, p.description,
        r.paid_at, r.issued_at,
@@ -62,6 +64,7 @@ JOIN ledger_payments p ON p.payment_id = r.payment_id
 LEFT JOIN ledger_invoices i ON i.invoice_id = p.invoice_id;
 
 CREATE VIEW read_v1_receipt_documents AS
-SELECT d.number, r.customer_id, d.pdf, d.rendered_at
+SELECT d.number, coalesce(r.customer_id, p.customer_id) AS customer_id, d.pdf, d.rendered_at
 FROM ledger_receipt_documents d
-JOIN ledger_receipts r ON r.number = d.number;
+JOIN ledger_receipts r ON r.number = d.number
+JOIN ledger_payments p ON p.payment_id = r.payment_id;
