@@ -43,7 +43,7 @@ from pydantic_core import to_json
 
 from bench import raw_loop
 from bench.raw_loop import Record
-from contracts import INVOICES, BillingEvent
+from contracts import INVOICES, BillingEvent, PaymentEvent
 from workers.invoice import emit, rules, store
 from workers.invoice.declaration import DECLARATION
 from workers.invoice.receipts import (
@@ -97,9 +97,9 @@ FROM named WHERE p.payment_id = named.payment_id
 RETURNING {returning}
 """
 _TAKE_NUMBERS = """
-INSERT INTO ledger_receipt_counters (account, prefix, year, last_number)
-VALUES ($1, $2, $3, $4)
-ON CONFLICT (account, prefix, year)
+INSERT INTO ledger_receipt_counters (account, livemode, prefix, year, last_number)
+VALUES ($1, $2, $3, $4, $5)
+ON CONFLICT (account, livemode, prefix, year)
 DO UPDATE SET last_number = ledger_receipt_counters.last_number + EXCLUDED.last_number
 RETURNING last_number
 """
@@ -390,22 +390,28 @@ class Lane:
                 invoices.get(payment.invoice_id) if payment.invoice_id else None,
                 None,  # no customer rows in this benchmark's events
                 issued_at,
-                self.cause(payment.mark.event_id),
+                cause,
                 PREFIX,
+                rules.receipt_paid_at(cause, payment)
+                if isinstance(cause, PaymentEvent)
+                else issued_at,
             )
-            for payment in paid
+            for payment, cause in ((p, self.cause(p.mark.event_id)) for p in paid)
         ]
-        by_key: dict[tuple[str, str, int], list[PendingReceipt]] = {}
+        by_key: dict[tuple[str, bool, str, int], list[PendingReceipt]] = {}
         for receipt in pending:
             by_key.setdefault(receipt.key, []).append(receipt)
         numbered: list[ReceiptRow] = []
-        for (account, prefix, year), sequence in sorted(by_key.items()):
-            last = await self.conn.fetchval(_TAKE_NUMBERS, account, prefix, year, len(sequence))
+        for (account, livemode, prefix, year), sequence in sorted(by_key.items()):
+            last = await self.conn.fetchval(
+                _TAKE_NUMBERS, account, livemode, prefix, year, len(sequence)
+            )
             for offset, receipt in enumerate(sequence):
                 number = last - len(sequence) + 1 + offset
                 row = ReceiptRow(
-                    number=receipt_number(prefix, account, year, number),
+                    number=receipt_number(prefix, account, year, number, livemode=livemode),
                     account=account,
+                    livemode=livemode,
                     prefix=prefix,
                     year=year,
                     sequence=number,

@@ -158,7 +158,7 @@ def stream(planned: list[Planned]) -> list[BillingEvent]:
                     created_at=created,
                 ),
                 customer_id=p.customer_id,
-                occurred_at=T0 + timedelta(seconds=len(events)),
+                occurred_at=created + timedelta(seconds=len(events)),
                 account=p.account or None,
             )
         )
@@ -313,7 +313,8 @@ async def test_two_replicas_one_killed_mid_transaction_number_receipts_without_g
     conn = await asyncpg.connect(url)
     try:
         receipts = await conn.fetch(
-            "SELECT number, account, prefix, year, sequence, payment_id FROM ledger_receipts"
+            "SELECT number, account, livemode, prefix, year, sequence, payment_id"
+            " FROM ledger_receipts"
         )
         counters = await conn.fetch(
             "SELECT account, prefix, year, last_number FROM ledger_receipt_counters"
@@ -337,7 +338,9 @@ async def test_two_replicas_one_killed_mid_transaction_number_receipts_without_g
     sequences: defaultdict[tuple[str, str, int], list[int]] = defaultdict(list)
     for r in receipts:
         sequences[(r["account"], r["prefix"], r["year"])].append(r["sequence"])
-        assert r["number"] == receipt_number(r["prefix"], r["account"], r["year"], r["sequence"])
+        assert r["number"] == receipt_number(
+            r["prefix"], r["account"], r["year"], r["sequence"], livemode=r["livemode"]
+        )
     expected_keys = Counter((p.account, PREFIX, p.year) for p in planned if p.receipted)
     assert {key: len(numbers) for key, numbers in sequences.items()} == dict(expected_keys)
     for key, numbers in sequences.items():
