@@ -26,10 +26,9 @@ from tests.invoice_receipts import (
     stored_documents,
 )
 from tests.runtime_toy import unique, wait_for
+from workers.invoice.documents.delivery import CHANNEL, DESTINATION
 from workers.invoice.documents.pdf import PdfRenderer, RenderUnavailable
 from workers.invoice.documents.sender import (
-    CHANNEL,
-    DESTINATION,
     INVOICE_WAIT_SECONDS,
     POLICY,
     ReceiptDocumentSender,

@@ -75,7 +75,6 @@ from workers.invoice.rows import (
     CustomerRow,
     DisputeRow,
     InvoiceRow,
-    Mark,
     PaymentRow,
     RefundRow,
     content,
@@ -285,12 +284,9 @@ def _customer(ledger: Ledger, event: CustomerEvent) -> None:
 def _checkout(ledger: Ledger, event: CheckoutEvent) -> None:
     if not event.customer_id:
         return  # a guest checkout maps no customer
-    stored = ledger.customers.rows.get(event.customer_id)
-    mark = Mark(0, event.occurred_at, 0, event.source.stripe_event_id)
-    merged = rules.merge_checkout_user(
-        stored or CustomerRow(event.customer_id), event.checkout, mark
-    )
-    if merged != (stored or CustomerRow(event.customer_id)):
+    row = ledger.customers.rows.get(event.customer_id) or CustomerRow(event.customer_id)
+    merged = rules.merge_checkout_user(row, event)
+    if merged != row:
         ledger.customers.put(event.customer_id, merged)
 
 

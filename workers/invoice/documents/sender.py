@@ -34,6 +34,7 @@ import asyncpg
 
 from billing_fleet.db import DATABASE_UNAVAILABLE, bounded_connection, close_pool, create_pool
 from billing_fleet.logs import one_line
+from workers.invoice.documents.delivery import number_of
 from workers.invoice.documents.pdf import PdfRenderer, RenderFailed, RenderUnavailable
 from workers.invoice.documents.render import ReceiptRenderer
 from workers.invoice.documents.store import load_receipt, store_pdf
@@ -41,8 +42,6 @@ from workers.invoice.settings import InvoiceSettings
 from workers.runtime.deliveries.model import DETAIL_CHARS, Delivery, RetryPolicy, SendResult
 from workers.runtime.failures import retry_delay
 
-CHANNEL: Final = "receipt_pdf"
-DESTINATION: Final = "receipt-documents"
 DB_TIMEOUT_SECONDS: Final = 5.0
 RENDER_TIMEOUT_SECONDS: Final = 20.0
 POOL_SIZE: Final = 4
@@ -93,7 +92,7 @@ class ReceiptDocumentSender:
         return self._timeout
 
     async def send(self, delivery: Delivery) -> SendResult:
-        number = receipt_number(delivery)
+        number = number_of(delivery)
         if number is None:
             return SendResult("failed", detail="the delivery names no receipt number")
         try:
@@ -154,18 +153,6 @@ def last_attempt_after(policy: RetryPolicy) -> float:
     """The least time from a delivery's first attempt to its last under ``policy``."""
     waits = (retry_delay(n, policy.backoff_seconds) for n in range(1, policy.max_attempts))
     return sum(waits) * (1 - JITTER_SPREAD)
-
-
-def receipt_number(delivery: Delivery) -> str | None:
-    """The receipt a delivery names: its ``number`` metadata, else its payload."""
-    number = delivery.metadata.get("number")
-    if isinstance(number, str) and number:
-        return number
-    try:
-        text = delivery.payload.decode()
-    except UnicodeDecodeError:
-        return None
-    return text or None
 
 
 def _detail(what: str, exc: BaseException) -> str:
