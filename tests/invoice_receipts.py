@@ -48,6 +48,10 @@ class Receipt:
     number: str = field(default_factory=lambda: f"T{uuid.uuid4().hex[:8].upper()}-2026-000001")
     customer_on_receipt: bool = True
     """False: issued before its payment's customer was known (the receipt names none)."""
+    invoice_id: str | None = None
+    """An invoice its payment names that is not in the ledger (``invoice`` None)."""
+    issued_at: datetime | None = None
+    """None: now (PostgreSQL's clock)."""
 
 
 def line(description: str, quantity: int, unit_amount: int) -> InvoiceLine:
@@ -59,6 +63,50 @@ def line(description: str, quantity: int, unit_amount: int) -> InvoiceLine:
         description=description,
         unit_amount=unit_amount,
     )
+
+
+_INSERT_INVOICE: Final = """
+INSERT INTO ledger_invoices (invoice_id, customer_id, livemode, number, status, currency,
+    subtotal, tax, total, amount_due, amount_paid, amount_remaining, customer_email, lines,
+    created_at, status_rank, event_at, event_rank, event_id)
+VALUES ($1, $2, false, $3, 'paid', $4, $5, $6, $7, $7, $7, 0, $8, $9::text::jsonb, $10, 3,
+    $10, 0, $11)
+"""
+
+
+async def _insert_invoice(
+    conn: asyncpg.Connection,
+    invoice_id: str,
+    customer_id: str | None,
+    invoice: Invoice,
+    currency: str,
+    total: int,
+) -> None:
+    await conn.execute(
+        _INSERT_INVOICE,
+        invoice_id,
+        customer_id,
+        invoice.number,
+        currency,
+        invoice.subtotal,
+        invoice.tax,
+        total,
+        invoice.customer_email,
+        json_text([item.model_dump(mode="json") for item in invoice.lines]),
+        PAID_AT,
+        f"evt_{invoice_id}",
+    )
+
+
+async def insert_invoice(url: str, invoice_id: str, number: str, *lines: InvoiceLine) -> None:
+    """An invoice (in euros, its total the lines') arriving after the receipt of its
+    payment (``Receipt.invoice_id``)."""
+    conn = await asyncpg.connect(url)
+    try:
+        invoice = Invoice(number, lines)
+        await _insert_invoice(conn, invoice_id, None, invoice, "eur", sum(x.amount for x in lines))
+    finally:
+        await conn.close()
 
 
 async def insert_receipt(url: str, receipt: Receipt) -> str:
@@ -75,27 +123,8 @@ async def insert_receipt(url: str, receipt: Receipt) -> str:
                     *receipt.customer,
                 )
             if receipt.invoice is not None:
-                invoice = receipt.invoice
-                await conn.execute(
-                    """
-                    INSERT INTO ledger_invoices (invoice_id, customer_id, livemode, number,
-                        status, currency, subtotal, tax, total, amount_due, amount_paid,
-                        amount_remaining, customer_email, lines, created_at, status_rank,
-                        event_at, event_rank, event_id)
-                    VALUES ($1, $2, false, $3, 'paid', $4, $5, $6, $7, $7, $7, 0, $8,
-                        $9::text::jsonb, $10, 3, $10, 0, $11)
-                    """,
-                    invoice_id,
-                    customer_id,
-                    invoice.number,
-                    receipt.currency,
-                    invoice.subtotal,
-                    invoice.tax,
-                    receipt.amount,
-                    invoice.customer_email,
-                    json_text([item.model_dump(mode="json") for item in invoice.lines]),
-                    PAID_AT,
-                    f"evt_in_{key}",
+                await _insert_invoice(
+                    conn, invoice_id, customer_id, receipt.invoice, receipt.currency, receipt.amount
                 )
             brand, last4 = receipt.card or (None, None)
             await conn.execute(
@@ -109,7 +138,7 @@ async def insert_receipt(url: str, receipt: Receipt) -> str:
                 """,
                 payment_id,
                 customer_id,
-                invoice_id if receipt.invoice is not None else None,
+                invoice_id if receipt.invoice is not None else receipt.invoice_id,
                 receipt.amount,
                 receipt.currency,
                 "card" if receipt.card else None,
@@ -123,8 +152,8 @@ async def insert_receipt(url: str, receipt: Receipt) -> str:
             await conn.execute(
                 """
                 INSERT INTO ledger_receipts (number, account, livemode, prefix, year,
-                    sequence, payment_id, customer_id, amount, currency, paid_at)
-                VALUES ($1, '', false, $2, 2026, 1, $3, $4, $5, $6, $7)
+                    sequence, payment_id, customer_id, amount, currency, paid_at, issued_at)
+                VALUES ($1, '', false, $2, 2026, 1, $3, $4, $5, $6, $7, coalesce($8, now()))
                 """,
                 receipt.number,
                 prefix,
@@ -133,6 +162,7 @@ async def insert_receipt(url: str, receipt: Receipt) -> str:
                 receipt.amount,
                 receipt.currency,
                 PAID_AT,
+                receipt.issued_at,
             )
     finally:
         await conn.close()

@@ -27,7 +27,8 @@ T0 = datetime(2030, 1, 1, tzinfo=UTC)
 
 
 def ledger_migrations() -> tuple[str, ...]:
-    """The registry's packages plus the invoice worker's (not registered yet)."""
+    """The registry's packages, the invoice worker's among them (it is registered; added
+    here should a registry without it run these tests)."""
     packages = migration_packages()
     return packages if INVOICE_MIGRATIONS in packages else (*packages, INVOICE_MIGRATIONS)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,7 @@ from tests.http_receiver import HOLD, Receiver
 from tests.invoice_receipts import (
     Invoice,
     Receipt,
+    insert_invoice,
     insert_receipt,
     line,
     migrate_invoice_tables,
@@ -24,11 +26,17 @@ from tests.invoice_receipts import (
     stored_documents,
 )
 from tests.runtime_toy import unique, wait_for
+from workers.invoice.documents.delivery import CHANNEL, DESTINATION
 from workers.invoice.documents.pdf import PdfRenderer, RenderUnavailable
-from workers.invoice.documents.sender import CHANNEL, DESTINATION, ReceiptDocumentSender
+from workers.invoice.documents.sender import (
+    INVOICE_WAIT_SECONDS,
+    POLICY,
+    ReceiptDocumentSender,
+    last_attempt_after,
+)
 from workers.invoice.settings import InvoiceSettings
 from workers.runtime.deliveries.channel import Sender
-from workers.runtime.deliveries.model import Delivery, SendResult
+from workers.runtime.deliveries.model import Delivery, RetryPolicy, SendResult
 
 pytestmark = pytest.mark.integration
 
@@ -193,6 +201,52 @@ async def test_the_templates_dir_overrides_the_shipped_template(
         await override.aclose()
     [row] = await stored_documents(invoice_db, number)
     assert pdf_text(row["pdf"]) == f"Custom receipt {number} $19.99 USD"
+
+
+async def test_a_receipt_waits_for_the_invoice_its_payment_names(
+    invoice_db: str, sender: ReceiptDocumentSender
+) -> None:
+    """The payment's events came first: a retry until the invoice is in the ledger, then
+    the PDF shows Stripe's invoice number and lines."""
+    invoice_id = unique("in")
+    number = await insert_receipt(
+        invoice_db, Receipt(1200, "eur", description="Paid early", invoice_id=invoice_id)
+    )
+    waiting = await send(sender, number)
+    assert waiting == SendResult("retry", detail=f"invoice {invoice_id} not in the ledger yet")
+    assert await stored_documents(invoice_db, number) == []
+
+    await insert_invoice(invoice_db, invoice_id, "INV-LATE", line("Late line", 1, 1200))
+    assert await send(sender, number) == SendResult("sent")
+    [row] = await stored_documents(invoice_db, number)
+    text = pdf_text(row["pdf"])
+    assert "INV-LATE" in text and "Late line" in text, text
+
+
+async def test_after_the_invoice_wait_a_receipt_is_rendered_without_it(
+    invoice_db: str, sender: ReceiptDocumentSender
+) -> None:
+    """Issued longer ago than the wait: rendered with the payment's description, so an
+    invoice that never comes costs the receipt its invoice number, not its PDF."""
+    issued = datetime.now(UTC) - timedelta(seconds=INVOICE_WAIT_SECONDS + 60)
+    number = await insert_receipt(
+        invoice_db,
+        Receipt(1200, "eur", description="Paid alone", invoice_id=unique("in"), issued_at=issued),
+    )
+    assert await send(sender, number) == SendResult("sent")
+    [row] = await stored_documents(invoice_db, number)
+    assert "Paid alone" in pdf_text(row["pdf"])
+
+
+async def test_the_invoice_wait_ends_before_the_last_attempt(invoice_db: str) -> None:
+    """Else a receipt waiting for its invoice could be dead before it renders."""
+    assert last_attempt_after(POLICY) > INVOICE_WAIT_SECONDS
+    settings = InvoiceSettings(database_url=invoice_db)
+    short = RetryPolicy((1.0, 5.0), 5)  # the last attempt 16 s after the first, 12.8 at least
+    assert last_attempt_after(short) == pytest.approx(12.8)
+    with pytest.raises(ValueError, match="must end before the policy's last attempt"):
+        ReceiptDocumentSender(settings, policy=short)
+    await ReceiptDocumentSender(settings, policy=short, invoice_wait=12.0).aclose()
 
 
 async def test_no_such_receipt_fails(invoice_db: str, sender: ReceiptDocumentSender) -> None:

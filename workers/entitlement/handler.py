@@ -56,6 +56,7 @@ from contracts import (
     cloudevent_kafka_headers,
 )
 from contracts.entitlements import EntitlementChangeType, change_id_text, entitlement_change_json
+from workers.customers import checkout_user, event_mark, newer, says_who
 from workers.entitlement import rules, store
 from workers.entitlement.catalog import Catalog
 from workers.entitlement.rules import Effective, Mark, PastDueTrack, SourceGrants
@@ -215,9 +216,10 @@ class EntitlementHandler:
     def _checkout(self, customers: Customers, event: CheckoutEvent) -> list[Outgoing]:
         checkout = event.checkout
         moved: list[Outgoing] = []
-        if checkout.client_reference_id and event.customer_id:
-            customer = customers[event.customer_id]
-            moved = self._checkout_user(customer, event, checkout.client_reference_id)
+        mapped = checkout_user(event)
+        if mapped is not None:
+            customer_id, user = mapped
+            moved = self._checkout_user(customers[customer_id], event, user)
         if checkout.mode != "payment" or checkout.payment_status != "paid":
             return moved
         source_id = checkout.payment_intent_id or checkout.id
@@ -288,12 +290,12 @@ class EntitlementHandler:
 
     def _customer(self, customers: Customers, event: CustomerEvent) -> list[Outgoing]:
         stripe_customer = event.customer
-        if stripe_customer.deleted and not stripe_customer.metadata:
+        if not says_who(stripe_customer):
             return []  # the {id, deleted} stub says nothing about the user
-        mark = Mark.of(event.type, event.occurred_at, event.source.stripe_event_id)
+        mark = Mark(*event_mark(event))
         customer = customers[stripe_customer.id]
         row = customer.row or CustomerRow(customer.customer_id)
-        if row.mark is not None and mark <= row.mark:
+        if not newer(mark, row.mark):
             return []
         new = CustomerRow(
             customer.customer_id,
@@ -307,9 +309,9 @@ class EntitlementHandler:
     def _checkout_user(
         self, customer: CustomerState, event: CheckoutEvent, user: str
     ) -> list[Outgoing]:
-        mark = Mark(event.occurred_at, 0, event.source.stripe_event_id)
+        mark = Mark(*event_mark(event))
         row = customer.row or CustomerRow(customer.customer_id)
-        if row.checkout_mark is not None and mark <= row.checkout_mark:
+        if not newer(mark, row.checkout_mark):
             return []
         new = CustomerRow(customer.customer_id, row.metadata_user_id, row.mark, user, mark)
         return self._put_user(customer, new, event)

@@ -18,6 +18,9 @@ Marks compare by
 
 3. the Stripe event id (plain string order) as the last, deterministic tie-break.
 
+The subscription and customer precedences and the customer → user rule are shared with
+the invoice worker: ``workers.customers``.
+
 So a same-second redelivery of an older snapshot never wins over a newer one
 (PostHog #98651), and ``updated`` before ``created`` cannot leave a subscription stuck
 (laravel/cashier #1201): the created event simply loses.
@@ -64,21 +67,15 @@ from typing import Any, Final, NamedTuple
 from contracts import Payment, Subscription, SubscriptionItem
 from contracts.entitlements import EntitlementChangeType
 from contracts.events import BIGINT_MAX
+from workers.customers import CHECKOUT_RANK, CUSTOMER_EVENT_RANK, SUBSCRIPTION_EVENT_RANK
 from workers.entitlement.catalog import Catalog, CatalogEntry, FeatureSpec, parse_metadata_features
 from workers.runtime.spec import Poison
 
 EVENT_RANK: Final[Mapping[str, int]] = {
-    "subscription.activated": 0,
-    "subscription.updated": 1,
-    "subscription.trial_will_end": 1,
-    "subscription.paused": 2,
-    "subscription.resumed": 2,
-    "subscription.canceled": 3,
-    "customer.created": 0,
-    "customer.updated": 1,
-    "customer.deleted": 2,
+    **SUBSCRIPTION_EVENT_RANK,  # shared with the invoice worker: workers.customers
+    **CUSTOMER_EVENT_RANK,
     "payment.succeeded": 0,
-    "checkout.completed": 0,
+    "checkout.completed": CHECKOUT_RANK,
     "payment.refunded": 1,
     "entitlement_summary.updated": 0,
 }

@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from workers.customers import user_of
 from workers.entitlement.rules import Effective, Mark, PastDueTrack, SourceGrants
 
 
@@ -37,12 +38,8 @@ class CustomerRow:
 
     @property
     def user(self) -> tuple[str | None, str | None]:
-        """(user id, where it came from): metadata wins over checkout."""
-        if self.metadata_user_id:
-            return self.metadata_user_id, "metadata"
-        if self.checkout_user_id:
-            return self.checkout_user_id, "checkout"
-        return None, None
+        """(user id, where it came from): metadata wins over checkout (``user_of``)."""
+        return user_of(self.metadata_user_id, self.checkout_user_id)
 
 
 @dataclass

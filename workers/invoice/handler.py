@@ -31,6 +31,24 @@ references the batch names (its customers, payment intents and charges; an objec
 id when it names neither), loads the rows they name (``store.load``), applies each event in
 order to that in-memory copy (``state``) exactly as one event at a time would, writes back
 what changed (``store.save``), then numbers the receipts it decided.
+
+Rows are written whole (upserts of the in-memory copy), so two batches must never write one
+row at once: every row a batch writes is covered by a lock that every other writer of that
+row takes too.
+
+- An invoice: its events and its links (``invoice_payment.paid``) lock the invoice's id.
+- A payment: its events lock its id (the intent's, else the charge's). An invoice or link
+  that finds it by its intent holds that id too; one that finds it by a charge (the
+  payment's id is its intent's) holds it because the batch reads, before locking, the
+  payments with the charges its invoices and links name, and locks their ids. A payment
+  that gets such a charge between that read and the lock (a concurrent batch committed it)
+  is found under the lock with its id unlocked: the batch then raises
+  ``DependencyFailure`` before writing, and the runtime retries it (the read then finds it).
+- A refund or dispute: found by its charge or intent, which never change, and which its
+  own events lock (its own id when it names neither), as does a payment event that finds
+  it by them or lists it (a listed refund's id is locked too).
+- A customer or subscription: its customer's id, which every event writing it names; a
+  link: its invoice's id.
 """
 
 from __future__ import annotations
@@ -57,12 +75,12 @@ from workers.invoice.rows import (
     CustomerRow,
     DisputeRow,
     InvoiceRow,
-    Mark,
     PaymentRow,
     RefundRow,
     content,
 )
 from workers.invoice.state import Ledger, Names
+from workers.runtime.failures import DependencyFailure
 from workers.runtime.spec import Effect, Outgoing
 
 LedgerEffect = Outgoing | PendingReceipt
@@ -103,8 +121,12 @@ class InvoiceHandler:
             return []
         locks: set[str] = set()
         names = Names()
+        linked_charges: set[str] = set()
         for event in relevant:
-            _references(event, locks, names)
+            _references(event, locks, names, linked_charges)
+        if linked_charges:
+            # The payments an invoice or link will find by charge, and write: their ids.
+            locks |= await store.payments_with_charges(conn, linked_charges)
         await store.lock(conn, locks)
         ledger = await store.load(
             conn,
@@ -122,6 +144,7 @@ class InvoiceHandler:
         decided: list[LedgerEffect] = []
         for event in relevant:
             decided += self._apply(ledger, event)
+        _check_locked(ledger, locks)
         await store.save(conn, ledger)
         pending = [effect for effect in decided if isinstance(effect, PendingReceipt)]
         numbered = iter(await receipts.number(conn, pending) if pending else [])
@@ -261,12 +284,9 @@ def _customer(ledger: Ledger, event: CustomerEvent) -> None:
 def _checkout(ledger: Ledger, event: CheckoutEvent) -> None:
     if not event.customer_id:
         return  # a guest checkout maps no customer
-    stored = ledger.customers.rows.get(event.customer_id)
-    mark = Mark(0, event.occurred_at, 0, event.source.stripe_event_id)
-    merged = rules.merge_checkout_user(
-        stored or CustomerRow(event.customer_id), event.checkout, mark
-    )
-    if merged != (stored or CustomerRow(event.customer_id)):
+    row = ledger.customers.rows.get(event.customer_id) or CustomerRow(event.customer_id)
+    merged = rules.merge_checkout_user(row, event)
+    if merged != row:
         ledger.customers.put(event.customer_id, merged)
 
 
@@ -328,14 +348,27 @@ def _changes(ledger: Ledger, cause: BillingEvent) -> Iterable[Outgoing]:
             yield emit.dispute_record(dispute, rules.dispute_change(had, dispute), cause)
 
 
+def _check_locked(ledger: Ledger, locks: set[str]) -> None:
+    """Every invoice and payment the batch is about to write has its id locked (see the
+    module's docstring); else a concurrent batch linked one meanwhile: roll back, retry."""
+    unlocked = (ledger.invoices.changed | ledger.payments.changed) - locks
+    if unlocked:
+        raise DependencyFailure(
+            f"rows linked by a concurrent batch after they were read: {sorted(unlocked)[:5]}"
+        )
+
+
 def _any(events: Sequence[BillingEvent], *kinds: type) -> bool:
     return any(isinstance(event, kinds) for event in events)
 
 
-def _references(event: BillingEvent, locks: set[str], names: Names) -> None:
+def _references(
+    event: BillingEvent, locks: set[str], names: Names, linked_charges: set[str]
+) -> None:
     """Add what ``event`` must lock (its customer and payment references: the rows events
-    of other Kafka keys may write too; its object's id when it names neither) and the ids
-    its rows are found by (``store.load``)."""
+    of other Kafka keys may write too; its object's id when it names neither, an invoice's
+    id always), the ids its rows are found by (``store.load``), and the charges through
+    which it may write payments whose ids it does not know (``linked_charges``)."""
     own: str | None = None
     refs: list[str | None] = []
     match event:
@@ -346,17 +379,22 @@ def _references(event: BillingEvent, locks: set[str], names: Names) -> None:
             # A link (invoice_payment.paid, on another key) writes this row too: both
             # lock the invoice's id.
             locks.add(invoice.id)
+            if invoice.charge_id:
+                linked_charges.add(invoice.charge_id)
         case InvoicePaymentEvent():
             link = event.invoice_payment
             own, refs = link.id, [link.payment_intent_id, link.charge_id]
             names.invoices.add(link.invoice_id)
             names.invoice_payments.add(link.id)
             locks.add(link.invoice_id)  # it writes the invoice's row
+            if link.charge_id:
+                linked_charges.add(link.charge_id)
         case PaymentEvent():
             payment = event.payment
             refs = [payment.id, payment.payment_intent_id, payment.charge_id]
             for refund in payment.refunds:
                 names.refunds.add(refund.id)
+                locks.add(refund.id)  # as its own events do when it names no charge
                 refs += (refund.charge_id, refund.payment_intent_id)
             if payment.invoice_id:
                 names.invoices.add(payment.invoice_id)

@@ -33,12 +33,14 @@ import asyncpg
 
 from contracts import BillingEvent
 from workers.invoice import store
+from workers.invoice.documents import delivery
 from workers.invoice.rows import CustomerRow, InvoiceRow, PaymentRow, ReceiptRow
 from workers.runtime.deliveries.model import Delivery
 
-DOCUMENT_CHANNEL: Final = "receipt_pdf"
-"""The delivery channel whose sender renders a receipt's PDF (the documents' job)."""
-DOCUMENT_DESTINATION: Final = "receipt-documents"
+DOCUMENT_CHANNEL: Final = delivery.CHANNEL
+"""The delivery channel whose sender renders a receipt's PDF (defined with the documents:
+``documents.delivery``)."""
+DOCUMENT_DESTINATION: Final = delivery.DESTINATION
 
 Sequence_Key = tuple[str, bool, str, int]
 """(account, livemode, prefix, year): one gapless sequence."""

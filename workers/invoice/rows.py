@@ -11,6 +11,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any, NamedTuple
 
+from workers.customers import user_of
+
 
 class Mark(NamedTuple):
     """Position of an event in an object's history (see ``rules``): compared field by
@@ -170,8 +172,8 @@ class CustomerRow(NamedTuple):
 
     @property
     def user_id(self) -> str | None:
-        """The application user: metadata wins over checkout."""
-        return self.metadata_user_id or self.checkout_user_id
+        """The application user: metadata wins over checkout (``user_of``)."""
+        return user_of(self.metadata_user_id, self.checkout_user_id)[0]
 
 
 class ReceiptRow(NamedTuple):

@@ -35,6 +35,9 @@ is greater. Marks compare by
 
 4. the Stripe event id (plain string order), the deterministic tie-break.
 
+The subscription and customer precedences, the customer → user rule and the deleted stub
+rule are the entitlement worker's too: ``workers.customers`` holds them once.
+
 Merged whatever the order
 -------------------------
 Some columns do not follow the newest snapshot but combine every event seen, so the
@@ -62,7 +65,7 @@ from datetime import datetime
 from typing import Any, Final, TypeVar
 
 from contracts import (
-    Checkout,
+    CheckoutEvent,
     Customer,
     CustomerEvent,
     Dispute,
@@ -81,6 +84,14 @@ from contracts.ledger import (
     LedgerInvoiceEventType,
     LedgerPaymentEventType,
     LedgerRefundEventType,
+)
+from workers.customers import (
+    CUSTOMER_EVENT_RANK,
+    SUBSCRIPTION_EVENT_RANK,
+    checkout_user,
+    event_mark,
+    newer,
+    says_who,
 )
 from workers.invoice.rows import (
     CustomerRow,
@@ -127,6 +138,8 @@ INVOICE_PAYMENT_ENDED: Final = frozenset({"paid", "canceled"})
 SUBSCRIPTION_ENDED: Final = frozenset({"canceled", "incomplete_expired"})
 
 EVENT_RANK: Final[Mapping[str, int]] = {
+    **SUBSCRIPTION_EVENT_RANK,  # shared with the entitlement worker: workers.customers
+    **CUSTOMER_EVENT_RANK,
     "invoice.created": 0,
     "invoice.finalized": 1,
     "invoice.payment_failed": 2,
@@ -139,15 +152,6 @@ EVENT_RANK: Final[Mapping[str, int]] = {
     "dispute.opened": 0,
     "dispute.updated": 1,
     "dispute.closed": 2,
-    "subscription.activated": 0,
-    "subscription.updated": 1,
-    "subscription.trial_will_end": 1,
-    "subscription.paused": 2,
-    "subscription.resumed": 2,
-    "subscription.canceled": 3,
-    "customer.created": 0,
-    "customer.updated": 1,
-    "customer.deleted": 2,
 }
 REFUND_EVENT_RANK: Final[Mapping[str, int]] = {
     "refund.created": 0,
@@ -362,9 +366,8 @@ def merge_customer(stored: CustomerRow, event: CustomerEvent) -> CustomerRow:
     customer: Customer = event.customer
     deleted = stored.deleted or customer.deleted or event.type == "customer.deleted"
     row = stored._replace(deleted=deleted)
-    stub = customer.deleted and not customer.metadata
-    mark = Mark(0, event.occurred_at, EVENT_RANK[event.type], event.source.stripe_event_id)
-    if not stub and (stored.mark is None or mark > stored.mark):
+    mark = Mark(0, *event_mark(event))
+    if says_who(customer) and newer(mark, stored.mark):
         row = row._replace(
             metadata_user_id=customer.user_id or None,
             email=customer.email,
@@ -376,14 +379,15 @@ def merge_customer(stored: CustomerRow, event: CustomerEvent) -> CustomerRow:
     return row
 
 
-def merge_checkout_user(stored: CustomerRow, checkout: Checkout, mark: Mark) -> CustomerRow:
-    """The newest checkout that names a ``client_reference_id``: the user when the
-    customer's metadata names none."""
-    if not checkout.client_reference_id:
+def merge_checkout_user(stored: CustomerRow, event: CheckoutEvent) -> CustomerRow:
+    """The newest checkout that names a ``client_reference_id``
+    (``workers.customers.checkout_user``): the user when the customer's metadata names
+    none."""
+    mapped = checkout_user(event)
+    mark = Mark(0, *event_mark(event))
+    if mapped is None or not newer(mark, stored.checkout_mark):
         return stored
-    if stored.checkout_mark is not None and mark <= stored.checkout_mark:
-        return stored
-    return stored._replace(checkout_user_id=checkout.client_reference_id, checkout_mark=mark)
+    return stored._replace(checkout_user_id=mapped[1], checkout_mark=mark)
 
 
 # -- an event's rows ------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from workers.invoice.state import Ledger, Names
 _LINE_FIELDS: Final = tuple(InvoiceLine.model_fields)
 
 # First key of the two-key advisory locks that serialize work on one id ("led").
-_LOCK_CLASS: Final = 0x6C6564
+LOCK_CLASS: Final = 0x6C6564
 _MARK: Final = (("status_rank", "int"), ("event_at", "timestamptz"), ("event_rank", "int"),
                 ("event_id", "text"))  # fmt: skip
 
@@ -158,6 +158,7 @@ _LOAD_CUSTOMERS = (
     f"SELECT {_select(_CUSTOMER)} FROM ledger_customers WHERE customer_id = ANY($1::text[])"
 )
 _LOAD_RECEIPTED = "SELECT payment_id FROM ledger_receipts WHERE payment_id = ANY($1::text[])"
+_PAYMENTS_WITH_CHARGES = "SELECT payment_id FROM ledger_payments WHERE charge_id = ANY($1::text[])"
 # Links by their own id ($1), their invoice ($2) or the payment references they name ($3).
 _LOAD_INVOICE_PAYMENTS = (
     f"SELECT {_select(_INVOICE_PAYMENT)} FROM ledger_invoice_payments "
@@ -201,9 +202,15 @@ async def lock(conn: asyncpg.Connection, keys: Collection[str]) -> None:
         FROM (SELECT DISTINCT hashtext(c) AS k FROM unnest($2::text[]) AS c) AS keys
         ORDER BY k
         """,
-        _LOCK_CLASS,
+        LOCK_CLASS,
         list(keys),
     )
+
+
+async def payments_with_charges(conn: asyncpg.Connection, charges: Collection[str]) -> set[str]:
+    """The ids of the payments whose charge is one of ``charges``, read before locking
+    (so a batch can lock the ids of the payments it will find by charge)."""
+    return {r["payment_id"] for r in await conn.fetch(_PAYMENTS_WITH_CHARGES, sorted(charges))}
 
 
 # -- loading ---------------------------------------------------------------------------------

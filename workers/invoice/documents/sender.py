@@ -13,6 +13,16 @@ Outcomes: PostgreSQL down or stalled, the render's time limit or a render proces
 died: ``retry``. No such receipt, no number in the delivery, a template or weasyprint
 error: ``failed`` with the reason (a broken template is refused at startup anyway:
 ``render.check_templates``).
+
+A receipt whose payment names an invoice the ledger does not hold yet (the payment's
+events came before the invoice's) is a ``retry`` too, so the PDF shows Stripe's invoice
+number and lines once they come; but only for ``invoice_wait`` seconds after it was issued
+(15 minutes: an invoice's events normally follow within seconds). After that it is
+rendered without them, with the payment's description instead: a PDF is never stored
+twice, so a later invoice does not change it, but a receipt must not go without its
+document because an invoice event never came (an endpoint not subscribed to invoices, a
+dead-lettered event). The wait must end before the policy's last attempt (checked when
+the sender is made), so such a row is never dead for want of its invoice.
 """
 
 from __future__ import annotations
@@ -24,14 +34,14 @@ import asyncpg
 
 from billing_fleet.db import DATABASE_UNAVAILABLE, bounded_connection, close_pool, create_pool
 from billing_fleet.logs import one_line
+from workers.invoice.documents.delivery import number_of
 from workers.invoice.documents.pdf import PdfRenderer, RenderFailed, RenderUnavailable
 from workers.invoice.documents.render import ReceiptRenderer
 from workers.invoice.documents.store import load_receipt, store_pdf
 from workers.invoice.settings import InvoiceSettings
 from workers.runtime.deliveries.model import DETAIL_CHARS, Delivery, RetryPolicy, SendResult
+from workers.runtime.failures import retry_delay
 
-CHANNEL: Final = "receipt_pdf"
-DESTINATION: Final = "receipt-documents"
 DB_TIMEOUT_SECONDS: Final = 5.0
 RENDER_TIMEOUT_SECONDS: Final = 20.0
 POOL_SIZE: Final = 4
@@ -40,6 +50,10 @@ never across the render."""
 POLICY: Final = RetryPolicy((1.0, 5.0, 30.0, 120.0, 600.0), 10)
 """As the HTTP channel's defaults: about 40 minutes of PostgreSQL outage before a
 receipt's row is dead (``billing-fleet deliveries retry`` sends it again)."""
+INVOICE_WAIT_SECONDS: Final = 900.0
+"""How long after its issue a receipt waits for the invoice its payment names."""
+JITTER_SPREAD: Final = 0.2
+"""The dispatcher's waits are ± this much (``failures.jitter``'s default)."""
 
 
 class ReceiptDocumentSender:
@@ -52,9 +66,16 @@ class ReceiptDocumentSender:
         db_timeout: float = DB_TIMEOUT_SECONDS,
         render_timeout: float = RENDER_TIMEOUT_SECONDS,
         policy: RetryPolicy = POLICY,
+        invoice_wait: float = INVOICE_WAIT_SECONDS,
     ) -> None:
+        if invoice_wait >= last_attempt_after(policy):
+            raise ValueError(
+                f"the invoice wait ({invoice_wait:g} s) must end before the policy's last "
+                f"attempt (at {last_attempt_after(policy):g} s at the earliest)"
+            )
         self._url = settings.database_url
         self._db_timeout, self._policy = db_timeout, policy
+        self._invoice_wait = invoice_wait
         self._renderer = ReceiptRenderer(settings)
         self._pdf = PdfRenderer(settings.invoice_render_processes, render_timeout)
         self._pool: asyncpg.Pool | None = None
@@ -71,7 +92,7 @@ class ReceiptDocumentSender:
         return self._timeout
 
     async def send(self, delivery: Delivery) -> SendResult:
-        number = receipt_number(delivery)
+        number = number_of(delivery)
         if number is None:
             return SendResult("failed", detail="the delivery names no receipt number")
         try:
@@ -86,6 +107,9 @@ class ReceiptDocumentSender:
             return SendResult("failed", detail=f"no receipt {number}"[:DETAIL_CHARS])
         if record.stored:
             return SendResult("sent", detail="stored already")
+        if record.missing_invoice_id is not None and record.age_seconds < self._invoice_wait:
+            detail = f"invoice {record.missing_invoice_id} not in the ledger yet"
+            return SendResult("retry", detail=detail[:DETAIL_CHARS])
         try:
             html = self._renderer.html(record.document)
         except Exception as exc:  # a template or formatting error: the same next time
@@ -125,16 +149,10 @@ class ReceiptDocumentSender:
             return self._pool
 
 
-def receipt_number(delivery: Delivery) -> str | None:
-    """The receipt a delivery names: its ``number`` metadata, else its payload."""
-    number = delivery.metadata.get("number")
-    if isinstance(number, str) and number:
-        return number
-    try:
-        text = delivery.payload.decode()
-    except UnicodeDecodeError:
-        return None
-    return text or None
+def last_attempt_after(policy: RetryPolicy) -> float:
+    """The least time from a delivery's first attempt to its last under ``policy``."""
+    waits = (retry_delay(n, policy.backoff_seconds) for n in range(1, policy.max_attempts))
+    return sum(waits) * (1 - JITTER_SPREAD)
 
 
 def _detail(what: str, exc: BaseException) -> str:

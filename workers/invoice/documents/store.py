@@ -15,6 +15,8 @@ from workers.invoice.documents.document import LineItem, ReceiptDocument, Seller
 # transaction, the others may be missing.
 RECEIPT_QUERY = """
 SELECT r.number, r.amount, r.currency, r.paid_at,
+       CASE WHEN i.invoice_id IS NULL THEN p.invoice_id END AS missing_invoice_id,
+       extract(epoch FROM now() - r.issued_at)::float8 AS age_seconds,
        p.payment_method_type, p.card_brand, p.card_last4, p.description,
        i.number AS invoice_number, i.lines::text AS lines, i.subtotal, i.discount, i.tax,
        c.name AS customer_name, coalesce(c.email, i.customer_email) AS customer_email,
@@ -49,6 +51,10 @@ class ReceiptRecord(NamedTuple):
     document: ReceiptDocument
     stored: bool
     """Its PDF is in ``ledger_receipt_documents`` already."""
+    missing_invoice_id: str | None
+    """The invoice its payment names when that is not in the ledger (yet)."""
+    age_seconds: float
+    """Since it was issued (PostgreSQL's clock)."""
 
 
 async def load_receipt(
@@ -81,7 +87,7 @@ async def load_receipt(
         discount=row["discount"],
         tax=row["tax"],
     )
-    return ReceiptRecord(document, row["stored"])
+    return ReceiptRecord(document, row["stored"], row["missing_invoice_id"], row["age_seconds"])
 
 
 async def store_pdf(conn: asyncpg.Connection, number: str, pdf: bytes) -> bool:
