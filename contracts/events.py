@@ -547,11 +547,17 @@ BillingEvent = Annotated[
 
 billing_event_adapter: TypeAdapter[BillingEvent] = TypeAdapter(BillingEvent)
 
-BILLING_EVENT_TYPES: Final[frozenset[str]] = frozenset(
-    value
-    for model in get_args(get_args(BillingEvent)[0])
-    for value in get_args(model.model_fields["type"].annotation)
-)
+
+def event_types(union: Any) -> frozenset[str]:
+    """Every ``type`` value of a discriminated union of event models (``Annotated``)."""
+    return frozenset(
+        value
+        for model in get_args(get_args(union)[0])
+        for value in get_args(model.model_fields["type"].annotation)
+    )
+
+
+BILLING_EVENT_TYPES: Final[frozenset[str]] = event_types(BillingEvent)
 """Every ``type`` an event on ``billing.events.v1`` may have today (new ones are added)."""
 
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import hashlib
 import uuid
-from typing import Annotated, Final, Literal, get_args
+from typing import Annotated, Final, Literal
 
 from pydantic import Field, StringConstraints, TypeAdapter
 
@@ -34,6 +34,7 @@ from contracts.events import (
     RequiredId,
     Text,
     Timestamp,
+    event_types,
 )
 
 _NAMESPACE: Final = EVENT_ID_NAMESPACE.bytes
@@ -251,11 +252,7 @@ LedgerEvent = Annotated[
 
 ledger_event_adapter: TypeAdapter[LedgerEvent] = TypeAdapter(LedgerEvent)
 
-LEDGER_EVENT_TYPES: Final[frozenset[str]] = frozenset(
-    value
-    for model in get_args(get_args(LedgerEvent)[0])
-    for value in get_args(model.model_fields["type"].annotation)
-)
+LEDGER_EVENT_TYPES: Final[frozenset[str]] = event_types(LedgerEvent)
 """Every ``type`` an event on ``invoices.v1`` may have today (new ones are added)."""
 
 
