@@ -24,10 +24,10 @@ from contracts import (
     INVOICES,
     EntitlementChange,
     LedgerEvent,
-    cloudevent_headers,
 )
 from workers.notification.keys import webhook_key
 from workers.notification.notices import WEBHOOK_CHANNEL
+from workers.notification.webhooks.payload import CONTENT_TYPE, cloudevent_payload
 from workers.runtime.deliveries.model import Delivery
 
 SOURCES: Final = {
@@ -35,7 +35,6 @@ SOURCES: Final = {
     ENTITLEMENT_CHANGES: "/billing-fleet/entitlement",
 }
 """The ``ce_source`` each announced topic's producer sets."""
-CONTENT_TYPE: Final = "application/cloudevents+json"
 
 
 class WebhookEndpoint(Protocol):
@@ -56,25 +55,6 @@ class NoEndpoints:
         return ()
 
 
-def cloudevent_payload(event: LedgerEvent | EntitlementChange, source: str) -> bytes:
-    """``event`` as a structured-mode CloudEvent (JSON), its attributes from
-    ``contracts.cloudevent_headers``. A stand-in for the webhooks part's own builder, which
-    replaces it here when it lands."""
-    attributes = cloudevent_headers(event, source=source)
-    document: dict[str, object] = {
-        "specversion": attributes["ce_specversion"],
-        "id": attributes["ce_id"],
-        "type": attributes["ce_type"],
-        "source": attributes["ce_source"],
-        "time": attributes["ce_time"],
-        "datacontenttype": attributes["content-type"],
-    }
-    if "ce_subject" in attributes:
-        document["subject"] = attributes["ce_subject"]
-    document["data"] = event.model_dump(mode="json")
-    return to_json(document)
-
-
 def announcements(
     endpoints: WebhookEndpoints, topic: str, event: LedgerEvent | EntitlementChange
 ) -> list[Delivery]:
@@ -82,7 +62,7 @@ def announcements(
     wanted = endpoints.endpoints_for(event.type)
     if not wanted:
         return []
-    payload = cloudevent_payload(event, SOURCES[topic])
+    payload = to_json(cloudevent_payload(event, source=SOURCES[topic]))
     event_id = str(event.id)
     return [
         Delivery(

@@ -8,7 +8,7 @@ from typing import Any, Final
 
 from pydantic_core import to_json
 
-from contracts import BillingEvent, EntitlementChange, cloudevent_headers
+from contracts import BillingEvent, EntitlementChange, LedgerEvent, cloudevent_headers
 from workers.notification.webhooks import CHANNEL
 from workers.notification.webhooks.endpoints import Endpoint
 from workers.runtime.deliveries.model import Delivery
@@ -30,7 +30,9 @@ _ATTRIBUTES: Final = (
 )
 
 
-def cloudevent_payload(event: BillingEvent | EntitlementChange, *, source: str) -> dict[str, Any]:
+def cloudevent_payload(
+    event: BillingEvent | EntitlementChange | LedgerEvent, *, source: str
+) -> dict[str, Any]:
     """``event`` as a structured-mode CloudEvent: the attributes ``cloudevent_headers``
     gives its Kafka record (the one builder; ``subject`` only when it has a customer),
     and the event itself as ``data``."""
