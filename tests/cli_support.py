@@ -154,3 +154,27 @@ async def wait_ready(base_url: str, timeout: float = 30) -> None:
             except httpx.TransportError:
                 pass
             await asyncio.sleep(0.1)
+
+
+async def wait_worker_ready(
+    process: subprocess.Popen[bytes], port: int, log: Path, timeout: float = 60
+) -> None:
+    """Until the worker ``process`` answers /readyz on ``port`` with 200. Fails at once
+    if it exited, and on timeout with its last /readyz answer; both with its log's tail
+    (a CI failure must say why)."""
+    last = "no answer"
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(timeout=2) as client:
+        while asyncio.get_running_loop().time() < deadline:
+            if process.poll() is not None:
+                raise AssertionError(f"worker exited ({process.returncode}):\n{tail(log)}")
+            try:
+                response = await client.get(f"http://127.0.0.1:{port}/readyz")
+            except httpx.HTTPError as exc:
+                last = repr(exc)
+            else:
+                if response.status_code == 200:
+                    return
+                last = f"{response.status_code} {response.text}"
+            await asyncio.sleep(0.1)
+    raise AssertionError(f"worker not ready after {timeout:.0f} s ({last}):\n{tail(log)}")

@@ -40,6 +40,7 @@ from contracts import (
 )
 from contracts.events import EventSource
 from contracts.topics import BILLING_EVENTS
+from tests.toy_worker import named_as_toy
 from workers.invoice.declaration import DECLARATION
 from workers.invoice.handler import InvoiceHandler
 from workers.invoice.receipts import DOCUMENT_CHANNEL
@@ -138,9 +139,8 @@ def build_on_topic(settings: InvoiceSettings) -> WorkerSpec:
     """The real invoice worker, as the registry builds it, consuming ``TOY_TOPIC`` (a
     test's own input topic), with a ``RecordingSender`` as its document channel (the
     renderer is another part's)."""
-    return build(settings, channels={DOCUMENT_CHANNEL: RecordingSender()}).consuming(
-        os.environ["TOY_TOPIC"]
-    )
+    spec = build(settings, channels={DOCUMENT_CHANNEL: RecordingSender()})
+    return named_as_toy(spec.consuming(os.environ["TOY_TOPIC"]))
 
 
 def at(text: str) -> datetime:

@@ -45,6 +45,7 @@ from contracts import (
 from contracts.ledger import LedgerEnvelope
 from tests.invoice_support import RecordingSender, source
 from tests.stripe_fixtures import load_event
+from tests.toy_worker import named_as_toy
 from workers.notification.announce import WebhookEndpoint
 from workers.notification.settings import NotificationSettings
 from workers.notification.worker import NAME, build
@@ -130,7 +131,7 @@ def build_on_topics(settings: NotificationSettings) -> WorkerSpec:
         dataclasses.replace(subscription, topic=topic)
         for subscription, topic in zip(spec.subscriptions, topics, strict=True)
     )
-    return dataclasses.replace(spec, subscriptions=subscriptions)
+    return named_as_toy(dataclasses.replace(spec, subscriptions=subscriptions))
 
 
 def subscription_of(spec: WorkerSpec, topic: str) -> Subscription[Any]:

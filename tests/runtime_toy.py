@@ -36,6 +36,7 @@ from contracts import (
 from tests import toy_worker
 from tests.fleet_settings import FleetSettings
 from tests.stripe_fixtures import load_event
+from tests.toy_worker import named_as_toy
 from workers.runtime.dlt_admin import DeadLetter, read_records
 from workers.runtime.run import run_worker
 from workers.runtime.spec import (
@@ -244,4 +245,4 @@ def build_entitlement(settings: FleetSettings) -> WorkerSpec:
     (a test's own input topic) instead of billing.events.v1."""
     from workers.entitlement.worker import build as build_real
 
-    return build_real(settings).consuming(os.environ["TOY_TOPIC"])
+    return named_as_toy(build_real(settings).consuming(os.environ["TOY_TOPIC"]))

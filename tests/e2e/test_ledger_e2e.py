@@ -34,13 +34,12 @@ import stripe
 
 from billing_fleet.money import format_money
 from contracts import BILLING_EVENTS
-from tests.cli_support import tail
+from tests.cli_support import tail, wait_worker_ready
 from tests.e2e.conftest import subscribe_with_card
 from tests.e2e.test_entitlements_e2e import create_plan, start_group_at_end
 from tests.fleet_settings import FleetSettings
 from tests.gateway import Gateway
 from tests.integration.test_ledger_api import ledger_token
-from tests.integration.test_runtime_fleet import ready
 from tests.integration.test_runtime_process import start_worker
 from tests.invoice_receipts import pdf_text
 from tests.jwt_tokens import claims, hs256
@@ -99,7 +98,7 @@ async def invoice_worker(
         BILLING_DELIVERY_POLL_SECONDS="0.2",
     )
     try:
-        await wait_for(lambda: ready(port), timeout=30, message="the invoice worker ready")
+        await wait_worker_ready(process, port, log)
         yield process
         process.send_signal(signal.SIGTERM)
         code = await asyncio.to_thread(process.wait, 30)

@@ -42,15 +42,13 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from contracts import BillingEvent
 from contracts.events import PaymentEventType
-from tests.cli_support import stop_all, tail
+from tests.cli_support import stop_all, tail, wait_worker_ready
 from tests.fleet_settings import FleetSettings
-from tests.integration.test_runtime_fleet import ready
 from tests.integration.test_runtime_process import start_worker
 from tests.invoice_support import payment, payment_event
 from tests.pg_waits import WaitSampler
 from tests.runtime_toy import create_topics, event_message, unique, wait_for
 from workers.invoice.receipts import DOCUMENT_CHANNEL, receipt_number
-from workers.invoice.worker import NAME
 
 pytestmark = pytest.mark.integration
 
@@ -172,15 +170,15 @@ def with_application_name(url: str, name: str) -> str:
 
 
 def start_replica(
-    settings: FleetSettings, url: str, topic: str, log: Path, name: str
+    settings: FleetSettings, url: str, topic: str, log: Path, worker: str, replica: str
 ) -> tuple[subprocess.Popen[bytes], int]:
     return start_worker(
         settings,
         log,
-        TOY_NAME=NAME,
+        TOY_NAME=worker,
         TOY_TOPIC=topic,
         BILLING_WORKER_DECLARATION="tests.toy_worker:INVOICE_ON_TOPIC",
-        DATABASE_URL=with_application_name(url, APPLICATION + name),
+        DATABASE_URL=with_application_name(url, APPLICATION + replica),
         BILLING_INVOICE_RECEIPT_PREFIX=PREFIX,
         BILLING_WORKER_LANES="2",  # the default, said here: lanes stay on
         BILLING_WORKER_BATCH_MAX_RECORDS="25",  # many transactions: more to kill, more to race
@@ -272,11 +270,14 @@ async def test_two_replicas_one_killed_mid_transaction_number_receipts_without_g
     events = stream(planned)
     expected_receipts = sum(p.receipted for p in planned)
     logs = {name: tmp_path / f"replica-{name}.log" for name in ("a", "b", "a2")}
-    replicas = {name: start_replica(settings, url, topic, logs[name], name) for name in ("a", "b")}
+    worker = unique("invoice")  # the replicas' consumer group, of this test alone
+    replicas = {
+        name: start_replica(settings, url, topic, logs[name], worker, name) for name in ("a", "b")
+    }
     conn = await asyncpg.connect(url)
     try:
-        for name, (_, port) in replicas.items():
-            await wait_for(partial(ready, port), timeout=40, message=f"replica {name} ready")
+        for name, (process, port) in replicas.items():
+            await wait_worker_ready(process, port, logs[name])
 
         async with WaitSampler(url, APPLICATION) as sampler:
             started = time.monotonic()
@@ -293,14 +294,15 @@ async def test_two_replicas_one_killed_mid_transaction_number_receipts_without_g
                 await wait_for(partial(_finished, conn, xid), timeout=10, message="its end")
                 assert await scalar(conn, XACT_STATUS, xid) == "aborted"
             receipts_at_kill = await scalar(conn, "SELECT count(*) FROM ledger_receipts")
-            replicas["a2"] = start_replica(settings, url, topic, logs["a2"], "a2")
+            replicas["a2"] = start_replica(settings, url, topic, logs["a2"], worker, "a2")
+            await wait_worker_ready(*replicas["a2"], logs["a2"])
 
             await publishing
             published = time.monotonic()
 
             async def all_processed() -> bool:
                 done = await scalar(
-                    conn, "SELECT count(*) FROM processed_events WHERE consumer = $1", NAME
+                    conn, "SELECT count(*) FROM processed_events WHERE consumer = $1", worker
                 )
                 return bool(done == len(events))
 
@@ -326,7 +328,7 @@ async def test_two_replicas_one_killed_mid_transaction_number_receipts_without_g
         payments = await conn.fetch("SELECT payment_id, status FROM ledger_payments")
         documents = await conn.fetch(
             "SELECT idempotency_key FROM deliveries WHERE worker = $1 AND channel = $2",
-            NAME,
+            worker,
             DOCUMENT_CHANNEL,
         )
         span = await scalar(

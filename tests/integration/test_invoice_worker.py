@@ -20,9 +20,8 @@ import pytest
 
 from api_gateway.normalize import normalize
 from contracts import INVOICES, BillingEvent, parse_ledger_event
-from tests.cli_support import stop_all
+from tests.cli_support import stop_all, wait_worker_ready
 from tests.fleet_settings import FleetSettings
-from tests.integration.test_runtime_fleet import ready
 from tests.integration.test_runtime_process import start_worker
 from tests.runtime_toy import create_topics, publish_events, unique, wait_for
 from tests.stripe_fixtures import load_event
@@ -74,14 +73,14 @@ async def test_the_worker_process_keeps_the_ledger_and_emits_invoices_v1(
     worker, port = start_worker(
         settings,
         log,
-        TOY_NAME="invoice",
+        TOY_NAME=unique("invoice"),  # a consumer group of its own
         TOY_TOPIC=topic,
         BILLING_WORKER_DECLARATION="tests.toy_worker:INVOICE_ON_TOPIC",
         BILLING_INVOICE_RECEIPT_PREFIX="E2E",
         BILLING_DELIVERY_POLL_SECONDS="0.2",
     )
     try:
-        await wait_for(lambda: ready(port), timeout=30, message="the invoice worker ready")
+        await wait_worker_ready(worker, port, log)
         await publish_events(bootstrap, topic, events)
         found: list[DeadLetter] = []
 

@@ -19,9 +19,8 @@ import asyncpg
 import pytest
 
 from contracts import cloudevent_headers, dead_letter_topic
-from tests.cli_support import stop_all
+from tests.cli_support import stop_all, wait_worker_ready
 from tests.fleet_settings import FleetSettings
-from tests.integration.test_runtime_fleet import ready
 from tests.integration.test_runtime_process import start_worker
 from tests.notification_support import (
     entitlement_change,
@@ -72,10 +71,11 @@ async def test_the_worker_process_mails_announces_and_skips(
     receipt = receipt_issued("R-2026-000042", customer_id=known, email=None)
     granted = entitlement_change("entitlement.granted", known, "sso")
     log = tmp_path / "worker.log"
+    name = unique("notification")  # a consumer group of its own
     worker, port = start_worker(
         settings,
         log,
-        TOY_NAME="notification",
+        TOY_NAME=name,
         TOY_TOPIC=billing,
         TOY_INVOICES_TOPIC=invoices,
         TOY_CHANGES_TOPIC=changes,
@@ -83,7 +83,7 @@ async def test_the_worker_process_mails_announces_and_skips(
         BILLING_DELIVERY_POLL_SECONDS="0.2",
     )
     try:
-        await wait_for(lambda: ready(port), timeout=30, message="the notification worker ready")
+        await wait_worker_ready(worker, port, log)
         await publish_events(bootstrap, billing, [customer, trial, ended])
 
         async def directory_knows() -> bool:
@@ -132,7 +132,7 @@ async def test_the_worker_process_mails_announces_and_skips(
         )
         assert tuple(contact) == ("jane@example.test", "Jane")
         for topic in (billing, invoices, changes):
-            assert await read_records(bootstrap, dead_letter_topic(topic, "notification")) == []
+            assert await read_records(bootstrap, dead_letter_topic(topic, name)) == []
     finally:
         stop_all([worker])
     assert worker.returncode == 0, log.read_text()[-3000:]

@@ -17,7 +17,7 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from billing_fleet.db import bounded_transaction, create_pool
 from contracts import ENTITLEMENT_CHANGES
-from tests.cli_support import stop_all
+from tests.cli_support import stop_all, wait_worker_ready
 from tests.fleet_settings import FleetSettings
 from tests.integration.test_entitlement_worker import (
     SYNCENGINE_CREATED,
@@ -84,12 +84,13 @@ async def test_two_worker_processes_each_apply_once_and_relay_only_their_own_row
     assert settings.kafka_bootstrap_servers
     bootstrap = settings.kafka_bootstrap_servers
     toy, topic, toy_out = unique("toy"), unique("fleet.in"), unique("fleet.toy.out")
+    entitlement_name = unique("entitlement")  # a consumer group of its own
     await prepare_tables(url)
     await create_topics(settings, topic, toy_out)
     catalog = write_catalog(tmp_path / "catalog.yaml")
     log = tmp_path / "workers.log"
     entitlement_env = {
-        "TOY_NAME": "entitlement",
+        "TOY_NAME": entitlement_name,
         "TOY_TOPIC": topic,
         "BILLING_WORKER_DECLARATION": "tests.toy_worker:ENTITLEMENT_ON_TOPIC",
         "BILLING_ENTITLEMENT_CATALOG_PATH": str(catalog),
@@ -105,8 +106,8 @@ async def test_two_worker_processes_each_apply_once_and_relay_only_their_own_row
     toy_process, toy_port = start_worker(settings, log, **toy_env)
     processes = [entitlement, toy_process]
     try:
-        await wait_for(lambda: ready(entitlement_port), timeout=30, message="entitlement ready")
-        await wait_for(lambda: ready(toy_port), timeout=30, message="toy ready")
+        await wait_worker_ready(entitlement, entitlement_port, log)
+        await wait_worker_ready(toy_process, toy_port, log)
         await publish_events(bootstrap, topic, first_events)
         await wait_for(lambda: _count(changes_of(bootstrap, set(first)), 10), timeout=30)
         await wait_for(lambda: _count(read_records(bootstrap, toy_out), 5), timeout=30)
@@ -131,7 +132,7 @@ async def test_two_worker_processes_each_apply_once_and_relay_only_their_own_row
         await wait_for(lambda: _count(changes_of(bootstrap, set(second)), 10), timeout=30)
         assert await outbox_rows(url, toy) == len(backlog)
         assert len(await read_records(bootstrap, toy_out)) == 5
-        assert await published_metric(entitlement_port) == {"entitlement": 20}
+        assert await published_metric(entitlement_port) == {entitlement_name: 20}
 
         toy_process, toy_port = start_worker(settings, log, **toy_env)
         processes.append(toy_process)
@@ -139,7 +140,7 @@ async def test_two_worker_processes_each_apply_once_and_relay_only_their_own_row
         await wait_for(lambda: _zero(outbox_rows(url, toy)), message="the backlog relayed")
         # The restarted toy relayed the backlog and the second batch's rows, nothing else.
         assert await published_metric(toy_port) == {toy: 8}
-        assert await published_metric(entitlement_port) == {"entitlement": 20}
+        assert await published_metric(entitlement_port) == {entitlement_name: 20}
     finally:
         stop_all(processes)
 
@@ -151,7 +152,7 @@ async def test_two_worker_processes_each_apply_once_and_relay_only_their_own_row
         )
     finally:
         await conn.close()
-    assert {row["consumer"]: row["n"] for row in by_consumer} == {"entitlement": 10, toy: 10}
+    assert {row["consumer"]: row["n"] for row in by_consumer} == {entitlement_name: 10, toy: 10}
     changes = await changes_of(bootstrap, {*first, *second})
     assert Counter(r.key for r in changes) == Counter(c.encode() for c in [*first, *second] * 2)
     toy_records = await read_records(bootstrap, toy_out)

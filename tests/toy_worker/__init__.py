@@ -6,6 +6,11 @@ it under unique names and topics, so its declaration reads them from ``TOY_NAME`
 its topics from ``contracts``):
 ``BILLING_WORKER_DECLARATION=tests.toy_worker:DECLARATION billing-fleet worker
 $TOY_NAME`` runs it although it is not in the registry.
+
+The real workers on a test's own topics (``*_ON_TOPIC``) take ``TOY_NAME`` too: their
+consumer group is their name, and the broker of the tests stalls a group's join when
+earlier members of that group consumed other topics, so each test's worker gets a group
+of its own.
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ from workers.entitlement.declaration import DECLARATION as ENTITLEMENT
 from workers.invoice.declaration import DECLARATION as INVOICE
 from workers.notification.declaration import DECLARATION as NOTIFICATION
 from workers.runtime.declaration import WorkerDeclaration
+from workers.runtime.spec import WorkerSpec
 
 MIGRATIONS = "tests.toy_worker"
 
@@ -45,6 +51,7 @@ DECLARATION = toy_declaration(
 
 ENTITLEMENT_ON_TOPIC = dataclasses.replace(
     ENTITLEMENT,
+    name=os.environ.get("TOY_NAME", ENTITLEMENT.name),
     factory="tests.runtime_toy:build_entitlement",
     consumes=(os.environ.get("TOY_TOPIC", BILLING_EVENTS),),
 )
@@ -52,6 +59,7 @@ ENTITLEMENT_ON_TOPIC = dataclasses.replace(
 
 INVOICE_ON_TOPIC = dataclasses.replace(
     INVOICE,
+    name=os.environ.get("TOY_NAME", INVOICE.name),
     factory="tests.invoice_support:build_on_topic",
     consumes=(os.environ.get("TOY_TOPIC", BILLING_EVENTS),),
 )
@@ -59,6 +67,7 @@ INVOICE_ON_TOPIC = dataclasses.replace(
 
 NOTIFICATION_ON_TOPIC = dataclasses.replace(
     NOTIFICATION,
+    name=os.environ.get("TOY_NAME", NOTIFICATION.name),
     factory="tests.notification_support:build_on_topics",
     consumes=(
         os.environ.get("TOY_TOPIC", BILLING_EVENTS),
@@ -69,3 +78,8 @@ NOTIFICATION_ON_TOPIC = dataclasses.replace(
 """The real notification worker consuming ``TOY_TOPIC``, ``TOY_INVOICES_TOPIC`` and
 ``TOY_CHANGES_TOPIC``, its mails and webhooks recorded, every event type announced to
 one endpoint."""
+
+
+def named_as_toy(spec: WorkerSpec) -> WorkerSpec:
+    """``spec`` (a ``*_ON_TOPIC`` factory's) under the name ``TOY_NAME`` when set."""
+    return dataclasses.replace(spec, name=os.environ.get("TOY_NAME", spec.name))
