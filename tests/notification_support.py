@@ -2,16 +2,16 @@
 the Stripe fixtures, the worker's spec with recording channels and a fixed clock, what the
 runtime does per event, and the worker's rows read back.
 
-``RecordingSender`` (tests/invoice_support.py) stands in for the SMTP and signed-webhook
-senders, which other parts provide; ``RecordingEndpoints`` is a real ``WebhookEndpoints``
-(endpoint ids with CloudEvents type globs). Mails are read back by parsing the payload the
-worker built, as a receiving server would.
+``RecordingSender`` (tests/invoice_support.py) records what the SMTP and signed-webhook
+senders would send (their own tests use real servers); ``endpoints_of`` builds a real
+``WebhookEndpoints`` (endpoint ids with CloudEvents type globs). Mails are read back by
+parsing the payload the worker built, as a receiving server would.
 """
 
 from __future__ import annotations
 
+import base64
 import dataclasses
-import fnmatch
 import json
 import os
 import uuid
@@ -24,6 +24,7 @@ from email.policy import default
 from typing import Any
 
 import asyncpg
+from pydantic import SecretStr
 
 import contracts
 from api_gateway.normalize import normalize
@@ -46,8 +47,8 @@ from contracts.ledger import LedgerEnvelope
 from tests.invoice_support import RecordingSender, source
 from tests.stripe_fixtures import load_event
 from tests.toy_worker import named_as_toy
-from workers.notification.announce import WebhookEndpoint
 from workers.notification.settings import NotificationSettings
+from workers.notification.webhooks.endpoints import Endpoint, WebhookEndpoints
 from workers.notification.worker import NAME, build
 from workers.runtime.processing import apply_one
 from workers.runtime.spec import Subscription, WorkerSpec
@@ -67,24 +68,23 @@ def at(text: str) -> datetime:
 # -- webhook endpoints ----------------------------------------------------------------------
 
 
-@dataclass(frozen=True)
-class Endpoint:
-    id: str
-    types: tuple[str, ...]
+TEST_SECRET = "whsec_" + base64.b64encode(b"a test secret of 24 bytes").decode()
 
 
-class RecordingEndpoints:
-    """Endpoints by id with type filters (globs; empty: every type)."""
-
-    def __init__(self, endpoints: Mapping[str, Sequence[str]]) -> None:
-        self.endpoints = [Endpoint(id, tuple(types)) for id, types in endpoints.items()]
-
-    def endpoints_for(self, event_type: str) -> Sequence[WebhookEndpoint]:
-        return [
-            endpoint
-            for endpoint in self.endpoints
-            if not endpoint.types or any(fnmatch.fnmatchcase(event_type, t) for t in endpoint.types)
+def endpoints_of(endpoints: Mapping[str, Sequence[str]]) -> WebhookEndpoints:
+    """Endpoints by id with type filters (globs; empty: every type), as the endpoints
+    file holds them, each at an unused loopback URL (recording channels send nothing)."""
+    return WebhookEndpoints(
+        endpoints=[
+            Endpoint(
+                id=id,
+                url=f"http://127.0.0.1:9/{id}",
+                secrets=[SecretStr(TEST_SECRET)],
+                events=list(types),
+            )
+            for id, types in endpoints.items()
         ]
+    )
 
 
 # -- the spec -----------------------------------------------------------------------------------
@@ -101,7 +101,7 @@ class Notifier:
 
 def notifier(
     settings: NotificationSettings | None = None,
-    endpoints: RecordingEndpoints | None = None,
+    endpoints: WebhookEndpoints | None = None,
     **overrides: Any,
 ) -> Notifier:
     """``build`` with recording channels, the given endpoints (none by default) and a
@@ -111,7 +111,7 @@ def notifier(
     spec = build(
         settings,
         channels={"email": email, "webhook": webhook},
-        endpoints=endpoints or RecordingEndpoints({}),
+        endpoints=endpoints or endpoints_of({}),
         clock=fixed_clock,
     )
     return Notifier(spec, email, webhook)
@@ -124,7 +124,7 @@ def build_on_topics(settings: NotificationSettings) -> WorkerSpec:
     spec = build(
         settings,
         channels={"email": RecordingSender(), "webhook": RecordingSender()},
-        endpoints=RecordingEndpoints({"all": []}),
+        endpoints=endpoints_of({"all": []}),
     )
     topics = [os.environ[name] for name in ("TOY_TOPIC", "TOY_INVOICES_TOPIC", "TOY_CHANGES_TOPIC")]
     subscriptions = tuple(

@@ -17,16 +17,17 @@ import asyncpg
 import pytest
 from pydantic_core import from_json, to_json
 
+from billing_fleet.masking import mask_email
 from contracts import parse_ledger_event
 from tests.notification_support import (
     NOW,
-    RecordingEndpoints,
     apply,
     at,
     contact_row,
     customer_event,
     deliveries,
     delivery_keys,
+    endpoints_of,
     entitlement_change,
     event_id_of,
     fixture_event,
@@ -38,9 +39,8 @@ from tests.notification_support import (
     skips,
 )
 from tests.runtime_toy import metric
-from workers.notification.mail import message_id_for
 from workers.notification.notices import NOTICES
-from workers.notification.privacy import mask_email
+from workers.runtime.deliveries.mail import message_id_for
 from workers.runtime.deliveries.model import Delivery
 from workers.runtime.deliveries.store import write_deliveries
 
@@ -240,7 +240,7 @@ async def test_ledger_and_entitlement_events_are_announced_to_the_endpoints_that
     ledger_conn: asyncpg.Connection,
 ) -> None:
     conn, cus = ledger_conn, customer_id()
-    endpoints = RecordingEndpoints({"crm": ["receipt.*", "invoice.*"], "audit": []})
+    endpoints = endpoints_of({"crm": ["receipt.*", "invoice.*"], "audit": []})
     notify = notifier(endpoints=endpoints)
     receipt = receipt_issued("R-5", customer_id=cus, email="w@example.test")
     change = entitlement_change("entitlement.updated", cus, "api_calls", limit=10)
@@ -252,9 +252,9 @@ async def test_ledger_and_entitlement_events_are_announced_to_the_endpoints_that
 
     rows = await deliveries(conn, "webhook")
     assert [(r["destination"], r["idempotency_key"]) for r in rows] == [
-        ("crm", f"webhook:crm:{receipt.id}"),
-        ("audit", f"webhook:audit:{receipt.id}"),
-        ("audit", f"webhook:audit:{change.id}"),
+        ("http://127.0.0.1:9/crm", f"webhook:crm:{receipt.id}"),
+        ("http://127.0.0.1:9/audit", f"webhook:audit:{receipt.id}"),
+        ("http://127.0.0.1:9/audit", f"webhook:audit:{change.id}"),
     ]  # billing events are not announced; the replay added nothing
     cloudevent = from_json(rows[0]["payload"])
     assert {k: cloudevent[k] for k in ("specversion", "id", "type", "source", "subject")} == {

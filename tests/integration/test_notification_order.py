@@ -31,9 +31,9 @@ from hypothesis import strategies as st
 from contracts import BillingEvent, EntitlementChange, LedgerEvent
 from tests.notification_support import (
     NOW,
-    RecordingEndpoints,
     apply,
     customer_event,
+    endpoints_of,
     entitlement_change,
     fixture_event,
     ledger_invoice_event,
@@ -115,9 +115,7 @@ def arrivals(draw: st.DrawFn) -> tuple[list[Event], Arrival]:
 
 
 def spec() -> WorkerSpec:
-    return notifier(
-        endpoints=RecordingEndpoints(ENDPOINTS), notification_enabled=list(NOTICES)
-    ).spec
+    return notifier(endpoints=endpoints_of(ENDPOINTS), notification_enabled=list(NOTICES)).spec
 
 
 Outcome = tuple[set[tuple[Any, ...]], set[tuple[Any, ...]], list[dict[str, Any]]]
@@ -218,7 +216,10 @@ def test_the_history_reaches_every_kind_of_outcome(ledger_url: str) -> None:
         "co0@example.test",
         "guest@example.test",
     }
-    assert {row[1] for row in sent if row[0] == "webhook"} == {"crm", "audit"}
+    assert {row[1] for row in sent if row[0] == "webhook"} == {
+        "http://127.0.0.1:9/crm",
+        "http://127.0.0.1:9/audit",
+    }
     assert {(row[0], row[3], row[4]) for row in skipped} == {
         (kind, "cus_pu0", "no_email") for kind in NOTICES
     }

@@ -33,6 +33,7 @@ from workers.notification.announce import SOURCES
 from workers.runtime.dlt_admin import read_records
 
 pytestmark = pytest.mark.integration
+ALL = "http://127.0.0.1:9/all"  # the URL of the endpoint ``all`` (build_on_topics)
 
 
 async def fetch(url: str, query: str, *args: object) -> list[asyncpg.Record]:
@@ -123,7 +124,7 @@ async def test_the_worker_process_mails_announces_and_skips(
             (r["destination"], r["idempotency_key"]) for r in rows if r["channel"] == "webhook"
         )
         assert webhooks == sorted(
-            [("all", f"webhook:all:{receipt.id}"), ("all", f"webhook:all:{granted.id}")]
+            [(ALL, f"webhook:all:{receipt.id}"), (ALL, f"webhook:all:{granted.id}")]
         )
         skipped = await fetch(url, "SELECT notice, recipient, reason FROM notification_skips")
         assert [tuple(r) for r in skipped] == [("subscription_ended", unknown, "no_email")]

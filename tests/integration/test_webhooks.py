@@ -22,6 +22,7 @@ from tests.deliveries_support import attempts, dispatching, rows, statuses, writ
 from tests.http_receiver import Answer, Receiver
 from tests.runtime_toy import make_events, unique, wait_for
 from tests.webhook_support import endpoint, new_secret, verifies, write_endpoints
+from workers.notification.keys import webhook_key
 from workers.notification.settings import NotificationSettings
 from workers.notification.webhooks import CHANNEL
 from workers.notification.webhooks import endpoints as endpoints_module
@@ -128,7 +129,7 @@ async def test_signatures_verify_two_ways_and_a_rotation_signs_what_is_queued(
             await wait_for(lambda: _arrived(receiver, 4), message="one after the rotation")
         by_id = {r.headers["webhook-id"]: r for r in receiver.received}
         for event in events:
-            got = by_id[f"{hook}:{event.id}"]
+            got = by_id[webhook_key(hook, str(event.id))]
             signatures = got.headers["webhook-signature"].split(" ")
             assert len(signatures) == 2 and all(s.startswith("v1,") for s in signatures)
             for secret in (old, new):  # each secret's signature is there and verifies
@@ -137,7 +138,7 @@ async def test_signatures_verify_two_ways_and_a_rotation_signs_what_is_queued(
             assert json.loads(got.body) == cloudevent_payload(event, source=SOURCE)
             assert got.headers["content-type"] == "application/cloudevents+json"
             assert abs(int(got.headers["webhook-timestamp"]) - time.time()) < TOLERANCE_SECONDS
-        after = by_id[f"{hook}:{later[0].id}"]
+        after = by_id[webhook_key(hook, str(later[0].id))]
         assert len(after.headers["webhook-signature"].split(" ")) == 1
         assert verifies(new, after.headers, after.body)
         assert not verifies(old, after.headers, after.body)
@@ -201,7 +202,7 @@ async def test_gone_disables_the_endpoint_stops_its_rows_and_enable_requeues_the
             )
             assert sum(receiver.requests.values()) == 1  # the 410, and nothing after it
             found = {r["idempotency_key"]: r for r in await rows(webhooks_db, worker)}
-            mine = [r for key, r in found.items() if key.startswith(f"{gone}:")]
+            mine = [r for key, r in found.items() if key.startswith(f"webhook:{gone}:")]
             assert sorted(r["last_code"] for r in mine) == ["410"] + ["disabled"] * 4
             assert {r["status"] for r in mine} == {"failed"}
             stopped = next(r for r in mine if r["last_code"] == "disabled")
@@ -215,7 +216,9 @@ async def test_gone_disables_the_endpoint_stops_its_rows_and_enable_requeues_the
             await write(webhooks_db, worker, _deliveries(path, newer)[:1])
             await wait_for(lambda: _settled(webhooks_db, worker, 11), message="the newer row")
             assert sum(receiver.requests.values()) == 1
-            assert (await statuses(webhooks_db, worker))[f"{gone}:{newer[0].id}"] == "failed"
+            assert (await statuses(webhooks_db, worker))[
+                webhook_key(gone, str(newer[0].id))
+            ] == "failed"
 
             listed = _cli(webhooks_db, path, "webhooks", "list")
             assert listed.returncode == 0, listed.stderr
@@ -231,7 +234,9 @@ async def test_gone_disables_the_endpoint_stops_its_rows_and_enable_requeues_the
             assert f"endpoint {gone} enabled: 6 deliveries" in enabled.stdout
             await wait_for(lambda: _arrived(receiver, 6), message="the stopped rows delivered")
             await wait_for(lambda: _all(webhooks_db, worker, "sent"), message="all recorded")
-        assert receiver.ids("/gone") == {f"{gone}:{event.id}": 1 for event in [*events, *newer]}
+        assert receiver.ids("/gone") == {
+            webhook_key(gone, str(event.id)): 1 for event in [*events, *newer]
+        }
         state = await _endpoint_row(webhooks_db, gone)
         assert state is not None and state["disabled_at"] is None
         again = _cli(webhooks_db, path, "webhooks", "enable", gone)
@@ -319,7 +324,8 @@ async def test_one_endpoint_down_does_not_hold_back_the_other(
     # The down endpoint's rows come first in due order.
     events = make_events(10)
     queued = sorted(
-        _deliveries(path, events), key=lambda d: not d.idempotency_key.startswith(down_id)
+        _deliveries(path, events),
+        key=lambda d: not d.idempotency_key.startswith(f"webhook:{down_id}:"),
     )
     await write(webhooks_db, worker, queued)
     sender = _sender(path, webhooks_db, worker, backoff=(5.0,))
@@ -336,11 +342,11 @@ async def test_one_endpoint_down_does_not_hold_back_the_other(
 
             await wait_for(both_written, message="health of both endpoints")
             states = await statuses(webhooks_db, worker)
-            assert {states[f"{down_id}:{e.id}"] for e in events} == {"pending"}
+            assert {states[webhook_key(down_id, str(e.id))] for e in events} == {"pending"}
             assert down.requests == {}
             failure = await _endpoint_row(webhooks_db, down_id)
             assert failure is not None and "Connect" in failure["last_failure"]
-        assert up.ids("/b", up.requests) == {f"{up_id}:{e.id}": 1 for e in events}
+        assert up.ids("/b", up.requests) == {webhook_key(up_id, str(e.id)): 1 for e in events}
     finally:
         await up.stop()
 

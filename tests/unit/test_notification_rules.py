@@ -4,7 +4,6 @@ built on the contract models), the recipient, the locale and the keys."""
 
 from __future__ import annotations
 
-import re
 from datetime import timedelta
 
 import pytest
@@ -21,7 +20,6 @@ from tests.notification_support import (
 )
 from workers.notification.facts import PaymentFailedFacts, ReceiptFacts, SubscriptionFacts
 from workers.notification.keys import address_digest, notice_key, webhook_key
-from workers.notification.mail import message_id_for
 from workers.notification.notices import NOTICES, UnknownNotice, enabled_notices
 from workers.notification.rules import (
     Contact,
@@ -279,10 +277,3 @@ def test_keys_name_the_notice_the_event_and_the_recipient_within_the_key_limit()
     assert len(long) <= 255 and long.startswith("trial_ending:sha256:")
     assert long == notice_key("trial_ending", "evt_" + "x" * 250, "cus_" + "y" * 250)
     assert long != notice_key("trial_ending", "evt_" + "x" * 250, "cus_" + "z" * 250)
-
-
-def test_the_message_id_is_stable_per_key() -> None:
-    first = message_id_for("receipt:1:cus_1", "example.com")
-    assert first == message_id_for("receipt:1:cus_1", "example.com")
-    assert first != message_id_for("receipt:1:cus_2", "example.com")
-    assert re.fullmatch(r"<[0-9a-f]{32}@example\.com>", first)

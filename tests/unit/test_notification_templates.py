@@ -11,7 +11,7 @@ import pytest
 
 from tests.notification_support import NOW, mail_parts
 from workers.notification.facts import ReceiptFacts
-from workers.notification.mail import MailIdentity, compose, message_id_for
+from workers.notification.mail import MailIdentity, compose
 from workers.notification.notices import NOTICES, NoticeKind
 from workers.notification.settings import NotificationSettings
 from workers.notification.templates import (
@@ -24,6 +24,7 @@ from workers.notification.templates import (
 from workers.notification.worker import common_context
 from workers.registry import WORKERS
 from workers.runtime.declaration import WorkerBuildError
+from workers.runtime.deliveries.mail import message_id_for
 
 SHIPPED = Path(__file__).resolve().parents[2] / "workers" / "notification" / "templates"
 LINKS = {"account": "https://app.example.test/billing", "unsubscribe": "https://app.example.test/u"}

@@ -19,6 +19,7 @@ from fleet.dev import dev_topics
 from tests import toy_worker
 from tests.runtime_toy import ToyServiceDown, toy_spec
 from workers.entitlement.settings import EntitlementSettings
+from workers.notification.webhooks.sender import SignedWebhookSender
 from workers.registry import (
     DECLARATION_OVERRIDE_ENV,
     WORKERS,
@@ -31,6 +32,7 @@ from workers.runtime.declaration import (
     WorkerBuildError,
     WorkerDeclaration,
 )
+from workers.runtime.deliveries.smtp import SmtpSender
 from workers.runtime.settings import RuntimeSettings
 from workers.runtime.spec import WorkerSpec
 
@@ -116,6 +118,19 @@ def test_the_notification_worker_builds_as_declared() -> None:
         f"notification@{ENTITLEMENT_CHANGES}",
     ]
     assert set(spec.channels) == {"email", "webhook"} and spec.periodic is not None
+    # The real senders: the SMTP relay of the settings, webhooks signed per endpoint.
+    assert isinstance(spec.channels["email"], SmtpSender)
+    assert spec.channels["email"].limit_group == "smtp://localhost:25"
+    assert isinstance(spec.channels["webhook"], SignedWebhookSender)
+
+
+def test_the_notification_worker_refuses_an_smtp_timeout_as_long_as_the_lease() -> None:
+    notification = WORKERS["notification"]
+    settings = notification.settings_class()(
+        delivery_lease_seconds=30, notification_smtp_timeout_seconds=30
+    )
+    with pytest.raises(WorkerBuildError, match="BILLING_NOTIFICATION_SMTP_TIMEOUT_SECONDS"):
+        notification.build(settings)
 
 
 def test_a_build_that_disagrees_with_its_declaration_is_refused() -> None:

@@ -25,6 +25,7 @@ from typing import Any
 import asyncpg
 
 from billing_fleet.logs import one_line
+from billing_fleet.masking import mask_email
 from contracts import (
     BILLING_EVENTS,
     ENTITLEMENT_CHANGES,
@@ -39,7 +40,6 @@ from workers.notification.announce import WebhookEndpoints, announcements
 from workers.notification.keys import notice_key
 from workers.notification.mail import MailIdentity, compose
 from workers.notification.notices import EMAIL_CHANNEL, TRANSACTIONAL, NoticeKind
-from workers.notification.privacy import mask_email
 from workers.notification.rules import (
     Notice,
     Skip,

@@ -1,7 +1,8 @@
 """The RFC 5322 message of one notice: multipart/alternative (text, then HTML).
 
 The SMTP channel sends the payload as it is, to the delivery's destination. Its
-``Message-ID`` is derived from the delivery's idempotency key (``message_id_for``), so a
+``Message-ID`` is derived from the delivery's idempotency key (the SMTP channel's
+``message_id_for``, which checks it before each send), so a
 mail sent twice after a crash carries the same id and the receiving side can drop it;
 the MIME boundary is derived from the key too, so the same notice is the same bytes
 whenever it is built.
@@ -20,6 +21,8 @@ from email.message import EmailMessage
 from email.policy import SMTP
 from email.utils import format_datetime
 
+from workers.runtime.deliveries.mail import message_id_for
+
 
 @dataclass(frozen=True, slots=True)
 class MailIdentity:
@@ -37,12 +40,6 @@ class MailIdentity:
     def domain(self) -> str:
         """The sender's domain: the right side of every Message-ID."""
         return Address(addr_spec=self.sender).domain
-
-
-def message_id_for(idempotency_key: str, domain: str) -> str:
-    """``<hex@domain>`` from the delivery's key: the same mail always has the same id."""
-    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
-    return f"<{digest}@{domain}>"
 
 
 def compose(

@@ -16,8 +16,8 @@ from typing import Final
 
 import asyncpg
 
+from billing_fleet.masking import mask_email
 from workers.notification.notices import EMAIL_CHANNEL
-from workers.notification.privacy import mask_email
 from workers.runtime.spec import Effect
 
 BATCH: Final = 1000

@@ -30,6 +30,20 @@ class NotificationSettings(CoreSettings):
     notification_smtp_cafile: str | None = Field(
         default=None, description="CA bundle the relay's certificate is checked against."
     )
+    notification_smtp_connections: int = Field(
+        default=4,
+        ge=1,
+        le=100,
+        description="Connections to the relay at once (each reused for up to 100 mails); "
+        "at most BILLING_DELIVERY_CONCURRENCY.",
+    )
+    notification_smtp_backoff_seconds: list[float] = Field(
+        default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0],
+        min_length=1,
+        description="Waits between attempts at a mail the relay did not take (down, 4xx), "
+        "as JSON; after the last one the mail is dead (listed, `deliveries retry` re-queues "
+        "it). A 5xx for the recipient is final at once.",
+    )
     # -- what mails say ----------------------------------------------------------------------
     notification_mail_from: str = Field(
         default="billing@example.com", description="From address of every mail."

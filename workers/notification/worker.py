@@ -17,8 +17,10 @@ from workers.notification.retention import INTERVAL_SECONDS, Retention
 from workers.notification.rules import valid_address
 from workers.notification.settings import NotificationSettings
 from workers.notification.templates import NoticeTemplates, check_templates
-from workers.notification.wiring import default_channels, default_endpoints
+from workers.notification.webhooks.endpoints import EndpointsFile
+from workers.notification.wiring import WiringError, default_channels, default_endpoints
 from workers.runtime.deliveries.channel import Sender
+from workers.runtime.settings import RuntimeSettings
 from workers.runtime.spec import (
     Subscription,
     WorkerSpec,
@@ -45,8 +47,9 @@ def build(
     clock: Callable[[], datetime] = _utcnow,
 ) -> WorkerSpec:
     """The worker. ``channels`` are its senders by channel name (``email``, ``webhook``)
-    and ``endpoints`` says which webhook endpoints want which event types; both default to
-    ``wiring``'s. ``clock`` dates the mails (tests fix it).
+    and ``endpoints`` says which webhook endpoints want which event types; by default the
+    SMTP relay's and the signed webhooks' senders and the endpoints file of the settings
+    (``wiring``). ``clock`` dates the mails (tests fix it).
 
     Fails here, at startup, with one line: a notice template that does not compile or
     render (an unknown name), an unknown notice in ``notification_enabled``, a From or
@@ -56,7 +59,10 @@ def build(
     templates = NoticeTemplates(settings.notification_templates_dir)
     common = common_context(settings)
     check_templates(templates, common)
-    chosen = dict(default_channels(settings) if channels is None else channels)
+    endpoints = default_endpoints(settings) if endpoints is None else endpoints
+    if channels is None:
+        channels = real_channels(settings, endpoints)
+    chosen = dict(channels)
     missing = [channel for channel in CHANNELS if channel not in chosen]
     if missing:
         raise NotificationConfigError(f"no sender for channel(s) {', '.join(missing)}")
@@ -66,7 +72,7 @@ def build(
         common=common,
         enabled=enabled,
         receipt_url=settings.notification_receipt_url,
-        endpoints=endpoints if endpoints is not None else default_endpoints(settings),
+        endpoints=endpoints,
         clock=clock,
     )
     return WorkerSpec(
@@ -83,6 +89,19 @@ def build(
         periodic=Retention(NAME, settings.notification_retention_days),
         periodic_interval_seconds=INTERVAL_SECONDS,
     )
+
+
+def real_channels(settings: NotificationSettings, endpoints: WebhookEndpoints) -> dict[str, Sender]:
+    """``wiring``'s senders: they need the runtime's settings too (``worker NAME`` reads
+    both) and sign with the endpoints file the handler chooses from."""
+    if not isinstance(settings, RuntimeSettings):
+        raise NotificationConfigError("the SMTP and webhook senders need the runtime's settings")
+    if not isinstance(endpoints, EndpointsFile):
+        raise NotificationConfigError("the webhook sender signs with an EndpointsFile")
+    try:
+        return default_channels(settings, endpoints, worker=NAME)
+    except WiringError as exc:
+        raise NotificationConfigError(str(exc)) from None
 
 
 def mail_identity(settings: NotificationSettings) -> MailIdentity:

@@ -9,6 +9,7 @@ from typing import Any, Final
 from pydantic_core import to_json
 
 from contracts import BillingEvent, EntitlementChange, LedgerEvent, cloudevent_headers
+from workers.notification.keys import webhook_key
 from workers.notification.webhooks import CHANNEL
 from workers.notification.webhooks.endpoints import Endpoint
 from workers.runtime.deliveries.model import Delivery
@@ -17,6 +18,8 @@ CONTENT_TYPE: Final = "application/cloudevents+json"
 """The media type of a structured-mode CloudEvent (the HTTP binding's)."""
 ENDPOINT_KEY: Final = "endpoint"
 """The delivery's metadata key naming its endpoint (its secrets are read at send time)."""
+EVENT_TYPE_KEY: Final = "event_type"
+"""The delivery's metadata key of the announced event's type (for listings)."""
 
 # Kafka header -> structured-mode attribute, in the order they are written.
 _ATTRIBUTES: Final = (
@@ -44,17 +47,19 @@ def cloudevent_payload(
     return payload
 
 
-def idempotency_key(endpoint_id: str, event_id: str) -> str:
-    """The delivery's key and so its ``webhook-id``: unique per endpoint and event, the
-    same on every attempt and every redelivery of the event."""
-    return f"{endpoint_id}:{event_id}"
-
-
 def webhook_deliveries(
-    endpoints: Iterable[Endpoint], event: BillingEvent | EntitlementChange, *, source: str
+    endpoints: Iterable[Endpoint],
+    event: BillingEvent | EntitlementChange | LedgerEvent,
+    *,
+    source: str,
 ) -> list[Delivery]:
     """One signed-webhook delivery of ``event`` per endpoint in ``endpoints`` (what
-    ``EndpointsFile.endpoints_for(event.type)`` chose), the body built once."""
+    ``EndpointsFile.endpoints_for(event.type)`` chose), the body built once.
+
+    Its key (``keys.webhook_key``: ``webhook:<endpoint id>:<event id>``) is the
+    ``webhook-id`` and what makes it once per endpoint and event; its destination the
+    endpoint's URL when it was queued (the sender posts to the file's current one); its
+    metadata the endpoint's id (its secrets are read at send time) and the event type."""
     chosen = list(endpoints)
     if not chosen:
         return []
@@ -64,10 +69,10 @@ def webhook_deliveries(
         Delivery(
             CHANNEL,
             endpoint.url,
-            idempotency_key(endpoint.id, str(event.id)),
+            webhook_key(endpoint.id, str(event.id)),
             body,
             headers,
-            {ENDPOINT_KEY: endpoint.id},
+            {ENDPOINT_KEY: endpoint.id, EVENT_TYPE_KEY: event.type},
         )
         for endpoint in chosen
     ]

@@ -58,7 +58,7 @@ class SignedWebhookSender:
         self,
         endpoints: EndpointsFile,
         http: HttpSender,
-        database_url: str,
+        database_url: str | None,
         *,
         worker: str,
         db_timeout: float,
@@ -112,7 +112,9 @@ class SignedWebhookSender:
             **delivery.headers,
             **signed_headers(endpoint.secret_values(), delivery.idempotency_key, at, body),
         }
-        result = await self._http.send(dataclasses.replace(delivery, headers=signed))
+        # To the file's URL now: an endpoint moved in the file takes its queued rows along.
+        sent = dataclasses.replace(delivery, destination=endpoint.url, headers=signed)
+        result = await self._http.send(sent)
         self._health.note(endpoint.id, result, at)
         if result.code == GONE:
             await self._disable(endpoint.id, delivery.idempotency_key)
@@ -164,6 +166,8 @@ class SignedWebhookSender:
     async def _get_pool(self) -> asyncpg.Pool:
         async with self._pool_lock:
             if self._pool is None:
+                if not self._database_url:  # ``billing-fleet worker`` does not start without
+                    raise RuntimeError("signed webhooks need DATABASE_URL (endpoint state)")
                 # No connection yet (min_size 0): opened, bounded, when one is acquired.
                 self._pool = await create_pool(
                     self._database_url,
@@ -231,8 +235,6 @@ def webhook_sender(
 ) -> SignedWebhookSender:
     """The ``webhook`` channel as the settings configure it, over ``endpoints`` (the file
     the worker's handler chooses endpoints from)."""
-    if not settings.database_url:
-        raise ValueError("signed webhooks need DATABASE_URL (their endpoints' state)")
     db_timeout = settings.worker_database_timeout_seconds
     longest = settings.delivery_http_timeout_seconds + 2 * db_timeout  # timeout_seconds
     if settings.delivery_lease_seconds <= longest:
