@@ -6,7 +6,6 @@ the endpoints file (``webhooks/``). The handler chooses endpoints from the same
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Protocol
 
 from pydantic import SecretStr
@@ -14,7 +13,7 @@ from pydantic import SecretStr
 from workers.notification.notices import EMAIL_CHANNEL, WEBHOOK_CHANNEL
 from workers.notification.settings import NotificationSettings, SmtpSecurity
 from workers.notification.webhooks.endpoints import EndpointsFile
-from workers.notification.webhooks.sender import webhook_sender
+from workers.notification.webhooks.sender import WebhookSettings, webhook_sender
 from workers.runtime.deliveries.channel import Sender
 from workers.runtime.deliveries.model import RetryPolicy
 from workers.runtime.deliveries.smtp import SmtpSender
@@ -24,19 +23,9 @@ class WiringError(ValueError):
     """Settings the channels cannot run with; the message names them."""
 
 
-class ChannelSettings(Protocol):
+class ChannelSettings(WebhookSettings, Protocol):
     """What the channels read: the runtime's settings and the notification worker's."""
 
-    @property
-    def database_url(self) -> str | None: ...
-    @property
-    def worker_database_timeout_seconds(self) -> float: ...
-    @property
-    def delivery_concurrency(self) -> int: ...
-    @property
-    def delivery_http_timeout_seconds(self) -> float: ...
-    @property
-    def delivery_lease_seconds(self) -> float: ...
     @property
     def notification_smtp_host(self) -> str: ...
     @property
@@ -55,10 +44,6 @@ class ChannelSettings(Protocol):
     def notification_smtp_connections(self) -> int: ...
     @property
     def notification_smtp_backoff_seconds(self) -> list[float]: ...
-    @property
-    def notification_webhook_endpoints_path(self) -> Path | None: ...
-    @property
-    def notification_webhook_backoff_seconds(self) -> list[float]: ...
 
 
 def smtp_sender(settings: ChannelSettings) -> SmtpSender:
