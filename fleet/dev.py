@@ -29,6 +29,8 @@ from contracts import BILLING_EVENTS
 from fleet import dev_state
 from fleet.command_settings import DevFleetSettings
 from fleet.dev_banner import Generated, banner
+from fleet.dev_mailbox import HOST as MAILBOX_HOST
+from fleet.dev_mailbox import DevMailbox
 from fleet.dev_workers import DevWorkers, WorkerFailed, stop_all
 from fleet.embedded import EmbeddedKafka, EmbeddedPostgres, EmbeddedUnavailable
 from fleet.preflight import Unavailable, check_database, require_gateway_ports
@@ -102,8 +104,29 @@ def _state(settings: DevFleetSettings, generated: Generated) -> dev_state.DevSta
     )
 
 
-def _generate(settings: DevFleetSettings) -> tuple[Generated, dict[str, Any]]:
-    """Secrets for what is not configured, and the settings update that installs them."""
+def _with_mailbox(
+    settings: DevFleetSettings, started: ExitStack
+) -> tuple[DevFleetSettings, DevMailbox | None]:
+    """The dev mailbox as the notification worker's relay, unless the developer set one
+    (``BILLING_NOTIFICATION_SMTP_HOST`` or ``_PORT``); started before the workers build,
+    since their SMTP channel is made with the relay's address."""
+    relay = {"notification_smtp_host", "notification_smtp_port"}
+    if not relay <= set(type(settings).model_fields) or relay & settings.model_fields_set:
+        return settings, None
+    mailbox = started.enter_context(DevMailbox(settings.dev_data_dir / "mail"))
+    update = {
+        "notification_smtp_host": MAILBOX_HOST,
+        "notification_smtp_port": mailbox.port,
+        "notification_smtp_security": "none",
+    }
+    return settings.model_copy(update=update), mailbox
+
+
+def _generate(
+    settings: DevFleetSettings, mailbox: DevMailbox | None = None
+) -> tuple[Generated, dict[str, Any]]:
+    """Secrets for what is not configured, and the settings update that installs them;
+    ``mailbox`` is the dev mailbox when dev started one."""
     update: dict[str, Any] = {}
     webhook_secret = jwt_secret = None
     if not settings.stripe_webhook_secrets:
@@ -112,7 +135,8 @@ def _generate(settings: DevFleetSettings) -> tuple[Generated, dict[str, Any]]:
     if settings.jwt_hs256_secret is None and not settings.jwt_jwks_url:
         jwt_secret = secrets.token_urlsafe(32)  # 43 characters: above the 32-byte minimum
         update["jwt_hs256_secret"] = SecretStr(jwt_secret)
-    return Generated(webhook_secret, jwt_secret), update
+    where = mailbox.directory.resolve() if mailbox is not None else None
+    return Generated(webhook_secret, jwt_secret, where), update
 
 
 def run_dev(settings: DevFleetSettings) -> int:
@@ -128,6 +152,7 @@ def run_dev(settings: DevFleetSettings) -> int:
         ):
             # Before anything starts: these fail in a second, the servers take longer.
             require_gateway_ports(settings)
+            settings, mailbox = _with_mailbox(settings, started)
             workers = DevWorkers.registered(settings)
             if settings.database_url is not None:
                 asyncio.run(check_database(settings.database_url))
@@ -140,7 +165,7 @@ def run_dev(settings: DevFleetSettings) -> int:
             if settings.database_url is None and signals.received is None:
                 postgres = EmbeddedPostgres(settings.dev_data_dir / "pgdata")
                 update["database_url"] = started.enter_context(postgres).url
-            generated, secrets_update = _generate(settings)
+            generated, secrets_update = _generate(settings, mailbox)
             resolved = settings.model_copy(update={**update, **secrets_update})
             try:
                 signals.run(_run(resolved, generated, workers, signals))

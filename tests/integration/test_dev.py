@@ -112,6 +112,9 @@ async def test_quick_start_fix_the_catalog_and_replay_from_a_second_terminal(
         await wait_ready(base)
         state = tmp_path / ".billing-fleet" / "dev.json"
         assert state.stat().st_mode & 0o777 == 0o600
+        mailbox = (tmp_path / ".billing-fleet" / "mail").resolve()
+        [mail_line] = [line for line in dev.banner if line.startswith("  mail ")]
+        assert f"{mailbox}/*.eml" in mail_line and mailbox.is_dir()
         assert json.loads(state.read_text())["gateway_url"] == base
 
         sent = run("send-test-event", env=second_terminal, cwd=tmp_path)
