@@ -70,6 +70,16 @@ def test_everything_renders_every_template() -> None:
         ({"config": {"env": {"KAFKA_BOOTSTRAP_SERVERS": "x"}}}, "KAFKA_BOOTSTRAP_SERVERS"),
         ({"metrics": {"dashboard": {"enabeld": True}}}, "enabeld"),
         ({"secrets": {"databaseUrl": {"existingSecret": 7}}}, "existingSecret"),
+        ({"kafka": {"sasl": {"enabled": True, "mechanism": "OAUTHBEARER"}}}, "mechanism"),
+        ({"kafka": {"tls": {"enabled": "yes"}}}, "/kafka/tls/enabled"),
+        ({"kafka": {"tls": {"enabled": True, "checkHostname": "no"}}}, "checkHostname"),
+        ({"kafka": {"securityProtocol": "TLS"}}, "securityProtocol"),
+        ({"kafka": {"tls": {"enabled": True, "caFile": "/ca.pem"}}}, "caFile"),
+        # What the kafka and secrets blocks own is not a plain setting.
+        ({"config": {"env": {"BILLING_KAFKA_SSL_CAFILE": "/ca.pem"}}}, "BILLING_KAFKA_SSL_CAFILE"),
+        ({"config": {"env": {"BILLING_KAFKA_SECURITY_PROTOCOL": "SSL"}}}, "SECURITY_PROTOCOL"),
+        ({"config": {"env": {"BILLING_NOTIFICATION_SMTP_PASSWORD": "x"}}}, "SMTP_PASSWORD"),
+        ({"secrets": {"notificationWebhookEndpoints": {"value": "x"}}}, "value"),
     ],
 )
 def test_the_schema_rejects_wrong_values(values: dict[str, Any], named: str) -> None:

@@ -190,7 +190,9 @@ def test_migrate_runs_as_a_hook_before_install_and_upgrade() -> None:
 
 def test_no_secret_values_by_default_and_existing_secrets_are_used() -> None:
     defaults = yaml.safe_load((CHART / "values.yaml").read_text())
-    assert all(s["value"] == "" and s["existingSecret"] == "" for s in defaults["secrets"].values())
+    assert all(
+        s.get("value", "") == "" and s["existingSecret"] == "" for s in defaults["secrets"].values()
+    )
     assert of_kind(manifests({}), "Secret") == {}
     objects = manifests(SCENARIOS["production"])
     assert of_kind(objects, "Secret") == {}
@@ -206,6 +208,8 @@ def test_no_secret_values_by_default_and_existing_secrets_are_used() -> None:
             "key": "webhook-secrets",
         },
         "BILLING_JWT_HS256_SECRET": {"name": "billing-fleet-jwt", "key": "hs256"},
+        "BILLING_KAFKA_SASL_USERNAME": {"name": "billing-fleet-kafka-sasl", "key": "username"},
+        "BILLING_KAFKA_SASL_PASSWORD": {"name": "billing-fleet-kafka-sasl", "key": "password"},
     }
     # The worker needs none of the gateway's secrets.
     worker_env = {e["name"] for e in container(objects, "worker-entitlement")["env"]}
