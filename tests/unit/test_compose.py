@@ -23,7 +23,7 @@ from workers.runtime.settings import RuntimeSettings
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE: dict[str, Any] = yaml.safe_load((ROOT / "compose.yaml").read_text())
 SERVICES: dict[str, dict[str, Any]] = COMPOSE["services"]
-INFRASTRUCTURE = {"kafka", "postgres", "prometheus"}
+INFRASTRUCTURE = {"kafka", "postgres", "prometheus", "mailpit"}
 FLEET_IMAGE = SERVICES["gateway"]["image"]
 
 
@@ -66,6 +66,15 @@ def test_kafka_is_one_kraft_broker_and_images_are_pinned() -> None:
     assert SERVICES["postgres"]["image"].startswith("postgres:")
     for name in INFRASTRUCTURE:
         assert pinned(SERVICES[name]["image"]), name
+
+
+def test_the_notification_worker_mails_to_the_mail_catcher() -> None:
+    env = SERVICES["worker-notification"]["environment"]
+    assert (env["BILLING_NOTIFICATION_SMTP_HOST"], env["BILLING_NOTIFICATION_SMTP_PORT"]) == (
+        "mailpit",
+        "1025",
+    )
+    assert "mailpit" in SERVICES["worker-notification"]["depends_on"]
 
 
 def test_migrate_runs_once_before_the_gateway_and_the_workers() -> None:
