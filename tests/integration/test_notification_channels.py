@@ -447,14 +447,14 @@ async def test_sigkill_mid_send_resends_only_the_unrecorded_with_the_same_messag
     worker = await run.started()
     killed_at: list[float] = []
 
-    def kill_at_the_eighth(received: Received) -> None:
-        # In the relay's thread, as it takes the 8th mail and before it answers 250: the
+    def kill_at_the_twelfth(received: Received) -> None:
+        # In the relay's thread, as it takes the 12th mail and before it answers 250: the
         # relay holds the mail, the worker never learns it was taken.
-        if len(relay.received) == 8 and not killed_at:
+        if len(relay.received) == 12 and not killed_at:
             worker.send_signal(signal.SIGKILL)
             killed_at.append(time.monotonic())
 
-    relay.recorder.on_accepted = kill_at_the_eighth
+    relay.recorder.on_accepted = kill_at_the_twelfth
     try:
         await run.publish_receipts(receipts)
         code = await asyncio.to_thread(worker.wait, 30)
