@@ -1,11 +1,11 @@
 """A real loopback HTTP/1.1 server standing for a webhook receiver, in the test's loop.
 
-Each path answers as told (a status and headers, or ``HOLD``: read the request, never
-answer); every request is counted by its ``webhook-id`` header, and the ids answered 2xx
-apart, so a test sees what was delivered and whether anything came twice; ``received``
-keeps each request's headers and body (to verify a signature). ``stop()``
-closes the listener and every open connection (the endpoint is down: connection
-refused); ``start()`` listens on the same port again.
+Each path answers as told (a status and headers, after a delay or once a gate is open,
+or ``HOLD``: read the request, never answer); every request is counted by its
+``webhook-id`` header, and the ids answered 2xx apart, so a test sees what was delivered
+and whether anything came twice; ``received`` keeps each request's headers and body (to
+verify a signature). ``stop()`` closes the listener and every open connection (the
+endpoint is down: connection refused); ``start()`` listens on the same port again.
 """
 
 from __future__ import annotations
@@ -34,6 +34,8 @@ class Answer:
     headers: dict[str, str] = field(default_factory=dict)
     delay: float = 0.0
     """Seconds to wait before answering (a slow receiver)."""
+    gate: asyncio.Event | None = None
+    """Answer only once it is set (a receiver the test lets answer when it is ready)."""
 
 
 class Receiver:
@@ -86,6 +88,8 @@ class Receiver:
                 if answer == HOLD:
                     await asyncio.Event().wait()  # until the connection is closed
                 assert isinstance(answer, Answer)
+                if answer.gate is not None:
+                    await answer.gate.wait()
                 if answer.delay:
                     await asyncio.sleep(answer.delay)
                 if 200 <= answer.status < 300:

@@ -1,6 +1,7 @@
 """Helpers for the notification worker's tests: event builders on the contract models and
-the Stripe fixtures, the worker's spec with recording channels and a fixed clock, what the
-runtime does per event, and the worker's rows read back.
+the Stripe fixtures, the worker's spec with recording channels and a fixed clock (or, for
+a worker process against real servers, its real channels), what the runtime does per
+event, and the worker's rows read back.
 
 ``RecordingSender`` (tests/invoice_support.py) records what the SMTP and signed-webhook
 senders would send (their own tests use real servers); ``endpoints_of`` builds a real
@@ -126,12 +127,25 @@ def build_on_topics(settings: NotificationSettings) -> WorkerSpec:
         channels={"email": RecordingSender(), "webhook": RecordingSender()},
         endpoints=endpoints_of({"all": []}),
     )
+    return named_as_toy(_on_test_topics(spec))
+
+
+def build_real_on_topics(settings: NotificationSettings) -> WorkerSpec:
+    """The real worker with its real channels (the SMTP relay and the signed webhooks of
+    the ``BILLING_NOTIFICATION_*`` settings, the endpoints file's endpoints), consuming the
+    test's own topics as ``build_on_topics``. Built under ``TOY_NAME``: the webhook
+    sender's 410 bookkeeping and the retention job look at the rows of that name."""
+    spec = build(settings, name=os.environ.get("TOY_NAME", NAME))
+    return named_as_toy(_on_test_topics(spec))
+
+
+def _on_test_topics(spec: WorkerSpec) -> WorkerSpec:
     topics = [os.environ[name] for name in ("TOY_TOPIC", "TOY_INVOICES_TOPIC", "TOY_CHANGES_TOPIC")]
     subscriptions = tuple(
         dataclasses.replace(subscription, topic=topic)
         for subscription, topic in zip(spec.subscriptions, topics, strict=True)
     )
-    return named_as_toy(dataclasses.replace(spec, subscriptions=subscriptions))
+    return dataclasses.replace(spec, subscriptions=subscriptions)
 
 
 def subscription_of(spec: WorkerSpec, topic: str) -> Subscription[Any]:

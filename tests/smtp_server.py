@@ -4,8 +4,11 @@ thread of its own, with its own event loop).
 The handler records every message that got ``250`` after ``DATA`` (envelope and bytes),
 counts ``RCPT TO`` per recipient and the SMTP sessions open at once, and answers as told
 per recipient: a reply at ``RCPT TO`` or at ``DATA`` (``"550 5.1.1 No such user"``), or
-``HANG`` (never answer, until the server stops). ``stop()`` ends the server and every
-session (connection refused afterwards); ``start()`` listens on the same port again.
+``HANG`` (never answer, until the server stops). ``on_accepted``, when set, is called
+(in the server's thread) with each message recorded, before its ``250`` is written: a
+test can crash the sender at the moment the relay holds a mail it was not told of yet.
+``stop()`` ends the server and every session (connection refused afterwards);
+``start()`` listens on the same port again.
 Optional: a certificate (``Pki``) for STARTTLS or implicit TLS, and AUTH with one
 user's password.
 """
@@ -18,6 +21,7 @@ import email.policy
 import ssl
 import threading
 from collections import Counter
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from typing import Any, Final, Literal
@@ -59,6 +63,7 @@ class Recorder:
     sessions_open: int = 0
     most_sessions_open: int = 0
     logins: list[tuple[str, str]] = field(default_factory=list)  # (mechanism, user)
+    on_accepted: Callable[[Received], None] | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     def arrived(self, recipient: str) -> int:
@@ -107,6 +112,9 @@ class Recorder:
         received = Received(str(envelope.mail_from), list(envelope.rcpt_tos), content, bool(tls))
         with self.lock:
             self.received.append(received)
+            accepted = self.on_accepted
+        if accepted is not None:
+            accepted(received)
         return "250 Message accepted"
 
 

@@ -79,6 +79,13 @@ NOTIFICATION_ON_TOPIC = dataclasses.replace(
 ``TOY_CHANGES_TOPIC``, its mails and webhooks recorded, every event type announced to
 one endpoint."""
 
+NOTIFICATION_REAL_ON_TOPIC = dataclasses.replace(
+    NOTIFICATION_ON_TOPIC, factory="tests.notification_support:build_real_on_topics"
+)
+"""The real notification worker on the same test topics with its real channels: mails to
+the ``BILLING_NOTIFICATION_SMTP_*`` relay, signed webhooks to the endpoints file's
+endpoints."""
+
 
 def named_as_toy(spec: WorkerSpec) -> WorkerSpec:
     """``spec`` (a ``*_ON_TOPIC`` factory's) under the name ``TOY_NAME`` when set."""

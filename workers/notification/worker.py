@@ -45,11 +45,15 @@ def build(
     channels: Mapping[str, Sender] | None = None,
     endpoints: WebhookEndpoints | None = None,
     clock: Callable[[], datetime] = _utcnow,
+    *,
+    name: str = NAME,
 ) -> WorkerSpec:
     """The worker. ``channels`` are its senders by channel name (``email``, ``webhook``)
     and ``endpoints`` says which webhook endpoints want which event types; by default the
     SMTP relay's and the signed webhooks' senders and the endpoints file of the settings
-    (``wiring``). ``clock`` dates the mails (tests fix it).
+    (``wiring``). ``clock`` dates the mails (tests fix it). ``name`` is the worker's
+    name, its rows' ``worker``: what the webhook sender's 410 bookkeeping and the
+    retention job look at (another name only for a copy of the worker, e.g. a test's).
 
     Fails here, at startup, with one line: a notice template that does not compile or
     render (an unknown name), an unknown notice in ``notification_enabled``, a From or
@@ -61,7 +65,7 @@ def build(
     check_templates(templates, common)
     endpoints = default_endpoints(settings) if endpoints is None else endpoints
     if channels is None:
-        channels = real_channels(settings, endpoints)
+        channels = real_channels(settings, endpoints, worker=name)
     chosen = dict(channels)
     missing = [channel for channel in CHANNELS if channel not in chosen]
     if missing:
@@ -76,7 +80,7 @@ def build(
         clock=clock,
     )
     return WorkerSpec(
-        name=NAME,
+        name=name,
         subscriptions=(
             Subscription(
                 BILLING_EVENTS, handler.handle_billing, handle_batch=handler.handle_billing_batch
@@ -86,20 +90,23 @@ def build(
         ),
         emits=DECLARATION.emits,
         channels=chosen,
-        periodic=Retention(NAME, settings.notification_retention_days),
+        periodic=Retention(name, settings.notification_retention_days),
         periodic_interval_seconds=INTERVAL_SECONDS,
     )
 
 
-def real_channels(settings: NotificationSettings, endpoints: WebhookEndpoints) -> dict[str, Sender]:
-    """``wiring``'s senders: they need the runtime's settings too (``worker NAME`` reads
-    both) and sign with the endpoints file the handler chooses from."""
+def real_channels(
+    settings: NotificationSettings, endpoints: WebhookEndpoints, *, worker: str = NAME
+) -> dict[str, Sender]:
+    """``wiring``'s senders of worker ``worker``: they need the runtime's settings too
+    (``worker NAME`` reads both) and sign with the endpoints file the handler chooses
+    from."""
     if not isinstance(settings, RuntimeSettings):
         raise NotificationConfigError("the SMTP and webhook senders need the runtime's settings")
     if not isinstance(endpoints, EndpointsFile):
         raise NotificationConfigError("the webhook sender signs with an EndpointsFile")
     try:
-        return default_channels(settings, endpoints, worker=NAME)
+        return default_channels(settings, endpoints, worker=worker)
     except WiringError as exc:
         raise NotificationConfigError(str(exc)) from None
 
