@@ -30,14 +30,13 @@ from typing import Any
 import asyncpg
 import pytest
 import stripe
-from aiokafka import AIOKafkaConsumer
 
 from billing_fleet.kafka_admin import ensure_topics
 from billing_fleet.money import format_money
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
 from tests.cli_support import tail, wait_worker_ready
 from tests.e2e.conftest import subscribe_with_card
-from tests.e2e.test_entitlements_e2e import create_plan
+from tests.e2e.test_entitlements_e2e import create_plan, start_group_at_end
 from tests.e2e.test_ledger_e2e import (
     DECLINED_AT_CHARGE,
     PLAN_AMOUNT,
@@ -51,44 +50,12 @@ from tests.integration.test_runtime_process import start_worker
 from tests.notification_support import mail_parts
 from tests.runtime_toy import wait_for
 from tests.smtp_server import MailServer, Received
-from workers.invoice.declaration import DECLARATION as INVOICE
 from workers.notification.declaration import DECLARATION as NOTIFICATION
 
 pytestmark = pytest.mark.e2e
 
 COMPANY = "Acme Billing"
 MAIL_FROM = "billing@acme.example"
-
-
-async def join_group_at_end(bootstrap: str, group: str, topic: str) -> None:
-    """``start_group_at_end`` for a group an earlier worker process was a member of (the
-    registry's workers keep their names, so their groups, from test to test: the ledger
-    test's invoice worker joined ``invoice``). The broker refuses that helper's
-    member-less commit on such a group (UnknownMemberId, for good), so this joins the
-    group as its one member, takes every partition, commits their end offsets and leaves."""
-    consumer = AIOKafkaConsumer(
-        topic,
-        bootstrap_servers=bootstrap,
-        group_id=group,
-        enable_auto_commit=False,
-        session_timeout_ms=1000,
-        heartbeat_interval_ms=300,
-    )
-    await consumer.start()
-    try:
-        async with asyncio.timeout(30):
-            while not consumer.assignment():
-                await consumer.getmany(timeout_ms=200)
-        tps = sorted(consumer.assignment())
-        assert {tp.partition for tp in tps} == consumer.partitions_for_topic(topic)
-        # As start_group_at_end: Tansu's end offset is its last batch's, read on past it.
-        for tp, offset in (await consumer.end_offsets(tps)).items():
-            consumer.seek(tp, offset)
-        while await consumer.getmany(*tps, timeout_ms=300):
-            pass
-        await consumer.commit({tp: await consumer.position(tp) for tp in tps})
-    finally:
-        await consumer.stop()
 
 
 @asynccontextmanager
@@ -111,7 +78,7 @@ async def notification_worker(
     for topic in NOTIFICATION.consumes:
         # The runtime's consumer groups: the bare name for the first topic, name@topic after.
         group = name if topic == BILLING_EVENTS else f"{name}@{topic}"
-        await join_group_at_end(bootstrap, group, topic)
+        await start_group_at_end(bootstrap, group, topic)
     process, port = start_worker(
         settings,
         log,
@@ -215,9 +182,6 @@ async def test_a_paid_first_invoice_mails_our_receipt_and_a_declined_card_a_dunn
     paying, declined = f"paying-{token}@example.com", f"declined-{token}@example.com"
     receipt_url = f"{gateway.url}/v1/receipts/{{number}}.pdf"
     plan_id = await asyncio.to_thread(create_plan, stripe_client)
-    assert settings.kafka_bootstrap_servers
-    # Left by a member of its own, the group takes invoice_worker's member-less commit.
-    await join_group_at_end(settings.kafka_bootstrap_servers, INVOICE.name, BILLING_EVENTS)
     async with (
         mail_server() as mail,
         notification_worker(settings, tmp_path / "notification.log", mail, receipt_url),
