@@ -243,6 +243,11 @@ def _ms(value: float) -> str:
     return f"{value:,.1f} ms" if math.isfinite(value) else "never"
 
 
+def _rate(received: dict[str, Any]) -> str:
+    span, count = received["load_span_s"], len(received["latency_ms"])
+    return f"{count / span:,.0f} mails/s" if span > 0 else "one mail"
+
+
 def _stage(label: str, values: list[float]) -> str:
     if not values:
         return f"accepted -> {label}: none"
@@ -274,7 +279,8 @@ def report(
         f"(p50 {e2e.percentile(answer, 50):.1f} ms, p99 {e2e.percentile(answer, 99):.1f} ms); "
         f"sender late {sent['late']} times (max {sent['max_late_ms']:.1f} ms)",
         f"mails: {received['mails']:,} received ({received['others']} not of the load: the "
-        f"warm-up; {received['repeated']} to an address already mailed); sender and relay "
+        f"warm-up; {received['repeated']} to an address already mailed); the load's from "
+        f"first to last in {received['load_span_s']:.1f} s ({_rate(received)}); sender and relay "
         + ("at nice -10" if sent["prioritized"] else "at default priority (not root)"),
         "",
         _stage(

@@ -81,8 +81,10 @@ async def sink(port: int) -> dict[str, Any]:
         for customer, at in accepted.items()
         if customer in by_customer
     ]
+    load_arrivals = [ns for customer, ns in by_customer.items() if customer in accepted]
     return {
         "latency_ms": latencies,
+        "load_span_s": (max(load_arrivals) - min(load_arrivals)) / 1e9 if load_arrivals else 0.0,
         "missing": len(accepted) - len(latencies),
         "mails": arrivals.mails,
         "repeated": arrivals.repeated,
