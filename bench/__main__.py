@@ -9,6 +9,8 @@ from collections.abc import Sequence
 WORKERS = ("entitlement", "invoice")
 """The workers ``bench worker`` and ``bench e2e`` know (``bench.workloads``); the first is
 the default. Named here so that parsing the command line imports no worker."""
+E2E_WORKERS = (*WORKERS, "notification")
+"""``bench e2e`` measures the notification worker's receipt mails too."""
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -56,6 +58,10 @@ def _run(args: argparse.Namespace) -> int:
             batch=args.batch,
             timeout=args.timeout,
         )
+    if args.worker == "notification":
+        from bench import e2e_notification
+
+        return e2e_notification.run(rate=args.rate, duration_s=args.duration)
     if args.worker == "invoice":
         from bench import e2e_ledger
 
@@ -108,14 +114,17 @@ def main(argv: Sequence[str] | None = None) -> int:
     worker.add_argument("--rounds", type=int, default=5, help="alternating (a)/(b) rounds")
 
     e2e = commands.add_parser(
-        "e2e", help="webhook -> entitlement (or invoice) readable latency; read API under wrk"
+        "e2e",
+        help="webhook -> entitlement (or invoice) readable latency, read API under wrk; or "
+        "webhook -> receipt mail received",
     )
     e2e.add_argument(
         "--worker",
-        choices=WORKERS,
-        default=WORKERS[0],
+        choices=E2E_WORKERS,
+        default=E2E_WORKERS[0],
         help="entitlement: subscription webhooks, the entitlement check; invoice: invoice.paid "
-        "webhooks, a user's invoice list, the entitlement check beside it",
+        "webhooks, a user's invoice list, the entitlement check beside it; notification: "
+        "payment webhooks -> receipt mails at a real SMTP server (--rate, --duration only)",
     )
     e2e.add_argument("--rate", type=int, default=500, help="webhooks/s sent")
     e2e.add_argument("--duration", type=int, default=10, help="seconds of webhooks")

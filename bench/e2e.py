@@ -251,7 +251,7 @@ def load(
             procs.running(poll, log_path=workdir / "poll.log", env=env, stdin=s.stdout)
         )
         s.stdout.close()  # the poller holds the read end now
-        prioritized = all(_prioritize(process.pid) for process in (s, p))
+        prioritized = all(prioritize(process.pid) for process in (s, p))
         for name, process, log, limit in (
             ("sender", s, workdir / "send.log", duration_s + 60),
             ("poller", p, workdir / "poll.log", duration_s + 200),
@@ -268,7 +268,7 @@ def load(
     return sent, polled
 
 
-def _prioritize(pid: int) -> bool:
+def prioritize(pid: int) -> bool:
     """Nice -10 for the load generator and the poller: they stand for Stripe and the apps,
     which do not share the fleet's two cores in production; starved, they delay the sends
     and the detection they measure. Needs root (else they keep the default priority)."""

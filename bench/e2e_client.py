@@ -3,7 +3,10 @@
 ``send``: POSTs signed webhooks, each for a fresh customer, at a fixed rate by schedule
 (open loop: a slow answer never delays the next send): ``--kind entitlement``,
 ``customer.subscription.created`` on a plan granting the bench feature; ``--kind
-invoice``, ``invoice.paid`` of a fresh invoice (``bench.ledger_events``). It writes
+invoice``, ``invoice.paid`` of a fresh invoice (``bench.ledger_events``); ``--kind
+customer``, ``customer.created`` with an e-mail address, and ``--kind receipt``,
+``payment_intent.succeeded`` of a fresh payment, for the customers one ``--run`` names
+(created first: the receipt's mail goes to that address). It writes
 ``CUSTOMER OBJECT ACCEPTED_NS`` to stdout for each 200 (the object: the subscription or
 the invoice; ``time.monotonic_ns``, one clock for every process of the machine); its
 summary also keeps each acceptance's wall-clock time, to compare with the worker's
@@ -66,15 +69,34 @@ def _invoice_paid(run: str, i: int, now: int) -> tuple[str, str, dict[str, Any]]
     return customer, ids.invoice, event
 
 
-KINDS: Final = {"entitlement": _subscription_created, "invoice": _invoice_paid}
+def _customer_created(run: str, i: int, now: int) -> tuple[str, str, dict[str, Any]]:
+    customer = f"cus_e2e{run}{i:07d}"
+    event = ledger_events.customer_created(f"evt_e2ec{run}{i:09d}", customer, f"user_{run}", now)
+    event["data"]["object"]["email"] = ledger_events.customer_email(customer)
+    return customer, customer, event
+
+
+def _intent_succeeded(run: str, i: int, now: int) -> tuple[str, str, dict[str, Any]]:
+    customer, ids = f"cus_e2e{run}{i:07d}", ledger_events.PaymentIds(f"e2e{run}", i)
+    event = ledger_events.intent_succeeded(f"evt_e2e{run}{i:09d}", customer, ids, now, now)
+    return customer, ids.intent, event
+
+
+KINDS: Final = {
+    "entitlement": _subscription_created,
+    "invoice": _invoice_paid,
+    "customer": _customer_created,  # with an e-mail address (ledger_events.customer_email)
+    "receipt": _intent_succeeded,  # a succeeded payment: a receipt for its customer
+}
 
 
 def webhooks(
-    count: int, secret: str, kind: str = "entitlement"
+    count: int, secret: str, kind: str = "entitlement", run: str | None = None
 ) -> list[tuple[str, str, bytes, str]]:
     """(customer, object, body, Stripe-Signature) of each webhook of ``kind``; signed now
-    (300 s tolerance)."""
-    run = events.run_token()
+    (300 s tolerance). ``run`` names the customers (fresh ones unless given: ``customer``
+    then ``receipt`` with one ``run`` pay for customers created first)."""
+    run = run or events.run_token()
     now = int(time.time())
     out = []
     for i in range(count):
@@ -97,13 +119,18 @@ class SendStats:
 
 
 async def send(
-    url: str, secret: str, rate: int, duration_s: float, kind: str = "entitlement"
+    url: str,
+    secret: str,
+    rate: int,
+    duration_s: float,
+    kind: str = "entitlement",
+    run: str | None = None,
 ) -> dict[str, Any]:
     client = Client(url, SEND_CONNECTIONS)
     path = urlsplit(url).path
     batch = [
         (customer, obj, client.request("POST", path, _webhook_headers(sig), body))
-        for customer, obj, body, sig in webhooks(int(rate * duration_s), secret, kind)
+        for customer, obj, body, sig in webhooks(int(rate * duration_s), secret, kind, run)
     ]
     stats = SendStats()
 
@@ -255,6 +282,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     s.add_argument("--duration", type=float, required=True)
     s.add_argument("--out", type=Path, required=True)
     s.add_argument("--kind", choices=sorted(KINDS), default="entitlement")
+    s.add_argument("--run", help="names the customers (default: fresh ones)")
     p = modes.add_parser("poll")
     p.add_argument("url_template", help="with {customer} and maybe {object}")
     p.add_argument("--token", required=True)
@@ -270,7 +298,9 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     async def main() -> None:
         if args.mode == "send":
-            summary.update(await send(args.url, args.secret, args.rate, args.duration, args.kind))
+            summary.update(
+                await send(args.url, args.secret, args.rate, args.duration, args.kind, args.run)
+            )
         else:
             summary.update(
                 await poll(

@@ -139,6 +139,19 @@ def customer_created(event_id: str, customer_id: str, user_id: str, created: int
     return event
 
 
+MAIL_DOMAIN: Final = "bench.example.com"
+
+
+def customer_email(customer_id: str) -> str:
+    """The e-mail address of a benchmark customer: a mail to it names its customer."""
+    return f"{customer_id}@{MAIL_DOMAIN}"
+
+
+def customer_of(address: str) -> str:
+    """The customer a benchmark address (``customer_email``) names."""
+    return address.partition("@")[0]
+
+
 def payment_events(count: int, customers: int) -> Iterator[dict[str, Any]]:
     """``count`` Stripe events: payments round robin over ``customers`` customers (payment
     ``p`` is customer ``p % customers``'s ``p // customers``-th, a minute after its

@@ -80,11 +80,11 @@ def relay_server(stack: ExitStack, workdir: Path) -> int:
     server = stack.enter_context(
         procs.running([*command, "-c", "aiosmtpd.handlers.Sink"], log_path=log)
     )
-    _wait_greeting(port, server, log)
+    wait_greeting(port, server, log)
     return port
 
 
-def _wait_greeting(
+def wait_greeting(
     port: int, server: subprocess.Popen[bytes], log: Path, timeout: float = 20.0
 ) -> None:
     deadline = time.monotonic() + timeout

@@ -13,7 +13,8 @@ from typing import Any
 import httpx
 import pytest
 import stripe
-from aiokafka import AIOKafkaConsumer
+from aiokafka import AIOKafkaConsumer, TopicPartition
+from aiokafka.errors import CommitFailedError
 
 from billing_fleet.kafka_admin import topic_partitions
 from contracts import (
@@ -45,7 +46,12 @@ products:
 
 async def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
     """Commit ``group``'s offsets at the end of ``topic``: the worker sees only what this
-    test publishes, not the session's earlier events (whose prices our catalog lacks)."""
+    test publishes, not the session's earlier events (whose prices our catalog lacks).
+
+    A commit from outside the group is refused (``CommitFailedError``) once a member ever
+    joined it, as the registry's workers, which keep their names from test to test, did
+    (test_ledger_e2e's and test_notifications_e2e's invoice worker): then this joins the
+    group as its one member to commit."""
     consumer = AIOKafkaConsumer(
         bootstrap_servers=bootstrap, group_id=group, enable_auto_commit=False
     )
@@ -54,13 +60,41 @@ async def start_group_at_end(bootstrap: str, group: str, topic: str) -> None:
         tps = await topic_partitions(consumer, topic)
         assert tps, f"{topic} has no partitions"
         consumer.assign(tps)
-        # Read on from the end offsets until a fetch comes back empty: Tansu reports the
-        # offset of the last record batch, not the one after its last record.
-        for tp, offset in (await consumer.end_offsets(tps)).items():
-            consumer.seek(tp, offset)
-        while await consumer.getmany(*tps, timeout_ms=300):
-            pass
-        await consumer.commit({tp: await consumer.position(tp) for tp in tps})
+        await _commit_end_offsets(consumer, tps)
+    except CommitFailedError:
+        await _join_and_commit_end(bootstrap, group, topic)
+    finally:
+        await consumer.stop()
+
+
+async def _commit_end_offsets(consumer: AIOKafkaConsumer, tps: list[TopicPartition]) -> None:
+    # Read on from the end offsets until a fetch comes back empty: Tansu reports the
+    # offset of the last record batch, not the one after its last record.
+    for tp, offset in (await consumer.end_offsets(tps)).items():
+        consumer.seek(tp, offset)
+    while await consumer.getmany(*tps, timeout_ms=300):
+        pass
+    await consumer.commit({tp: await consumer.position(tp) for tp in tps})
+
+
+async def _join_and_commit_end(bootstrap: str, group: str, topic: str) -> None:
+    """As a member of ``group`` (its only one: every partition assigned), then leave."""
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=bootstrap,
+        group_id=group,
+        enable_auto_commit=False,
+        session_timeout_ms=1000,
+        heartbeat_interval_ms=300,
+    )
+    await consumer.start()
+    try:
+        async with asyncio.timeout(30):
+            while not consumer.assignment():
+                await consumer.getmany(timeout_ms=200)
+        tps = sorted(consumer.assignment())
+        assert {tp.partition for tp in tps} == consumer.partitions_for_topic(topic)
+        await _commit_end_offsets(consumer, tps)
     finally:
         await consumer.stop()
 
