@@ -8,7 +8,10 @@ transactions.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Iterable
+from dataclasses import dataclass
+from datetime import datetime
 from typing import Final
 
 import asyncpg
@@ -62,10 +65,12 @@ ON CONFLICT (customer_id) DO UPDATE SET
     updated_at = now()
 """
 
-_OFFER = """
+# The newest offer per customer of a batch (``offer_emails`` picks it): the rows end as
+# offering them one by one would leave them, in one statement.
+_OFFERS = """
 INSERT INTO notification_contacts AS c (customer_id, fallback_email, fallback_mark_at,
     fallback_mark_id)
-VALUES ($1, $2, $3, $4)
+SELECT * FROM unnest($1::text[], $2::text[], $3::timestamptz[], $4::text[])
 ON CONFLICT (customer_id) DO UPDATE SET
     fallback_email = EXCLUDED.fallback_email,
     fallback_mark_at = EXCLUDED.fallback_mark_at,
@@ -75,6 +80,12 @@ WHERE c.erased_at IS NULL
   AND (c.fallback_mark_at IS NULL
        OR (EXCLUDED.fallback_mark_at, EXCLUDED.fallback_mark_id)
           > (c.fallback_mark_at, c.fallback_mark_id))
+"""
+
+_CONTACTS = """
+SELECT customer_id, email, name, preferred_locales, fallback_email, fallback_mark_at,
+    fallback_mark_id, erased_at IS NOT NULL AS erased
+FROM notification_contacts WHERE customer_id = ANY($1::text[])
 """
 
 
@@ -115,22 +126,82 @@ async def apply_customer(conn: asyncpg.Connection, update: CustomerUpdate) -> No
 async def offer_email(conn: asyncpg.Connection, offer: EmailOffer) -> None:
     """Keep ``offer`` as the customer's fallback address if it is the newest one (an
     erased customer keeps none)."""
-    await conn.execute(_OFFER, offer.customer_id, offer.email, offer.at, offer.event_id)
+    await offer_emails(conn, [offer])
+
+
+async def offer_emails(conn: asyncpg.Connection, offers: Iterable[EmailOffer]) -> None:
+    """``offer_email`` of each of ``offers``, in one statement."""
+    newest: dict[str, EmailOffer] = {}
+    for offer in offers:
+        kept = newest.get(offer.customer_id)
+        if kept is None or _newer(offer, kept.at, kept.event_id):
+            newest[offer.customer_id] = offer
+    if newest:
+        chosen = list(newest.values())
+        await conn.execute(
+            _OFFERS,
+            [o.customer_id for o in chosen],
+            [o.email for o in chosen],
+            [o.at for o in chosen],
+            [o.event_id for o in chosen],
+        )
+
+
+def _newer(offer: EmailOffer, mark_at: datetime | None, mark_id: str | None) -> bool:
+    return mark_at is None or (offer.at, offer.event_id) > (mark_at, mark_id or "")
 
 
 async def contact(conn: asyncpg.Connection, customer_id: str) -> Contact | None:
-    row = await conn.fetchrow(
-        "SELECT customer_id, email, name, preferred_locales, fallback_email,"
-        " erased_at IS NOT NULL AS erased FROM notification_contacts WHERE customer_id = $1",
-        customer_id,
-    )
-    if row is None:
-        return None
-    return Contact(
-        customer_id=row["customer_id"],
-        email=row["email"],
-        name=row["name"],
-        preferred_locales=tuple(row["preferred_locales"]),
-        fallback_email=row["fallback_email"],
-        erased=row["erased"],
+    return (await snapshot(conn, [customer_id])).contact(customer_id)
+
+
+@dataclass(slots=True)
+class _Row:
+    contact: Contact
+    fallback_mark_at: datetime | None
+    fallback_mark_id: str | None
+
+
+class Snapshot:
+    """A batch's view of the directory: its customers' rows read once, then the batch's
+    own offers applied in memory in event order, by the rule ``_OFFERS`` applies (so each
+    notice sees what reading the row after the offers before it would give); the writes
+    go in one statement at the end (``offer_emails``)."""
+
+    def __init__(self, rows: dict[str, _Row]) -> None:
+        self._rows = rows
+
+    def contact(self, customer_id: str) -> Contact | None:
+        row = self._rows.get(customer_id)
+        return row.contact if row is not None else None
+
+    def offer(self, offer: EmailOffer) -> None:
+        row = self._rows.get(offer.customer_id)
+        if row is None:
+            contact = Contact(offer.customer_id, None, None, (), offer.email, erased=False)
+            self._rows[offer.customer_id] = _Row(contact, offer.at, offer.event_id)
+        elif not row.contact.erased and _newer(offer, row.fallback_mark_at, row.fallback_mark_id):
+            row.contact = dataclasses.replace(row.contact, fallback_email=offer.email)
+            row.fallback_mark_at, row.fallback_mark_id = offer.at, offer.event_id
+
+
+async def snapshot(conn: asyncpg.Connection, customer_ids: Iterable[str]) -> Snapshot:
+    ids = list(set(customer_ids))
+    rows = await conn.fetch(_CONTACTS, ids) if ids else []
+    return Snapshot(
+        {
+            row["customer_id"]: _Row(
+                Contact(
+                    customer_id=row["customer_id"],
+                    email=row["email"],
+                    name=row["name"],
+                    preferred_locales=tuple(row["preferred_locales"]),
+                    fallback_email=row["fallback_email"],
+                    erased=row["erased"],
+                ),
+                row["fallback_mark_at"],
+                row["fallback_mark_id"],
+            )
+            for row in rows
+        }
     )

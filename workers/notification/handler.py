@@ -41,6 +41,7 @@ from workers.notification.keys import notice_key
 from workers.notification.mail import MailIdentity, compose
 from workers.notification.notices import EMAIL_CHANNEL, TRANSACTIONAL, NoticeKind
 from workers.notification.rules import (
+    Contact,
     Notice,
     Skip,
     billing_notices,
@@ -94,7 +95,7 @@ class NotificationHandler:
             elif offer := email_offer(event):
                 await directory.offer_email(conn, offer)
             for notice in billing_notices(event, self.enabled):
-                effects += await self._notify(conn, BILLING_EVENTS, notice)
+                effects += await self._notify_now(conn, BILLING_EVENTS, notice)
         return effects
 
     # -- invoices.v1 -------------------------------------------------------------------------
@@ -105,14 +106,23 @@ class NotificationHandler:
     async def handle_ledger_batch(
         self, conn: asyncpg.Connection, events: Sequence[LedgerEvent]
     ) -> list[Effect]:
-        await directory.lock(conn, _written_customers(events))
+        # Only fallback addresses change here: the batch reads its customers' rows once,
+        # applies its offers in memory as it goes, and writes them in one statement.
+        offers = [email_offer(event) for event in events]
+        notices = [ledger_notices(event, self.enabled, self.receipt_url) for event in events]
+        written = [offer.customer_id for offer in offers if offer is not None]
+        await directory.lock(conn, written)
+        read = [n.customer_id for batch in notices for n in batch if n.customer_id]
+        view = await directory.snapshot(conn, [*written, *read])
         effects: list[Effect] = []
-        for event in events:
-            if offer := email_offer(event):
-                await directory.offer_email(conn, offer)
-            for notice in ledger_notices(event, self.enabled, self.receipt_url):
-                effects += await self._notify(conn, INVOICES, notice)
+        for event, offer, made in zip(events, offers, notices, strict=True):
+            if offer is not None:
+                view.offer(offer)
+            for notice in made:
+                contact = view.contact(notice.customer_id) if notice.customer_id else None
+                effects += await self._notify(conn, INVOICES, notice, contact)
             effects += announcements(self.endpoints, INVOICES, event)
+        await directory.offer_emails(conn, [offer for offer in offers if offer is not None])
         return effects
 
     # -- entitlements.changes.v1 ---------------------------------------------------------------
@@ -122,14 +132,24 @@ class NotificationHandler:
     ) -> list[Effect]:
         effects: list[Effect] = []
         for notice in change_notices(change, self.enabled):
-            effects += await self._notify(conn, ENTITLEMENT_CHANGES, notice)
+            effects += await self._notify_now(conn, ENTITLEMENT_CHANGES, notice)
         effects += announcements(self.endpoints, ENTITLEMENT_CHANGES, change)
         return effects
 
     # -- one notice --------------------------------------------------------------------------------
 
-    async def _notify(self, conn: asyncpg.Connection, topic: str, notice: Notice) -> list[Effect]:
-        contact = await directory.contact(conn, notice.customer_id) if notice.customer_id else None
+    async def _notify_now(
+        self, conn: asyncpg.Connection, topic: str, notice: Notice
+    ) -> list[Effect]:
+        """``_notify`` with its customer's row read now."""
+        customer = notice.customer_id
+        contact = await directory.contact(conn, customer) if customer else None
+        return await self._notify(conn, topic, notice, contact)
+
+    async def _notify(
+        self, conn: asyncpg.Connection, topic: str, notice: Notice, contact: Contact | None
+    ) -> list[Effect]:
+        """The notice's delivery to ``contact`` (its customer's row), or its skip recorded."""
         chosen = recipient_for(notice, contact)
         if isinstance(chosen, Skip):
             await record_skip(conn, topic, notice, chosen)
