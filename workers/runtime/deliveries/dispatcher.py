@@ -24,7 +24,7 @@ import contextlib
 import dataclasses
 import logging
 import time
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Final
@@ -59,6 +59,8 @@ PENDING_COUNT_SECONDS: Final = 1.0
 """Least time between two counts of the pending rows (the gauge)."""
 RECORD_GATHER_SECONDS: Final = 0.005
 """How long a few finished results wait for more while sends are in flight."""
+QUEUED_PER_RELAY_SLOT: Final = 2
+"""Rows per send slot a relay's channel claims ahead, started as its sends finish."""
 
 
 class Dispatcher:
@@ -90,6 +92,21 @@ class Dispatcher:
             if (group := limit_group_of(sender)) is not None
         }
         self._by_group: Counter[str] = Counter()  # sends in flight per destination or server
+        # A relay's rows claimed ahead of its free slots (with the loop time of their claim),
+        # started as its sends finish: one claim per several mails, not one per mail.
+        self._queued: dict[str, deque[tuple[float, Claimed]]] = {
+            group: deque() for group in self._relays.values()
+        }
+        # Only where a queued row's lease outlasts a wait and a send: else nothing queues.
+        self._queue_room = {
+            group: QUEUED_PER_RELAY_SLOT * self._per_destination
+            if lease_seconds
+            > 2
+            * max(self._channels[c].timeout_seconds for c, g in self._relays.items() if g == group)
+            else 0
+            for group in self._queued
+        }
+        self._claimed_at = 0.0  # loop time the newest claim began
         self._cooling: dict[str, float] = {}  # its name -> loop time its retry waits to
         self._drain_deadline: float | None = None
         self._db_timeout, self._poll, self._backoff_max = db_timeout, poll_interval, backoff_max
@@ -124,6 +141,7 @@ class Dispatcher:
         recorder = asyncio.create_task(self._record_results(), name=f"{self._worker}-results")
         try:
             while True:
+                await self._settle_queues()
                 free = self._concurrency - len(self._in_flight)
                 if free >= self._claim_at_least or (free and not self._in_flight):
                     try:
@@ -153,6 +171,8 @@ class Dispatcher:
             for task in self._in_flight:
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
+            with contextlib.suppress(Exception):  # else their leases expire: sent later
+                await self._release_queued(list(self._queued))
             recorder.cancel()
             await asyncio.gather(recorder, return_exceptions=True)
             # What finished before the stop, once (bounded); else the leases expire.
@@ -168,29 +188,37 @@ class Dispatcher:
         self._cooling = {g: until for g, until in self._cooling.items() if until > now}
         full = {g for g, n in self._by_group.items() if n >= self._per_destination}
         full.update(self._cooling)
-        # A relay's channel takes only as many rows as the relay has free slots (a backlog
-        # of mails would otherwise fill every claim with rows to give back); one at its
-        # limit or out is skipped whole. The other channels share what is left, skipping
-        # the destinations (origins) at their limit.
+        # A relay's channel takes rows for its free slots and its queue, and only once
+        # that room is a slot's worth or more (a backlog of mails is claimed a few at a
+        # time, not one per finished send); one that is out is skipped whole. The other
+        # channels share the slots the relays leave, skipping the destinations (origins)
+        # at their limit.
         free = {
-            group: self._per_destination - self._by_group[group]
+            group: room
             for group in set(self._relays.values())
-            if group not in full
+            if group not in self._cooling
+            and (room := self._relay_room(group))
+            >= (self._per_destination if self._queue_room[group] else 1)
         }
         others = [c for c in self._channels if c not in self._relays]
         if not free and not others:
             return []
         claimed: list[Claimed] = []
+        self._claimed_at = now  # before the query: the lease runs from a moment later
         async with bounded_connection(self._pool, self._db_timeout) as conn:
             for channel, group in self._relays.items():
-                take = min(free.get(group, 0), limit - len(claimed))
+                take = free.get(group, 0)
                 if take > 0:
                     rows = await claim(conn, self._worker, [channel], take, self._lease)
                     free[group] -= len(rows)
                     claimed += rows
-            if others and len(claimed) < limit:
+            relay_slots = sum(
+                max(0, self._per_destination - self._by_group[group])
+                for group in set(self._relays.values())
+            )
+            if others and limit > relay_slots:
                 origins = sorted(full.difference(self._relays.values()))
-                left = limit - len(claimed)
+                left = limit - relay_slots
                 claimed += await claim(conn, self._worker, others, left, self._lease, origins)
         return claimed
 
@@ -200,10 +228,12 @@ class Dispatcher:
         surplus: list[Claimed] = []
         for row in claimed:
             group = self._group(row)
-            if self._by_group[group] >= self._per_destination or group in self._cooling:
-                surplus.append(row)
-            else:
+            if self._by_group[group] < self._per_destination and group not in self._cooling:
                 self._start(row)
+            elif len(self._queued.get(group, ())) < self._queue_room.get(group, 0):
+                self._queued[group].append((self._claimed_at, row))
+            else:
+                surplus.append(row)
         if surplus:
             try:
                 async with bounded_connection(self._pool, self._db_timeout) as conn:
@@ -223,7 +253,50 @@ class Dispatcher:
         self._by_group[group] -= 1
         if self._by_group[group] <= 0:
             del self._by_group[group]
+        if group in self._queued and not task.cancelled():
+            self._start_queued(group)
         self._wake.set()
+
+    def _relay_room(self, group: str) -> int:
+        """Rows the relay ``group`` may still take: its free slots and queue room."""
+        held = self._by_group[group] + len(self._queued[group])
+        return self._per_destination + self._queue_room[group] - held
+
+    def _start_queued(self, group: str) -> None:
+        """Start the relay's queued rows on its free slots; a row whose lease would run
+        out before its send could end is left to expire (another claim sends it then,
+        never two senders at once)."""
+        queue = self._queued[group]
+        now = asyncio.get_running_loop().time()
+        while (
+            queue and group not in self._cooling and self._by_group[group] < self._per_destination
+        ):
+            claimed_at, row = queue.popleft()
+            timeout = self._channels[row.delivery.channel].timeout_seconds
+            if now + timeout < claimed_at + self._lease:
+                self._start(row)
+
+    async def _settle_queues(self) -> None:
+        """Give back the queued rows of relays that are out (cooling): the recorded retry
+        pushes their due time back with the relay's other rows; start the others."""
+        now = asyncio.get_running_loop().time()
+        for group, queue in self._queued.items():
+            until = self._cooling.get(group, 0.0)
+            if queue and until > now:
+                try:
+                    await self._release_queued([group], wait_seconds=until - now)
+                except Exception as exc:  # their leases expire instead: sent a little later
+                    log.warning("queued deliveries not given back", extra={"error": repr(exc)})
+        for group in self._queued:
+            self._start_queued(group)
+
+    async def _release_queued(self, groups: Sequence[str], wait_seconds: float = 0.0) -> None:
+        rows = [row for group in groups for _, row in self._queued[group]]
+        for group in groups:
+            self._queued[group].clear()
+        if rows:
+            async with bounded_connection(self._pool, self._db_timeout) as conn:
+                await release(conn, rows, wait_seconds)
 
     async def _deliver(self, row: Claimed) -> None:
         channel = row.delivery.channel

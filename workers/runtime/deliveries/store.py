@@ -102,17 +102,22 @@ async def claim(
     ]
 
 
-async def release(conn: asyncpg.Connection, rows: Sequence[Claimed]) -> None:
-    """Give back claimed rows that were not sent (their destination's slots are full):
-    due now again, the attempt not counted; a lease lost meanwhile is left alone."""
+async def release(
+    conn: asyncpg.Connection, rows: Sequence[Claimed], wait_seconds: float = 0.0
+) -> None:
+    """Give back claimed rows that were not sent (their destination's slots are full, or
+    it is out): due again after ``wait_seconds``, the attempt not counted; a lease lost
+    meanwhile is left alone."""
     if not rows:
         return
     await conn.execute(
-        "UPDATE deliveries AS d SET attempts = d.attempts - 1, next_attempt_at = now()"
+        "UPDATE deliveries AS d SET attempts = d.attempts - 1,"
+        " next_attempt_at = now() + make_interval(secs => $3)"
         " FROM unnest($1::bigint[], $2::int[]) AS r(id, attempt)"
         " WHERE d.id = r.id AND d.attempts = r.attempt AND d.status = 'pending'",
         [row.id for row in rows],
         [row.attempt for row in rows],
+        wait_seconds,
     )
 
 
