@@ -19,7 +19,8 @@ from tests.stripe_fixtures import PRIMARY_SECRET
 def localstripe() -> Iterator[str]:
     port = free_port()
     process = subprocess.Popen(
-        [sys.executable, "-m", "localstripe", "--port", str(port)],
+        # --from-scratch: no state of an earlier run (it keeps /tmp/localstripe.pickle).
+        [sys.executable, "-m", "localstripe", "--port", str(port), "--from-scratch"],
         stdout=subprocess.DEVNULL,
         stderr=subprocess.DEVNULL,
     )
