@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import email.policy
+import time
 from collections.abc import Iterator
 from email.message import EmailMessage
 from typing import Any
@@ -381,3 +382,34 @@ async def _codes(database_url: str, worker: str, codes: set[str]) -> bool:
     for row in await rows(database_url, worker):
         seen.update(a["code"] for a in await attempts(database_url, row["id"]) if a["code"])
     return codes <= seen
+
+
+async def test_a_drain_gives_the_queued_mails_back_and_starts_none(database_url: str) -> None:
+    """The relay's rows claimed ahead wait in the dispatcher's queue; on a stop they go
+    back to the table (due now, their attempt not counted) and none is started, while
+    the sends in flight finish and are recorded."""
+    worker = unique("smtp-drain")
+    slow = MailServer()
+    slow.recorder.on_accepted = lambda received: time.sleep(0.3)  # each mail takes a while
+    slow.start()
+    await write(
+        database_url, worker, [mail(f"d-{i}", a) for i, a in enumerate(recipients("d", 12))]
+    )
+    try:
+        async with dispatching(
+            database_url, worker, channel(slow), channel="smtp", concurrency=8, per_destination=2
+        ) as dispatcher:
+            await wait_for(lambda: _in_flight(dispatcher, 2), message="two sends in flight")
+            dispatcher.drain_until(asyncio.get_running_loop().time() + 5.0)
+        found = await rows(database_url, worker)
+        sent = [r for r in found if r["status"] == "sent"]
+        assert len(sent) == 2 == len(slow.received)  # the two in flight, nothing started after
+        rest = [r for r in found if r["status"] != "sent"]
+        assert all(r["status"] == "pending" and r["attempts"] == 0 for r in rest), rest
+        assert not any(r["later"] for r in rest)  # given back, due now: no lease to wait out
+    finally:
+        slow.stop()
+
+
+async def _in_flight(dispatcher: Any, count: int) -> bool:
+    return bool(dispatcher.in_flight >= count)

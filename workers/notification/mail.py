@@ -96,7 +96,10 @@ def _part(body: str, subtype: str) -> MIMENonMultipart:
 
 
 def _charset(text: str) -> Charset:
-    return _ASCII if text.isascii() else _UTF8
+    """7bit for ASCII whose lines fit (78 characters), else quoted-printable, which wraps
+    long lines (SMTP refuses lines over 998)."""
+    fits = text.isascii() and all(len(line) <= 78 for line in text.splitlines())
+    return _ASCII if fits else _UTF8
 
 
 def _unstructured(value: str, name: str) -> str:

@@ -98,15 +98,11 @@ class Dispatcher:
             group: deque() for group in self._relays.values()
         }
         # Only where a queued row's lease outlasts a wait and a send: else nothing queues.
-        self._queue_room = {
-            group: QUEUED_PER_RELAY_SLOT * self._per_destination
-            if lease_seconds
-            > 2
-            * max(self._channels[c].timeout_seconds for c, g in self._relays.items() if g == group)
-            else 0
-            for group in self._queued
-        }
         self._claimed_at = 0.0  # loop time the newest claim began
+        self._draining = False
+        self._expired: list[Claimed] = []  # queued rows whose lease ran short: given back
+        self._record_margin = db_timeout + RECORD_GATHER_SECONDS
+        self._queue_room = {group: self._room_of(group) for group in self._queued}
         self._cooling: dict[str, float] = {}  # its name -> loop time its retry waits to
         self._drain_deadline: float | None = None
         self._db_timeout, self._poll, self._backoff_max = db_timeout, poll_interval, backoff_max
@@ -162,6 +158,9 @@ class Dispatcher:
                         await self._wake.wait()
                 self._wake.clear()
         finally:
+            self._draining = True  # a send that ends starts no queued row now
+            with contextlib.suppress(Exception):  # else their leases expire: sent later
+                await self._release_queued(list(self._queued))
             if self._in_flight:
                 longest = max(sender.timeout_seconds for sender in self._channels.values())
                 if self._drain_deadline is not None:
@@ -171,8 +170,6 @@ class Dispatcher:
             for task in self._in_flight:
                 task.cancel()
             await asyncio.gather(*self._in_flight, return_exceptions=True)
-            with contextlib.suppress(Exception):  # else their leases expire: sent later
-                await self._release_queued(list(self._queued))
             recorder.cancel()
             await asyncio.gather(recorder, return_exceptions=True)
             # What finished before the stop, once (bounded); else the leases expire.
@@ -212,9 +209,11 @@ class Dispatcher:
                     rows = await claim(conn, self._worker, [channel], take, self._lease)
                     free[group] -= len(rows)
                     claimed += rows
+            # The slots the relay rows just claimed take when they start now.
+            starting = Counter(self._group(row) for row in claimed)
             relay_slots = sum(
-                max(0, self._per_destination - self._by_group[group])
-                for group in set(self._relays.values())
+                min(n, max(0, self._per_destination - self._by_group[group]))
+                for group, n in starting.items()
             )
             if others and limit > relay_slots:
                 origins = sorted(full.difference(self._relays.values()))
@@ -228,7 +227,11 @@ class Dispatcher:
         surplus: list[Claimed] = []
         for row in claimed:
             group = self._group(row)
-            if self._by_group[group] < self._per_destination and group not in self._cooling:
+            if (
+                self._by_group[group] < self._per_destination
+                and group not in self._cooling
+                and len(self._in_flight) < self._concurrency
+            ):
                 self._start(row)
             elif len(self._queued.get(group, ())) < self._queue_room.get(group, 0):
                 self._queued[group].append((self._claimed_at, row))
@@ -253,9 +256,21 @@ class Dispatcher:
         self._by_group[group] -= 1
         if self._by_group[group] <= 0:
             del self._by_group[group]
-        if group in self._queued and not task.cancelled():
+        if group in self._queued and not task.cancelled() and not self._draining:
             self._start_queued(group)
         self._wake.set()
+
+    def _room_of(self, group: str) -> int:
+        """How many rows the relay ``group`` queues: none unless the last of them, which
+        waits for up to ``QUEUED_PER_RELAY_SLOT`` sends, can still send and record its
+        result within its lease."""
+        longest = max(
+            self._channels[channel].timeout_seconds
+            for channel, relay in self._relays.items()
+            if relay == group
+        )
+        needs = (QUEUED_PER_RELAY_SLOT + 1) * longest + self._record_margin
+        return QUEUED_PER_RELAY_SLOT * self._per_destination if self._lease > needs else 0
 
     def _relay_room(self, group: str) -> int:
         """Rows the relay ``group`` may still take: its free slots and queue room."""
@@ -263,18 +278,24 @@ class Dispatcher:
         return self._per_destination + self._queue_room[group] - held
 
     def _start_queued(self, group: str) -> None:
-        """Start the relay's queued rows on its free slots; a row whose lease would run
-        out before its send could end is left to expire (another claim sends it then,
-        never two senders at once)."""
+        """Start the relay's queued rows on its free slots (and the dispatcher's); a row
+        whose lease could run out before its send and its recording end is given back
+        instead (never two senders at once)."""
         queue = self._queued[group]
         now = asyncio.get_running_loop().time()
         while (
-            queue and group not in self._cooling and self._by_group[group] < self._per_destination
+            queue
+            and group not in self._cooling
+            and self._by_group[group] < self._per_destination
+            and len(self._in_flight) < self._concurrency
         ):
             claimed_at, row = queue.popleft()
-            timeout = self._channels[row.delivery.channel].timeout_seconds
-            if now + timeout < claimed_at + self._lease:
+            needs = self._channels[row.delivery.channel].timeout_seconds + self._record_margin
+            if now + needs < claimed_at + self._lease:
                 self._start(row)
+            else:
+                self._expired.append(row)
+                self._wake.set()  # the loop gives it back
 
     async def _settle_queues(self) -> None:
         """Give back the queued rows of relays that are out (cooling): the recorded retry
@@ -289,6 +310,13 @@ class Dispatcher:
                     log.warning("queued deliveries not given back", extra={"error": repr(exc)})
         for group in self._queued:
             self._start_queued(group)
+        if self._expired:
+            expired, self._expired = self._expired, []
+            try:
+                async with bounded_connection(self._pool, self._db_timeout) as conn:
+                    await release(conn, expired)
+            except Exception as exc:  # their leases expire instead: sent a little later
+                log.warning("queued deliveries not given back", extra={"error": repr(exc)})
 
     async def _release_queued(self, groups: Sequence[str], wait_seconds: float = 0.0) -> None:
         rows = [row for group in groups for _, row in self._queued[group]]
