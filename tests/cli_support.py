@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import atexit
+import contextlib
 import os
 import shlex
 import shutil
@@ -12,6 +13,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -178,3 +180,21 @@ async def wait_worker_ready(
                 last = f"{response.status_code} {response.text}"
             await asyncio.sleep(0.1)
     raise AssertionError(f"worker not ready after {timeout:.0f} s ({last}):\n{tail(log)}")
+
+
+@contextlib.asynccontextmanager
+async def running_worker(
+    process: subprocess.Popen[bytes], port: int, log: Path
+) -> AsyncIterator[subprocess.Popen[bytes]]:
+    """The worker ``process``, ready (``wait_worker_ready``), for the block; then SIGTERM
+    and exit status 0 within 30 s (killed if it is still running after all)."""
+    try:
+        await wait_worker_ready(process, port, log)
+        yield process
+        process.send_signal(signal.SIGTERM)
+        code = await asyncio.to_thread(process.wait, 30)
+        assert code == 0, tail(log)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait(10)

@@ -200,6 +200,13 @@ class MailServer:
             self._controller.stop()
             self._controller = None
 
+    def __enter__(self) -> MailServer:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
     def _authenticate(
         self, server: SMTP, session: Session, envelope: Envelope, mechanism: str, auth: Any
     ) -> AuthResult:

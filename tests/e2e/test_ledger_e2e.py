@@ -17,7 +17,6 @@ an invoice payment's failure sends no event there), so the declined payment is m
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import time
 import uuid
@@ -34,7 +33,7 @@ import stripe
 
 from billing_fleet.money import format_money
 from contracts import BILLING_EVENTS
-from tests.cli_support import tail, wait_worker_ready
+from tests.cli_support import running_worker
 from tests.e2e.conftest import subscribe_with_card
 from tests.e2e.test_entitlements_e2e import create_plan, start_group_at_end
 from tests.fleet_settings import FleetSettings
@@ -97,16 +96,8 @@ async def invoice_worker(
         BILLING_INVOICE_RECEIPT_PREFIX=prefix,
         BILLING_DELIVERY_POLL_SECONDS="0.2",
     )
-    try:
-        await wait_worker_ready(process, port, log)
+    async with running_worker(process, port, log):
         yield process
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 30)
-        assert code == 0, tail(log)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 @asynccontextmanager

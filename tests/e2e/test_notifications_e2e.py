@@ -19,7 +19,6 @@ gives every finalized invoice.
 from __future__ import annotations
 
 import asyncio
-import signal
 import subprocess
 import uuid
 from collections.abc import AsyncIterator
@@ -34,7 +33,7 @@ import stripe
 from billing_fleet.kafka_admin import ensure_topics
 from billing_fleet.money import format_money
 from contracts import BILLING_EVENTS, ENTITLEMENT_CHANGES, INVOICES
-from tests.cli_support import tail, wait_worker_ready
+from tests.cli_support import running_worker
 from tests.e2e.conftest import subscribe_with_card
 from tests.e2e.test_entitlements_e2e import create_plan, start_group_at_end
 from tests.e2e.test_ledger_e2e import (
@@ -92,26 +91,14 @@ async def notification_worker(
         BILLING_NOTIFICATION_RECEIPT_URL=receipt_url,
         BILLING_DELIVERY_POLL_SECONDS="0.2",
     )
-    try:
-        await wait_worker_ready(process, port, log)
+    async with running_worker(process, port, log):
         yield process
-        process.send_signal(signal.SIGTERM)
-        code = await asyncio.to_thread(process.wait, 30)
-        assert code == 0, tail(log)
-    finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait(10)
 
 
 @asynccontextmanager
 async def mail_server() -> AsyncIterator[MailServer]:
-    server = MailServer()
-    server.start()
-    try:
+    with MailServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
 def subscribe_paying(client: stripe.StripeClient, email: str, plan_id: str) -> str:

@@ -71,12 +71,8 @@ CHANNEL_TIMEOUTS = {
 
 @pytest.fixture
 def relay() -> Iterator[MailServer]:
-    server = MailServer()
-    server.start()
-    try:
+    with MailServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @dataclass

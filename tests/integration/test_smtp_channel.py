@@ -28,12 +28,8 @@ DOMAIN = "billing.example.com"
 
 @pytest.fixture
 def relay() -> Iterator[MailServer]:
-    server = MailServer()
-    server.start()
-    try:
+    with MailServer() as server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.fixture(scope="module")
