@@ -147,6 +147,16 @@ def post_webhook(gateway: Gateway, event: dict[str, Any]) -> None:
     procs.wait_http_ok(post, gateway.process, gateway.log)
 
 
+def require_running(workers: Sequence[Worker]) -> None:
+    """RuntimeError with its log's tail when one of ``workers`` has exited."""
+    for worker in workers:
+        if worker.process.poll() is not None:
+            raise RuntimeError(
+                f"the {worker.name} worker exited with {worker.process.returncode}:\n"
+                f"{procs.log_tail(worker.log)}"
+            )
+
+
 def wait_readable(
     gateway: Gateway,
     workers: Sequence[Worker],
@@ -162,12 +172,7 @@ def wait_readable(
     deadline = time.monotonic() + timeout
     last = "no answer"
     while time.monotonic() < deadline:
-        for worker in workers:
-            if worker.process.poll() is not None:
-                raise RuntimeError(
-                    f"the {worker.name} worker exited with {worker.process.returncode}:\n"
-                    f"{procs.log_tail(worker.log)}"
-                )
+        require_running(workers)
         if gateway.process.poll() is not None:
             raise RuntimeError(f"the gateway exited:\n{procs.log_tail(gateway.log)}")
         try:

@@ -125,12 +125,7 @@ def wait_counted(
     deadline = time.monotonic() + SEED_TIMEOUT_S
     count = 0
     while time.monotonic() < deadline:
-        for worker in workers:
-            if worker.process.poll() is not None:
-                raise RuntimeError(
-                    f"the {worker.name} worker exited with {worker.process.returncode}:\n"
-                    f"{procs.log_tail(worker.log)}"
-                )
+        e2e.require_running(workers)
         count = asyncio.run(_count(fleet.database_url, query, arg))
         if count >= expected:
             return
