@@ -97,8 +97,6 @@ class Dispatcher:
         self._queued: dict[str, deque[tuple[float, Claimed]]] = {
             group: deque() for group in self._relays.values()
         }
-        # Only where a queued row's lease outlasts a wait and a send: else nothing queues.
-        self._claimed_at = 0.0  # loop time the newest claim began
         self._draining = False
         self._expired: list[Claimed] = []  # queued rows whose lease ran short: given back
         self._record_margin = db_timeout + RECORD_GATHER_SECONDS
@@ -141,6 +139,8 @@ class Dispatcher:
                 free = self._concurrency - len(self._in_flight)
                 if free >= self._claim_at_least or (free and not self._in_flight):
                     try:
+                        # Before the claim's query: its leases run from a moment later.
+                        claimed_at = asyncio.get_running_loop().time()
                         claimed = await self._claim(free)
                         failures = 0
                     except Exception as exc:
@@ -149,7 +149,7 @@ class Dispatcher:
                         )
                         failures += 1
                         continue
-                    await self._start_all(claimed)
+                    await self._start_all(claimed, claimed_at)
                     await self._count_pending()
                     if len(claimed) == free:
                         continue  # maybe more are due: claim again once slots free up
@@ -159,8 +159,10 @@ class Dispatcher:
                 self._wake.clear()
         finally:
             self._draining = True  # a send that ends starts no queued row now
-            with contextlib.suppress(Exception):  # else their leases expire: sent later
-                await self._release_queued(list(self._queued))
+            queued = [row for queue in self._queued.values() for _, row in queue]
+            for queue in self._queued.values():
+                queue.clear()
+            await self._give_back(queued)
             if self._in_flight:
                 longest = max(sender.timeout_seconds for sender in self._channels.values())
                 if self._drain_deadline is not None:
@@ -201,7 +203,6 @@ class Dispatcher:
         if not free and not others:
             return []
         claimed: list[Claimed] = []
-        self._claimed_at = now  # before the query: the lease runs from a moment later
         async with bounded_connection(self._pool, self._db_timeout) as conn:
             for channel, group in self._relays.items():
                 take = free.get(group, 0)
@@ -221,7 +222,7 @@ class Dispatcher:
                 claimed += await claim(conn, self._worker, others, left, self._lease, origins)
         return claimed
 
-    async def _start_all(self, claimed: Sequence[Claimed]) -> None:
+    async def _start_all(self, claimed: Sequence[Claimed], claimed_at: float) -> None:
         """Start the claimed rows' sends, up to each destination's share; give back the
         rest (a backlog to one destination filled the claim)."""
         surplus: list[Claimed] = []
@@ -234,15 +235,10 @@ class Dispatcher:
             ):
                 self._start(row)
             elif len(self._queued.get(group, ())) < self._queue_room.get(group, 0):
-                self._queued[group].append((self._claimed_at, row))
+                self._queued[group].append((claimed_at, row))
             else:
                 surplus.append(row)
-        if surplus:
-            try:
-                async with bounded_connection(self._pool, self._db_timeout) as conn:
-                    await release(conn, surplus)
-            except Exception as exc:  # their leases expire instead: sent a little later
-                log.warning("claimed deliveries not given back", extra={"error": repr(exc)})
+        await self._give_back(surplus)
 
     def _start(self, row: Claimed) -> None:
         group = self._group(row)
@@ -304,27 +300,24 @@ class Dispatcher:
         for group, queue in self._queued.items():
             until = self._cooling.get(group, 0.0)
             if queue and until > now:
-                try:
-                    await self._release_queued([group], wait_seconds=until - now)
-                except Exception as exc:  # their leases expire instead: sent a little later
-                    log.warning("queued deliveries not given back", extra={"error": repr(exc)})
+                await self._give_back([row for _, row in queue], wait_seconds=until - now)
+                queue.clear()
         for group in self._queued:
             self._start_queued(group)
-        if self._expired:
-            expired, self._expired = self._expired, []
-            try:
-                async with bounded_connection(self._pool, self._db_timeout) as conn:
-                    await release(conn, expired)
-            except Exception as exc:  # their leases expire instead: sent a little later
-                log.warning("queued deliveries not given back", extra={"error": repr(exc)})
+        expired, self._expired = self._expired, []
+        await self._give_back(expired)
 
-    async def _release_queued(self, groups: Sequence[str], wait_seconds: float = 0.0) -> None:
-        rows = [row for group in groups for _, row in self._queued[group]]
-        for group in groups:
-            self._queued[group].clear()
-        if rows:
+    async def _give_back(self, rows: Sequence[Claimed], wait_seconds: float = 0.0) -> None:
+        """``release`` the claimed rows that will not be sent now, due after
+        ``wait_seconds``; bounded, and if PostgreSQL does not answer their leases expire
+        instead (they are sent a little later)."""
+        if not rows:
+            return
+        try:
             async with bounded_connection(self._pool, self._db_timeout) as conn:
                 await release(conn, rows, wait_seconds)
+        except Exception as exc:
+            log.warning("claimed deliveries not given back", extra={"error": repr(exc)})
 
     async def _deliver(self, row: Claimed) -> None:
         channel = row.delivery.channel
