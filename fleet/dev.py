@@ -15,7 +15,7 @@ import os
 import secrets
 import sys
 from contextlib import ExitStack
-from typing import Any
+from typing import Any, Final
 
 from asyncpg import PostgresError
 from pydantic import SecretStr
@@ -104,13 +104,20 @@ def _state(settings: DevFleetSettings, generated: Generated) -> dev_state.DevSta
     )
 
 
+RELAY_SETTINGS: Final = frozenset(
+    f"notification_smtp_{name}"
+    for name in ("host", "port", "security", "username", "password", "cafile")
+)
+
+
 def _with_mailbox(
     settings: DevFleetSettings, started: ExitStack
 ) -> tuple[DevFleetSettings, DevMailbox | None]:
-    """The dev mailbox as the notification worker's relay, unless the developer set one
-    (``BILLING_NOTIFICATION_SMTP_HOST`` or ``_PORT``); started before the workers build,
-    since their SMTP channel is made with the relay's address."""
-    relay = {"notification_smtp_host", "notification_smtp_port"}
+    """The dev mailbox as the notification worker's relay, unless the developer set one:
+    any of ``RELAY_SETTINGS`` (a username alone means a relay that wants AUTH, which the
+    mailbox does not offer). Started before the workers build, since their SMTP channel
+    is made with the relay's address."""
+    relay = RELAY_SETTINGS
     if not relay <= set(type(settings).model_fields) or relay & settings.model_fields_set:
         return settings, None
     mailbox = started.enter_context(DevMailbox(settings.dev_data_dir / "mail"))

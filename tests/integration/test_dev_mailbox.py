@@ -9,6 +9,7 @@ from contextlib import ExitStack
 from datetime import UTC, datetime
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -59,14 +60,28 @@ async def test_every_mail_the_smtp_channel_sends_is_one_file_as_sent(tmp_path: P
         assert message.get_body(("plain",)).get_content().strip().endswith("$9.00")  # type: ignore[union-attr]
 
 
-def test_dev_starts_the_mailbox_only_when_no_relay_is_configured(tmp_path: Path) -> None:
+def test_dev_starts_the_mailbox_when_no_relay_is_configured(tmp_path: Path) -> None:
     settings_class = dev_settings_class()
+    tuning = {"notification_smtp_timeout_seconds": 3.0, "notification_smtp_connections": 2}
     with ExitStack() as started:
-        settings, mailbox = _with_mailbox(settings_class(dev_data_dir=tmp_path), started)
+        settings, mailbox = _with_mailbox(
+            settings_class(dev_data_dir=tmp_path, **tuning), started
+        )
         assert mailbox is not None and mailbox.directory == tmp_path / "mail"
         relay = settings.model_dump(include={"notification_smtp_host", "notification_smtp_port"})
         assert relay == {"notification_smtp_host": HOST, "notification_smtp_port": mailbox.port}
-    configured = settings_class(dev_data_dir=tmp_path, notification_smtp_host="mail.internal")
+
+
+@pytest.mark.parametrize(
+    "relay",
+    [
+        {"notification_smtp_host": "mail.internal"},
+        {"notification_smtp_port": 2525},
+        {"notification_smtp_username": "apikey"},  # a relay wanting AUTH: not the mailbox
+    ],
+)
+def test_dev_keeps_a_configured_relay(tmp_path: Path, relay: dict[str, Any]) -> None:
+    configured = dev_settings_class()(dev_data_dir=tmp_path, **relay)
     with ExitStack() as started:
         kept, none = _with_mailbox(configured, started)
     assert none is None and kept is configured
