@@ -64,9 +64,7 @@ def test_dev_starts_the_mailbox_when_no_relay_is_configured(tmp_path: Path) -> N
     settings_class = dev_settings_class()
     tuning = {"notification_smtp_timeout_seconds": 3.0, "notification_smtp_connections": 2}
     with ExitStack() as started:
-        settings, mailbox = _with_mailbox(
-            settings_class(dev_data_dir=tmp_path, **tuning), started
-        )
+        settings, mailbox = _with_mailbox(settings_class(dev_data_dir=tmp_path, **tuning), started)
         assert mailbox is not None and mailbox.directory == tmp_path / "mail"
         relay = settings.model_dump(include={"notification_smtp_host", "notification_smtp_port"})
         assert relay == {"notification_smtp_host": HOST, "notification_smtp_port": mailbox.port}

@@ -373,6 +373,43 @@ async def _outcomes(database_url: str, worker: str, outcome: str, count: int) ->
     return found >= count
 
 
+async def test_a_relay_with_fewer_connections_than_the_share_gets_no_more_sends(
+    database_url: str,
+) -> None:
+    """Sends beyond the channel's connections would wait for one inside their own timeout
+    (and time out behind a slow relay): the dispatcher starts only as many as it has."""
+    worker = unique("smtp-conns")
+    slow = MailServer()
+    slow.recorder.on_accepted = lambda received: time.sleep(0.2)
+    slow.start()
+    await write(
+        database_url, worker, [mail(f"c-{i}", a) for i, a in enumerate(recipients("c", 10))]
+    )
+    most = 0
+    try:
+        async with dispatching(
+            database_url,
+            worker,
+            channel(slow, timeout=0.5, max_connections=2),
+            channel="smtp",
+            concurrency=8,
+            per_destination=6,
+        ) as dispatcher:
+
+            async def all_sent() -> bool:
+                nonlocal most
+                most = max(most, dispatcher.in_flight)
+                sent = [r for r in await rows(database_url, worker) if r["status"] == "sent"]
+                return len(sent) == 10
+
+            await wait_for(all_sent, message="all ten sent", interval=0.02)
+        assert most <= 2 and slow.recorder.most_sessions_open <= 2
+        # Each sent at its first attempt: none waited past its 0.5 s timeout for a connection.
+        assert all(r["attempts"] == 1 for r in await rows(database_url, worker))
+    finally:
+        slow.stop()
+
+
 async def _codes(database_url: str, worker: str, codes: set[str]) -> bool:
     seen: set[str] = set()
     for row in await rows(database_url, worker):

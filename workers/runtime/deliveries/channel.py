@@ -44,7 +44,8 @@ class Relayed(Protocol):
     @property
     def limit_group(self) -> str: ...
 
-
-def limit_group_of(sender: Sender) -> str | None:
-    """The server ``sender``'s sends all count against, or None: each destination's own."""
-    return sender.limit_group if isinstance(sender, Relayed) else None
+    @property
+    def max_sends(self) -> int:
+        """Sends it takes at once (its connections): the dispatcher starts no more, so a
+        send never waits for a connection inside its own timeout."""
+        ...

@@ -33,7 +33,7 @@ import asyncpg
 
 from billing_fleet.db import bounded_connection
 from billing_fleet.masking import mask_addresses
-from workers.runtime.deliveries.channel import Sender, limit_group_of
+from workers.runtime.deliveries.channel import Relayed, Sender
 from workers.runtime.deliveries.metrics import DELIVERIES, DELIVERIES_PENDING, DELIVERY_SECONDS
 from workers.runtime.deliveries.model import SendResult, Status
 from workers.runtime.deliveries.store import (
@@ -85,12 +85,16 @@ class Dispatcher:
         self._pool, self._channels, self._worker = pool, dict(channels), worker
         self._concurrency, self._lease = concurrency, lease_seconds
         self._per_destination = min(concurrency, per_destination or concurrency)
-        # Channels whose sends all count against their one server, not each destination.
-        self._relays = {
-            name: group
-            for name, sender in self._channels.items()
-            if (group := limit_group_of(sender)) is not None
-        }
+        # Channels whose sends all count against their one server, not each destination,
+        # and each server's cap: fewer than a destination's share when its channels take
+        # fewer sends at once.
+        self._relays: dict[str, str] = {}
+        self._relay_caps: dict[str, int] = {}
+        for name, sender in self._channels.items():
+            if isinstance(sender, Relayed):
+                group, takes = sender.limit_group, sender.max_sends
+                self._relays[name] = group
+                self._relay_caps[group] = min(self._relay_caps.get(group, takes), takes)
         self._by_group: Counter[str] = Counter()  # sends in flight per destination or server
         # A relay's rows claimed ahead of its free slots (with the loop time of their claim),
         # started as its sends finish: one claim per several mails, not one per mail.
@@ -178,6 +182,10 @@ class Dispatcher:
             with contextlib.suppress(Exception):
                 await self._flush_results()
 
+    def _cap(self, group: str) -> int:
+        """Sends at once to ``group``: a destination's share, or its relay's cap."""
+        return min(self._per_destination, self._relay_caps.get(group, self._per_destination))
+
     def _group(self, row: Claimed) -> str:
         """What ``row``'s send slot counts against: its channel's server, or its origin."""
         return self._relays.get(row.delivery.channel) or row.origin
@@ -185,7 +193,7 @@ class Dispatcher:
     async def _claim(self, limit: int) -> list[Claimed]:
         now = asyncio.get_running_loop().time()
         self._cooling = {g: until for g, until in self._cooling.items() if until > now}
-        full = {g for g, n in self._by_group.items() if n >= self._per_destination}
+        full = {g for g, n in self._by_group.items() if n >= self._cap(g)}
         full.update(self._cooling)
         # A relay's channel takes rows for its free slots and its queue, and only once
         # that room is a slot's worth or more (a backlog of mails is claimed a few at a
@@ -197,7 +205,7 @@ class Dispatcher:
             for group in set(self._relays.values())
             if group not in self._cooling
             and (room := self._relay_room(group))
-            >= (self._per_destination if self._queue_room[group] else 1)
+            >= (self._cap(group) if self._queue_room[group] else 1)
         }
         others = [c for c in self._channels if c not in self._relays]
         if not free and not others:
@@ -213,7 +221,7 @@ class Dispatcher:
             # The slots the relay rows just claimed take when they start now.
             starting = Counter(self._group(row) for row in claimed)
             relay_slots = sum(
-                min(n, max(0, self._per_destination - self._by_group[group]))
+                min(n, max(0, self._cap(group) - self._by_group[group]))
                 for group, n in starting.items()
             )
             if others and limit > relay_slots:
@@ -229,7 +237,7 @@ class Dispatcher:
         for row in claimed:
             group = self._group(row)
             if (
-                self._by_group[group] < self._per_destination
+                self._by_group[group] < self._cap(group)
                 and group not in self._cooling
                 and len(self._in_flight) < self._concurrency
             ):
@@ -266,12 +274,12 @@ class Dispatcher:
             if relay == group
         )
         needs = (QUEUED_PER_RELAY_SLOT + 1) * longest + self._record_margin
-        return QUEUED_PER_RELAY_SLOT * self._per_destination if self._lease > needs else 0
+        return QUEUED_PER_RELAY_SLOT * self._cap(group) if self._lease > needs else 0
 
     def _relay_room(self, group: str) -> int:
         """Rows the relay ``group`` may still take: its free slots and queue room."""
         held = self._by_group[group] + len(self._queued[group])
-        return self._per_destination + self._queue_room[group] - held
+        return self._cap(group) + self._queue_room[group] - held
 
     def _start_queued(self, group: str) -> None:
         """Start the relay's queued rows on its free slots (and the dispatcher's); a row
@@ -282,7 +290,7 @@ class Dispatcher:
         while (
             queue
             and group not in self._cooling
-            and self._by_group[group] < self._per_destination
+            and self._by_group[group] < self._cap(group)
             and len(self._in_flight) < self._concurrency
         ):
             claimed_at, row = queue.popleft()

@@ -86,6 +86,7 @@ class SmtpSender:
         self._max_messages = max_messages_per_connection
         self._local_hostname = local_hostname
         self._tls = ssl.create_default_context(cafile=cafile) if security != "none" else None
+        self._max_connections = max_connections
         self._slots = asyncio.Semaphore(max_connections)
         self._idle: list[_Connection] = []  # most recently used last: reused first
         self._retiring: set[asyncio.Task[None]] = set()
@@ -108,6 +109,10 @@ class SmtpSender:
         and an outage's push-back count against it, not against each recipient."""
         host = f"[{self._host}]" if ":" in self._host else self._host
         return f"smtp://{host.lower()}:{self._port}"
+
+    @property
+    def max_sends(self) -> int:
+        return self._max_connections
 
     async def send(self, delivery: Delivery) -> SendResult:
         try:
