@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 from decimal import Decimal
+from functools import lru_cache
 from typing import Final
 
 from babel import Locale
@@ -19,6 +20,8 @@ from babel.numbers import (
     list_currencies,
     parse_pattern,
 )
+
+from billing_fleet.currency_layout import EXACT_BELOW, currency_layout
 
 # Stripe's zero-decimal and three-decimal currencies (docs.stripe.com/currencies); every
 # other currency Stripe supports is two-decimal in its API. Babel (CLDR 47) agrees on
@@ -71,13 +74,34 @@ def format_money(amount_minor: int, currency: str, locale: str = "en") -> str:
     (ISK 10000 is ``ISK100``); an amount they would round (HUF 1999: CLDR writes HUF
     without decimals) shows all of Stripe's digits instead (``HUF19.99``): money is
     never rounded for display. ``UnknownCurrency`` for a code CLDR does not know;
-    Babel's ``UnknownLocaleError`` for an unknown locale."""
+    Babel's ``UnknownLocaleError`` for an unknown locale.
+
+    The text is Babel's ``format_currency``'s, character for character, written with the
+    locale's pattern resolved once per (currency, locale) (``currency_layout``); the
+    last ``MEMO_SIZE`` distinct (amount, currency, locale) are kept, so an amount a
+    notice shows in its subject, text and HTML is formatted once."""
+    return _format_money(amount_minor, currency, locale)
+
+
+MEMO_SIZE: Final = 1024
+"""How many formatted amounts ``format_money`` keeps (some 400 KiB when full)."""
+
+
+@lru_cache(maxsize=MEMO_SIZE)
+def _format_money(amount_minor: int, currency: str, locale: str) -> str:
     code = currency_code(currency)
-    value = to_major(amount_minor, code)
     exponent = currency_exponent(code)
     shown = get_currency_precision(code)
-    if shown >= exponent or amount_minor % 10 ** (exponent - shown) == 0:
+    exact = shown >= exponent or amount_minor % 10 ** (exponent - shown) == 0
+    digits = shown if exact else exponent
+    # Babel itself for an empty locale (its LC_MONETARY default), an amount past
+    # EXACT_BELOW and a pattern currency_layout leaves to it.
+    layout = currency_layout(code, locale) if locale and abs(amount_minor) < EXACT_BELOW else None
+    if layout is not None:
+        return layout.write(amount_minor, exponent, digits)
+    value = to_major(amount_minor, code)
+    if exact:
         return format_currency(value, code, locale=locale)
     pattern = copy.copy(parse_pattern(Locale.parse(locale).currency_formats["standard"]))
-    pattern.frac_prec = (exponent, exponent)
+    pattern.frac_prec = (digits, digits)
     return format_currency(value, code, format=pattern, locale=locale, currency_digits=False)

@@ -5,8 +5,11 @@ built on the contract models), the recipient, the locale and the keys."""
 from __future__ import annotations
 
 from datetime import timedelta
+from email.headerregistry import Address
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from contracts import Customer
 from tests.notification_support import (
@@ -22,6 +25,7 @@ from workers.notification.facts import PaymentFailedFacts, ReceiptFacts, Subscri
 from workers.notification.keys import address_digest, notice_key, webhook_key
 from workers.notification.notices import NOTICES, UnknownNotice, enabled_notices
 from workers.notification.rules import (
+    _DOT_ATOMS,
     Contact,
     Notice,
     Recipient,
@@ -34,6 +38,7 @@ from workers.notification.rules import (
     ledger_notices,
     preferred_locales_of,
     recipient_for,
+    valid_address,
 )
 
 ALL = frozenset(NOTICES)
@@ -277,3 +282,29 @@ def test_keys_name_the_notice_the_event_and_the_recipient_within_the_key_limit()
     assert len(long) <= 255 and long.startswith("trial_ending:sha256:")
     assert long == notice_key("trial_ending", "evt_" + "x" * 250, "cus_" + "y" * 250)
     assert long != notice_key("trial_ending", "evt_" + "x" * 250, "cus_" + "z" * 250)
+
+
+# -- addresses -------------------------------------------------------------------------------
+
+
+def _the_parser_takes(address: str) -> bool:
+    """valid_address as it was before its shortcut: the email package's parser, always."""
+    if not address.isascii():
+        return False
+    try:
+        parsed = Address(addr_spec=address)
+    except Exception:
+        return False
+    return bool(parsed.username and parsed.domain)
+
+
+@settings(max_examples=100, deadline=None)
+@given(st.from_regex(_DOT_ATOMS, fullmatch=True))
+def test_a_dot_atom_address_is_one_the_parser_takes(address: str) -> None:
+    assert valid_address(address) and _the_parser_takes(address)
+
+
+@settings(max_examples=500, deadline=None)
+@given(st.text(st.sampled_from(list("aZ9.@-_+ \"'()<>[],;:\\\t\r\nä!#$%&*/=?^`{|}~")), max_size=30))
+def test_valid_address_agrees_with_the_parser(address: str) -> None:
+    assert valid_address(address) == _the_parser_takes(address)

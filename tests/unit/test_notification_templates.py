@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 
+from billing_fleet.money import _format_money
 from tests.notification_support import NOW, mail_parts
 from workers.notification.facts import ReceiptFacts
 from workers.notification.mail import MailIdentity, compose
@@ -131,6 +132,20 @@ def test_dates_are_written_in_the_recipient_s_locale() -> None:
     german = templates.render("payment_failed", ("de",), facts, SAMPLE_CUSTOMERS[0], COMMON)
     english = templates.render("payment_failed", (), facts, SAMPLE_CUSTOMERS[0], COMMON)
     assert "1. März 2026" in german.text and "March 1, 2026" in english.text
+    swiss = templates.render("payment_failed", ("de-ch",), facts, SAMPLE_CUSTOMERS[0], COMMON)
+    assert "1. März 2026" in swiss.text
+
+
+def test_a_notice_formats_each_of_its_amounts_once() -> None:
+    """A receipt shows its total in the text and the HTML: format_money keeps what it
+    wrote, so each distinct amount is formatted once."""
+    [facts, _] = sample_facts("receipt")
+    assert isinstance(facts, ReceiptFacts)
+    _format_money.cache_clear()
+    NoticeTemplates(None).render("receipt", (), facts, SAMPLE_CUSTOMERS[0], COMMON)
+    used = _format_money.cache_info()
+    assert used.misses == len({facts.amount, *(line.amount for line in facts.lines)})
+    assert used.hits >= 2  # the total, again, at least in the text and in the HTML
 
 
 # -- overrides -------------------------------------------------------------------------------------

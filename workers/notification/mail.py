@@ -16,20 +16,13 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import datetime
-from email.charset import QP, Charset
 from email.header import Header
-from email.mime.multipart import MIMEMultipart
-from email.mime.nonmultipart import MIMENonMultipart
-from email.policy import compat32
+from email.message import Message
 from email.utils import format_datetime, formataddr
-from typing import Final, cast
+from typing import cast
 
+from workers.notification.wire import WIRE, quoted_printable
 from workers.runtime.deliveries.mail import message_id_for
-
-_UTF8: Final = Charset("utf-8")
-_UTF8.body_encoding = QP  # readable in the raw message, unlike base64
-_ASCII: Final = Charset("us-ascii")
-_WIRE: Final = compat32.clone(linesep="\r\n", max_line_length=78)
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,9 +61,12 @@ def compose(
     boundary = "=_" + hashlib.sha256(b"boundary:" + idempotency_key.encode()).hexdigest()[:32]
     # The boundary is derived from the key (the generator would draw a random one): the
     # same notice is the same bytes every time it is built (a replay, another replica).
-    message = MIMEMultipart(
-        "alternative", boundary=boundary, _subparts=[_part(text, "plain"), _part(html, "html")]
-    )
+    # Plain Messages with the headers MIMEMultipart and MIMENonMultipart would set: those
+    # classes add the parameters by parsing and rewriting the Content-Type again.
+    message = Message()
+    message["Content-Type"] = f'multipart/alternative; boundary="{boundary}"'
+    message["MIME-Version"] = "1.0"
+    message.set_payload([_part(text, "plain"), _part(html, "html")])
     message["From"] = _address(identity.display_name, identity.sender)
     message["To"] = _address(to_name, to_address)
     if identity.reply_to:
@@ -83,23 +79,27 @@ def compose(
         message["List-Unsubscribe"] = f"<{identity.unsubscribe_url}>"
         if identity.unsubscribe_url.startswith("https://"):
             message["List-Unsubscribe-Post"] = "List-Unsubscribe=One-Click"
-    return message.as_bytes(policy=_WIRE)
+    return message.as_bytes(policy=WIRE)
 
 
-def _part(body: str, subtype: str) -> MIMENonMultipart:
-    """A text part, its body ending in a line break, UTF-8 as quoted-printable (ASCII
-    stays 7bit)."""
-    part = MIMENonMultipart("text", subtype)
-    part.set_payload(body if body.endswith("\n") else body + "\n", _charset(body))
-    del part["MIME-Version"]  # the message's own says it
+def _part(body: str, subtype: str) -> Message:
+    """A text part, its body ending in a line break: ASCII whose lines fit (78
+    characters) as it is (7bit), else UTF-8 as quoted-printable, which is readable in the
+    raw message (unlike base64) and wraps long lines (SMTP refuses lines over 998)."""
+    if not body.endswith("\n"):
+        body += "\n"
+    # What ``set_payload(body, charset)`` made of a MIMENonMultipart, without its detours
+    # (the body encoded, decoded and encoded again, a MIME-Version deleted again).
+    part = Message()
+    if body.isascii() and all(len(line) <= 78 for line in body.splitlines()):
+        part["Content-Type"] = f'text/{subtype}; charset="us-ascii"'
+        part["Content-Transfer-Encoding"] = "7bit"
+        part.set_payload(body)
+    else:
+        part["Content-Type"] = f'text/{subtype}; charset="utf-8"'
+        part["Content-Transfer-Encoding"] = "quoted-printable"
+        part.set_payload(quoted_printable(body))
     return part
-
-
-def _charset(text: str) -> Charset:
-    """7bit for ASCII whose lines fit (78 characters), else quoted-printable, which wraps
-    long lines (SMTP refuses lines over 998)."""
-    fits = text.isascii() and all(len(line) <= 78 for line in text.splitlines())
-    return _ASCII if fits else _UTF8
 
 
 def _unstructured(value: str, name: str) -> str:

@@ -14,7 +14,8 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import date, datetime
+from functools import lru_cache
 from pathlib import Path
 from typing import Any, Final
 
@@ -26,6 +27,7 @@ from jinja2 import (
     FileSystemLoader,
     PackageLoader,
     StrictUndefined,
+    Template,
     TemplateSyntaxError,
     pass_context,
 )
@@ -116,7 +118,15 @@ def _money(context: Context, amount_minor: int, currency: str) -> str:
 @pass_context
 def _date(context: Context, moment: datetime) -> str:
     """The date of ``moment`` (UTC for Stripe's times) as the recipient's locale writes it."""
-    return format_date(moment, format="long", locale=context["format_locale"])
+    day = moment.date() if isinstance(moment, datetime) else moment  # what Babel writes
+    return _long_date(day, context["format_locale"])
+
+
+@lru_cache(maxsize=1024)
+def _long_date(day: date, locale: str) -> str:
+    """Babel's long date, kept: a notice writes its date in the text and the HTML, and
+    the notices of a day share it."""
+    return format_date(day, format="long", locale=locale)
 
 
 class NoticeTemplates:
@@ -134,6 +144,7 @@ class NoticeTemplates:
             if match := TEMPLATE_NAME.match(name):
                 parts.setdefault((match["notice"], match["locale"]), set()).add(match["part"])
         self.parts = parts
+        self._compiled: dict[tuple[NoticeKind, str], tuple[Template, ...]] = {}
         self.locales: dict[NoticeKind, frozenset[str]] = {
             kind: frozenset(
                 locale
@@ -143,6 +154,17 @@ class NoticeTemplates:
             )
             for kind in NOTICES
         }
+
+    def _parts(self, kind: NoticeKind, locale: str) -> tuple[Template, ...]:
+        """The notice's compiled templates in ``PARTS``' order, looked up once (the
+        environment's own lookup checks its cache and loader on every call)."""
+        found = self._compiled.get((kind, locale))
+        if found is None:
+            found = tuple(
+                self.environment.get_template(f"{kind}.{locale}.{part}.j2") for part in PARTS
+            )
+            self._compiled[(kind, locale)] = found
+        return found
 
     def names(self) -> list[str]:
         return self.environment.list_templates(filter_func=lambda name: name.endswith(".j2"))
@@ -171,10 +193,7 @@ class NoticeTemplates:
             "locale": locale,
             "format_locale": format_locale,
         }
-        subject, text, html = (
-            self.environment.get_template(f"{kind}.{locale}.{part}.j2").render(context)
-            for part in PARTS
-        )
+        subject, text, html = (template.render(context) for template in self._parts(kind, locale))
         return RenderedNotice(
             subject=" ".join(subject.split()),  # one header line, whatever the template did
             text=_BLANK_LINES.sub("\n\n", text.strip()) + "\n",
