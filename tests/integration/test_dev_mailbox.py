@@ -62,7 +62,10 @@ async def test_every_mail_the_smtp_channel_sends_is_one_file_as_sent(tmp_path: P
 
 def test_dev_starts_the_mailbox_when_no_relay_is_configured(tmp_path: Path) -> None:
     settings_class = dev_settings_class()
-    tuning = {"notification_smtp_timeout_seconds": 3.0, "notification_smtp_connections": 2}
+    tuning: dict[str, Any] = {
+        "notification_smtp_timeout_seconds": 3.0,
+        "notification_smtp_connections": 2,
+    }
     with ExitStack() as started:
         settings, mailbox = _with_mailbox(settings_class(dev_data_dir=tmp_path, **tuning), started)
         assert mailbox is not None and mailbox.directory == tmp_path / "mail"
