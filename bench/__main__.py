@@ -165,6 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     counters.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
     args = parser.parse_args(argv)
 
+    from bench import machine
+
+    machine.described()  # timed now, before any server of the run starts
     try:
         return _run(args)
     except KeyboardInterrupt:

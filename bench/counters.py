@@ -17,7 +17,6 @@ payment. No target: the figures answer how much the counter row serializes lanes
 from __future__ import annotations
 
 import asyncio
-import os
 import sys
 import tempfile
 import time
@@ -31,7 +30,7 @@ from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 import asyncpg
 import httpx
 
-from bench import infra, procs
+from bench import infra, machine, procs
 from bench.events import Message
 from billing_fleet.kafka_admin import ensure_topics
 from contracts import (
@@ -244,7 +243,7 @@ def run_config(
 def report(results: Sequence[Result], *, count: int, customers: int, batch: int) -> str:
     row = "{:<26} {:>10} {:>12} {:>16} {:>16} {:>12}"
     lines = [
-        f"receipt counters benchmark: {os.cpu_count()} CPUs, {count:,} succeeded payments "
+        f"receipt counters benchmark: {machine.described()}, {count:,} succeeded payments "
         f"({customers:,} customers) on one sequence, {PARTITIONS} partitions, "
         f"batches <= {batch}",
         "",

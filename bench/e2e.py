@@ -36,7 +36,7 @@ import asyncpg
 import jwt
 import stripe
 
-from bench import events, infra, procs, wrk
+from bench import events, infra, machine, procs, wrk
 from billing_fleet.kafka_admin import ensure_topics
 from contracts import BILLING_EVENTS
 from fleet.command_settings import DevFleetSettings
@@ -424,7 +424,7 @@ def report(
     batch: int,
 ) -> str:
     lines = [
-        f"e2e benchmark: {os.cpu_count()} CPUs; gateway + entitlement worker (batch {batch}) "
+        f"e2e benchmark: {machine.described()}; gateway + entitlement worker (batch {batch}) "
         f"subprocesses, Tansu ({BILLING_EVENTS} x{PARTITIONS}), PostgreSQL",
         *load_lines(
             sent,

@@ -25,14 +25,13 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
 import sys
 import time
 from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, Final
 
-from bench import e2e, events, ledger_events, procs, wrk
+from bench import e2e, events, ledger_events, machine, procs, wrk
 from bench.e2e import Fleet, Gateway, Phase, Worker
 from contracts import BILLING_EVENTS
 from fleet.command_settings import DevFleetSettings
@@ -115,7 +114,7 @@ def report(
     batch: int,
 ) -> str:
     lines = [
-        f"e2e benchmark (ledger): {os.cpu_count()} CPUs; gateway + invoice worker + "
+        f"e2e benchmark (ledger): {machine.described()}; gateway + invoice worker + "
         f"entitlement worker (batch {batch}) subprocesses, Tansu ({BILLING_EVENTS} "
         f"x{e2e.PARTITIONS}), PostgreSQL",
         *e2e.load_lines(

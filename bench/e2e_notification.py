@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from bench import e2e, events, infra, ledger_events, mail, procs
+from bench import e2e, events, infra, ledger_events, machine, mail, procs
 from bench.e2e import Fleet, Gateway, Worker
 from bench.mail_sink import MAIL_TIMEOUT_S
 from billing_fleet.kafka_admin import ensure_topics
@@ -264,7 +264,7 @@ def report(
     ratio = p99 / TARGET_E2E_P99_MS
     customers = sent["sent"]
     lines = [
-        f"e2e benchmark (notification): {os.cpu_count()} CPUs; gateway + invoice worker "
+        f"e2e benchmark (notification): {machine.described()}; gateway + invoice worker "
         f"(receipt PDFs parked) + notification worker (batch {batch}) subprocesses, Tansu "
         f"({BILLING_EVENTS}, {INVOICES} x{e2e.PARTITIONS}), PostgreSQL, aiosmtpd relay "
         "(its own process)",

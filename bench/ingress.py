@@ -29,7 +29,7 @@ from aiokafka import (
 from api_gateway.normalize import normalize, partition_key
 from api_gateway.publisher import MAX_BATCH_BYTES
 from api_gateway.webhooks import CE_SOURCE
-from bench import plain_asgi, procs, wrk
+from bench import machine, plain_asgi, procs, wrk
 from billing_fleet.kafka_admin import ensure_topics
 from contracts import BILLING_EVENTS, cloudevent_headers
 from fleet.command_settings import DevFleetSettings
@@ -248,7 +248,7 @@ def report(r: Results, *, duration_s: int, connections: int, messages: int, rate
     ratio = c.requests_per_s / ceiling
     row = "{:<44} {:>14} {:>10} {:>10}"
     lines = [
-        f"ingress benchmark: {os.cpu_count()} CPUs, wrk -t1 -c{connections} -d{duration_s}s, "
+        f"ingress benchmark: {machine.described()}, wrk -t1 -c{connections} -d{duration_s}s, "
         f"Tansu broker, {FIXTURE.name} ({len(FIXTURE.read_bytes()):,} B)",
         f"{r.stack} (uvicorn {uvicorn.__version__} inside asyncio.run, as the gateway runs)",
         "",

@@ -17,6 +17,7 @@ import sys
 import time
 from dataclasses import replace
 
+from bench import machine
 from billing_fleet.signals import run_event_loop
 from workers.invoice.documents.document import sample_documents
 from workers.invoice.documents.pdf import PdfRenderer
@@ -60,7 +61,7 @@ def run(*, receipts: int, processes: int | None = None) -> int:
 
     print(
         f"{receipts:,} receipts per render process, 1 and {pool_size} processes "
-        f"({os.cpu_count()} CPUs) ...",
+        f"({machine.described()}) ...",
         file=sys.stderr,
         flush=True,
     )

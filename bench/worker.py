@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import os
 import statistics
 import subprocess
 import sys
@@ -33,7 +32,7 @@ from pathlib import Path
 
 import asyncpg
 
-from bench import infra, procs
+from bench import infra, machine, procs
 from bench.workloads import WORKLOADS, Effects, Workload
 from billing_fleet.kafka_admin import ensure_topics
 from contracts import BILLING_EVENTS
@@ -234,7 +233,7 @@ def report(
     else:
         relayed = "NO, (b) relayed FEWER"
     lines = [
-        f"worker benchmark: {os.cpu_count()} CPUs, {workload.described}, {BILLING_EVENTS} "
+        f"worker benchmark: {machine.described()}, {workload.described}, {BILLING_EVENTS} "
         f"x{PARTITIONS} partitions on Tansu (a fresh broker per round, published in "
         f"{publish_s:.1f} s)",
         f"batch size: worker_batch_max_records = {batch} (both consumers), "
