@@ -34,8 +34,9 @@ class NotificationSettings(CoreSettings):
         default=4,
         ge=1,
         le=100,
-        description="Connections to the relay at once (each reused for up to 100 mails); "
-        "at most BILLING_DELIVERY_CONCURRENCY.",
+        description="Connections to the relay at once (each reused for up to 100 mails), "
+        "at most BILLING_DELIVERY_CONCURRENCY: the mails sent at once, whatever "
+        "BILLING_DELIVERY_PER_DESTINATION_CONCURRENCY.",
     )
     notification_smtp_backoff_seconds: list[float] = Field(
         default_factory=lambda: [5.0, 30.0, 120.0, 600.0, 1800.0, 3600.0, 7200.0, 14400.0],

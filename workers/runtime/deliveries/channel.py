@@ -46,6 +46,7 @@ class Relayed(Protocol):
 
     @property
     def max_sends(self) -> int:
-        """Sends it takes at once (its connections): the dispatcher starts no more, so a
-        send never waits for a connection inside its own timeout."""
+        """Sends it takes at once (its connections): the server's cap in the dispatcher,
+        in place of the per-destination share, so a send never waits for a connection
+        inside its own timeout and a relay is sized apart from the HTTP endpoints."""
         ...

@@ -5,8 +5,9 @@ share the work, no global lock), sent with bounded concurrency and a bounded tim
 send, and each result is recorded with the attempt. A failure that is the destination's
 outage makes only that row due again later (its channel's backoff, or the receiver's
 ``Retry-After``); other rows and the worker's partitions go on. One destination (a URL's
-origin; for a channel whose sends all go through one server, ``channel.Relayed``, that
-server) holds at most ``per_destination`` of the send slots, and a retry recorded for it
+origin) holds at most ``per_destination`` of the send slots (a channel whose sends all go
+through one server, ``channel.Relayed``: that server, at most the sends the channel takes
+at once, ``max_sends``), and a retry recorded for it
 pushes its other due rows back by the same wait: an endpoint that hangs until the timeout
 slows its own rows only. Receivers' texts are recorded and logged with any e-mail address
 in them masked.
@@ -86,15 +87,16 @@ class Dispatcher:
         self._concurrency, self._lease = concurrency, lease_seconds
         self._per_destination = min(concurrency, per_destination or concurrency)
         # Channels whose sends all count against their one server, not each destination,
-        # and each server's cap: fewer than a destination's share when its channels take
-        # fewer sends at once.
+        # and each server's cap: the sends its channels take at once (their connections),
+        # set with the channel, so a relay is sized apart from the endpoints' share.
         self._relays: dict[str, str] = {}
         self._relay_caps: dict[str, int] = {}
         for name, sender in self._channels.items():
             if isinstance(sender, Relayed):
                 group, takes = sender.limit_group, sender.max_sends
                 self._relays[name] = group
-                self._relay_caps[group] = min(self._relay_caps.get(group, takes), takes)
+                takes = min(takes, concurrency, self._relay_caps.get(group, takes))
+                self._relay_caps[group] = takes
         self._by_group: Counter[str] = Counter()  # sends in flight per destination or server
         # A relay's rows claimed ahead of its free slots (with the loop time of their claim),
         # started as its sends finish: one claim per several mails, not one per mail.
@@ -183,8 +185,8 @@ class Dispatcher:
                 await self._flush_results()
 
     def _cap(self, group: str) -> int:
-        """Sends at once to ``group``: a destination's share, or its relay's cap."""
-        return min(self._per_destination, self._relay_caps.get(group, self._per_destination))
+        """Sends at once to ``group``: its relay's cap, or a destination's share."""
+        return self._relay_caps.get(group, self._per_destination)
 
     def _group(self, row: Claimed) -> str:
         """What ``row``'s send slot counts against: its channel's server, or its origin."""
