@@ -139,6 +139,8 @@ def test_probes_use_the_ports_the_processes_serve(scenario: str) -> None:
         assert port_of(container(objects, f"worker-{w}"), "http") == int(
             env["BILLING_WORKER_HTTP_PORT"]
         )
+    # Real Kafka answers a fetch as records arrive: no idle fetch every 10 ms (Tansu's).
+    assert env["BILLING_WORKER_FETCH_WAIT_MS"] == "500"
     service = of_kind(objects, "Service")[full_name("gateway")]["spec"]["ports"]
     assert {p["targetPort"] for p in service} == {"http", "admin"}
     for ingress in of_kind(objects, "Ingress").values():
