@@ -36,7 +36,7 @@ import asyncpg
 import jwt
 import stripe
 
-from bench import events, infra, machine, procs, wrk
+from bench import cpu, events, infra, machine, procs, wrk
 from billing_fleet.kafka_admin import ensure_topics
 from contracts import BILLING_EVENTS
 from fleet.command_settings import DevFleetSettings
@@ -315,6 +315,15 @@ def percentile(values: Sequence[float], q: float) -> float:
     return ranked[max(0, math.ceil(q / 100 * len(ranked)) - 1)]
 
 
+@dataclass(frozen=True)
+class ReadRuns:
+    """One route under wrk: paced at the target rate, then closed loop with its CPU."""
+
+    fixed: wrk.WrkResult
+    throughput: wrk.WrkResult
+    cpu: cpu.Usage
+
+
 def read_runs(
     workdir: Path,
     url: str,
@@ -324,7 +333,7 @@ def read_runs(
     duration_s: int,
     connections: int,
     label: str = "get",
-) -> tuple[wrk.WrkResult, wrk.WrkResult]:
+) -> ReadRuns:
     """``url`` under wrk: a warm-up, then at ``rate`` (paced) and closed loop."""
     headers = {"Authorization": f"Bearer {bearer}"}
     paced, unpaced = workdir / f"{label}_paced.lua", workdir / f"{label}.lua"
@@ -332,14 +341,15 @@ def read_runs(
     unpaced.write_text(wrk.get_script(headers))
     wrk.run(url, unpaced, connections=connections, duration_s=1)  # warm-up
     fixed = wrk.run(url, paced, connections=READ_CONNECTIONS, duration_s=duration_s)
-    throughput = wrk.run(url, unpaced, connections=connections, duration_s=duration_s)
+    with cpu.measured() as used:
+        throughput = wrk.run(url, unpaced, connections=connections, duration_s=duration_s)
     for name, result in (("fixed-rate", fixed), ("throughput", throughput)):
         if result.failed:
             raise RuntimeError(
                 f"read {label} {name}: {result.non_2xx_3xx} non-2xx, {result.socket_errors} "
                 f"socket errors; the figures are void:\n{result.report}"
             )
-    return fixed, throughput
+    return ReadRuns(fixed, throughput, used)
 
 
 def _ms(value: float) -> str:
@@ -390,9 +400,8 @@ def latency_lines(
     ]
 
 
-def read_lines(
-    fixed: wrk.WrkResult, throughput: wrk.WrkResult, *, read_rate: int, connections: int
-) -> list[str]:
+def read_lines(runs: ReadRuns, *, read_rate: int, connections: int) -> list[str]:
+    fixed, throughput = runs.fixed, runs.throughput
     return [
         f"  at {read_rate:,} req/s ({READ_CONNECTIONS} connections, paced): achieved "
         f"{fixed.requests_per_s:,.0f} req/s, p50 {fixed.p50_ms:.2f} ms, p99 {fixed.p99_ms:.2f} ms"
@@ -401,6 +410,7 @@ def read_lines(
         f"  throughput ({connections} connections, closed loop): "
         f"{throughput.requests_per_s:,.0f} req/s, p50 {throughput.p50_ms:.2f} ms, "
         f"p99 {throughput.p99_ms:.2f} ms",
+        *(f"  {line}" for line in runs.cpu.lines(throughput.requests, "request")),
     ]
 
 
@@ -414,8 +424,8 @@ def report(
     sent: dict[str, Any],
     polled: dict[str, Any],
     applied: list[float],
-    fixed: wrk.WrkResult,
-    throughput: wrk.WrkResult,
+    load_cpu: cpu.Usage,
+    reads: ReadRuns,
     *,
     rate: int,
     read_rate: int,
@@ -440,9 +450,10 @@ def report(
             applied_as="applied by the worker (updated_at, before commit)",
             target_ms=TARGET_E2E_P99_MS,
         ),
+        *load_cpu.lines(sent["accepted"], "webhook"),
         "",
         f"read API, GET /v1/customers/{{id}}/entitlements/{events.FEATURE} (service token), wrk:",
-        *read_lines(fixed, throughput, read_rate=read_rate, connections=connections),
+        *read_lines(reads, read_rate=read_rate, connections=connections),
         *failure_lines(sent),
     ]
     return "\n".join(line.rstrip() for line in lines)
@@ -519,10 +530,13 @@ def run(
         phase = Phase(
             "entitlement", entitlement_url(fleet.gateway.base, "{customer}"), bearer, ENTITLED
         )
-        sent, polled = load(fleet.workdir, fleet.gateway, phase, rate, duration_s, poll_interval_ms)
+        with cpu.measured() as load_cpu:
+            sent, polled = load(
+                fleet.workdir, fleet.gateway, phase, rate, duration_s, poll_interval_ms
+            )
         applied = asyncio.run(applied_ms(fleet.database_url, sent["accepted_wall_ns"]))
         print("read API under wrk ...", file=sys.stderr, flush=True)
-        fixed, throughput = read_runs(
+        reads = read_runs(
             fleet.workdir,
             entitlement_url(fleet.gateway.base, customer),
             bearer,
@@ -535,8 +549,8 @@ def run(
             sent,
             polled,
             applied,
-            fixed,
-            throughput,
+            load_cpu,
+            reads,
             rate=rate,
             read_rate=read_rate,
             interval_ms=poll_interval_ms,

@@ -31,7 +31,7 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, Final
 
-from bench import e2e, events, ledger_events, machine, procs, wrk
+from bench import cpu, e2e, events, ledger_events, machine, procs, wrk
 from bench.e2e import Fleet, Gateway, Phase, Worker
 from contracts import BILLING_EVENTS
 from fleet.command_settings import DevFleetSettings
@@ -104,8 +104,9 @@ def report(
     sent: dict[str, Any],
     polled: dict[str, Any],
     applied: list[float],
-    lists: tuple[wrk.WrkResult, wrk.WrkResult],
-    checks: tuple[wrk.WrkResult, wrk.WrkResult],
+    load_cpu: cpu.Usage,
+    lists: e2e.ReadRuns,
+    checks: e2e.ReadRuns,
     *,
     rate: int,
     read_rate: int,
@@ -131,13 +132,14 @@ def report(
             applied_as="picked up by the invoice worker (updated_at: its transaction's start)",
             target_ms=TARGET_E2E_P99_MS,
         ),
+        *load_cpu.lines(sent["accepted"], "webhook"),
         "",
         f"read API, GET {LIST_PATH} (user token: {CUSTOMERS} customers, {INVOICES} invoices, "
         "the first page of 20), wrk:",
-        *e2e.read_lines(*lists, read_rate=read_rate, connections=connections),
+        *e2e.read_lines(lists, read_rate=read_rate, connections=connections),
         f"reference, same run: GET /v1/customers/{{id}}/entitlements/{events.FEATURE} "
         "(service token), wrk:",
-        *e2e.read_lines(*checks, read_rate=read_rate, connections=connections),
+        *e2e.read_lines(checks, read_rate=read_rate, connections=connections),
         *e2e.failure_lines(sent),
     ]
     return "\n".join(line.rstrip() for line in lines)
@@ -169,9 +171,10 @@ def run(
         print(f"invoice webhooks at {rate}/s for {duration_s} s ...", file=sys.stderr, flush=True)
         template = invoice_url(fleet.gateway.base, "{customer}", "{object}")
         phase = Phase("invoice", template, ledger, PAID, not_yet=(404,))
-        sent, polled = e2e.load(
-            fleet.workdir, fleet.gateway, phase, rate, duration_s, poll_interval_ms
-        )
+        with cpu.measured() as load_cpu:
+            sent, polled = e2e.load(
+                fleet.workdir, fleet.gateway, phase, rate, duration_s, poll_interval_ms
+            )
         applied = asyncio.run(
             e2e.applied_ms(fleet.database_url, sent["accepted_wall_ns"], INVOICE_WRITTEN)
         )
@@ -193,6 +196,7 @@ def run(
             sent,
             polled,
             applied,
+            load_cpu,
             lists,
             checks,
             rate=rate,

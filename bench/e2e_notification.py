@@ -41,7 +41,7 @@ from typing import Any, Final
 
 import asyncpg
 
-from bench import e2e, events, infra, ledger_events, machine, mail, procs
+from bench import cpu, e2e, events, infra, ledger_events, machine, mail, procs
 from bench.e2e import Fleet, Gateway, Worker
 from bench.mail_sink import MAIL_TIMEOUT_S
 from billing_fleet.kafka_admin import ensure_topics
@@ -254,6 +254,7 @@ def report(
     sent: dict[str, Any],
     received: dict[str, Any],
     stages: dict[str, list[float]],
+    load_cpu: cpu.Usage,
     *,
     rate: int,
     batch: int,
@@ -291,6 +292,8 @@ def report(
         f"received, {received['missing']} never)"
         f"    target p99 < {TARGET_E2E_P99_MS:.0f} ms: {e2e.verdict(p99 < TARGET_E2E_P99_MS)} "
         f"(p99 / target = {ratio:.2f})",
+        # The relay and the sender exit at the end: their CPU is in the bench driver's.
+        *load_cpu.lines(sent["accepted"], "receipt"),
         *e2e.failure_lines(sent),
     ]
     return "\n".join(line.rstrip() for line in lines)
@@ -318,7 +321,8 @@ def run(*, rate: int, duration_s: int, gateway_command: Sequence[str] | None = N
         print(f"{rate * duration_s:,} customers ...", file=sys.stderr, flush=True)
         seed_customers(fleet, workers, run_id, rate, duration_s)
         print(f"receipt webhooks at {rate}/s for {duration_s} s ...", file=sys.stderr, flush=True)
-        sent, received = load(fleet, sink, pipe, run_id, rate, duration_s)
+        with cpu.measured() as load_cpu:
+            sent, received = load(fleet, sink, pipe, run_id, rate, duration_s)
         accepted = sent["accepted_wall_ns"]
         stages = {
             name: asyncio.run(e2e.applied_ms(fleet.database_url, accepted, query))
@@ -328,5 +332,6 @@ def run(*, rate: int, duration_s: int, gateway_command: Sequence[str] | None = N
                 ("sent", MAIL_SENT),
             )
         }
-    print(report(sent, received, stages, rate=rate, batch=settings.worker_batch_max_records))
+    batch = settings.worker_batch_max_records
+    print(report(sent, received, stages, load_cpu, rate=rate, batch=batch))
     return 0

@@ -12,8 +12,8 @@ claims and recorded results included, timed from its start to the last row's
 (a) and (b) alternate for several rounds; the ratio is the median of the rounds' b/a.
 Then (c): (b) with one connection per mail (``max_messages_per_connection=1``: connect,
 EHLO, the mail, QUIT), the other way the channel could work, measured to choose; and (d):
-(b) at the default per-destination limit (``BILLING_DELIVERY_PER_DESTINATION_CONCURRENCY``
-sessions to the relay, however many recipients), what a worker sends with the defaults.
+(b) over the default number of connections (``BILLING_NOTIFICATION_SMTP_CONNECTIONS``,
+the relay's cap however many recipients), what a worker sends with the defaults.
 """
 
 from __future__ import annotations
@@ -34,11 +34,16 @@ from pathlib import Path
 import aiosmtplib
 
 from bench import procs
-from bench.deliveries import PER_DESTINATION, TARGET_RATIO, timed_dispatch, write_rows
+from bench.deliveries import TARGET_RATIO, timed_dispatch, write_rows
 from fleet.embedded import free_port
+from workers.notification.settings import NotificationSettings
 from workers.runtime.deliveries.mail import message_id_for
 from workers.runtime.deliveries.model import Delivery, RetryPolicy
 from workers.runtime.deliveries.smtp import SmtpSender
+
+DEFAULT_CONNECTIONS: int = NotificationSettings.model_fields[
+    "notification_smtp_connections"
+].default
 
 DOMAIN = "billing.example.com"
 SENDER = f"billing@{DOMAIN}"
@@ -130,15 +135,16 @@ async def dispatched_mail(
     concurrency: int,
     timeout: float,
     messages_per_connection: int = 100,
-    per_destination: int | None = None,
+    connections: int | None = None,
 ) -> float:
-    """(b)/(c): mails/s through a dispatcher over the SMTP channel."""
+    """(b)/(c)/(d): mails/s through a dispatcher over the SMTP channel, ``connections``
+    to the relay (the concurrency unless given)."""
     await write_rows(database_url, worker, mails(worker, count))
     sender = SmtpSender(
         HOST,
         port,
         policy=RetryPolicy((1.0, 5.0), 10),
-        max_connections=concurrency,
+        max_connections=connections or concurrency,
         max_messages_per_connection=messages_per_connection,
         local_hostname="bench",
     )
@@ -148,7 +154,7 @@ async def dispatched_mail(
         {"smtp": sender},
         count,
         concurrency=concurrency,
-        per_destination=per_destination or concurrency,
+        per_destination=concurrency,
         timeout=timeout,
     )
     return rate
@@ -174,7 +180,7 @@ async def measure(
         count,
         concurrency,
         timeout,
-        per_destination=PER_DESTINATION,
+        connections=DEFAULT_CONNECTIONS,
     )
     return MailFigures(raws, dispatches, single, capped)
 
@@ -209,6 +215,7 @@ def report(figures: MailFigures, count: int, concurrency: int) -> None:
         f"{typical / figures.per_mail_connection:.1f}x that"
     )
     print(
-        f"(d) dispatcher at the default {PER_DESTINATION} sessions per relay ({count:,} mails, "
+        f"(d) dispatcher over the default {DEFAULT_CONNECTIONS} connections to the relay "
+        f"({count:,} mails, "
         f"{count:,} recipients, one relay): {figures.default_cap:,.0f} mails/s"
     )
