@@ -31,7 +31,7 @@ class NotificationSettings(CoreSettings):
         default=None, description="CA bundle the relay's certificate is checked against."
     )
     notification_smtp_connections: int = Field(
-        default=4,
+        default=16,
         ge=1,
         le=100,
         description="Connections to the relay at once (each reused for up to 100 mails), "

@@ -63,15 +63,15 @@ class RuntimeSettings(CoreSettings):
 
     # -- deliveries (effects beyond Kafka) ------------------------------------------------
     delivery_concurrency: int = Field(
-        default=16, ge=1, le=1000, description="Sends a worker's delivery dispatcher runs at once."
+        default=32, ge=1, le=1000, description="Sends a worker's delivery dispatcher runs at once."
     )
     delivery_per_destination_concurrency: int = Field(
         default=4,
         ge=1,
         le=1000,
-        description="Of those, sends to one destination (a URL's scheme, host and port; for "
-        "mail, the SMTP relay) at once: an endpoint that hangs until the timeout holds only "
-        "these.",
+        description="Of those, sends to one HTTP destination (a URL's scheme, host and "
+        "port) at once: an endpoint that hangs until the timeout holds only these. A mail "
+        "relay's cap is its channel's connections.",
     )
     delivery_lease_seconds: float = Field(
         default=60.0,
