@@ -530,7 +530,7 @@ def run(
         phase = Phase(
             "entitlement", entitlement_url(fleet.gateway.base, "{customer}"), bearer, ENTITLED
         )
-        with cpu.measured() as load_cpu:
+        with infra.analyzed(fleet.database_url), cpu.measured() as load_cpu:
             sent, polled = load(
                 fleet.workdir, fleet.gateway, phase, rate, duration_s, poll_interval_ms
             )

@@ -321,7 +321,7 @@ def run(*, rate: int, duration_s: int, gateway_command: Sequence[str] | None = N
         print(f"{rate * duration_s:,} customers ...", file=sys.stderr, flush=True)
         seed_customers(fleet, workers, run_id, rate, duration_s)
         print(f"receipt webhooks at {rate}/s for {duration_s} s ...", file=sys.stderr, flush=True)
-        with cpu.measured() as load_cpu:
+        with infra.analyzed(fleet.database_url), cpu.measured() as load_cpu:
             sent, received = load(fleet, sink, pipe, run_id, rate, duration_s)
         accepted = sent["accepted_wall_ns"]
         stages = {

@@ -6,6 +6,7 @@ import asyncio
 import os
 import secrets
 import sys
+import threading
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from pathlib import Path
@@ -39,12 +40,49 @@ def _with_database(url: str, name: str) -> str:
     return urlunsplit(urlsplit(url)._replace(path=f"/{name}"))
 
 
-async def _admin(server_url: str, statement: str) -> None:
-    conn = await asyncpg.connect(server_url)
+ANALYZE_EVERY_S = 2.0
+ANALYZE_TIMEOUT_S = 30.0
+
+
+async def _admin(server_url: str, statement: str, timeout: float | None = None) -> None:
+    conn = await asyncpg.connect(server_url, timeout=timeout or 60.0)
     try:
-        await conn.execute(statement)
+        await conn.execute(statement, timeout=timeout)
     finally:
         await conn.close()
+
+
+@contextmanager
+def analyzed(database_url: str, every_s: float = ANALYZE_EVERY_S) -> Iterator[None]:
+    """ANALYZE the database now, then every ``every_s`` while the block runs.
+
+    A production ledger's tables are large and autovacuum keeps their statistics; a
+    bench's fresh database starts empty, and within a run autovacuum (a minute's nap)
+    never looks. The workers' statements are prepared and PostgreSQL keeps a generic
+    plan chosen while a table was tiny: a sequential scan, kept while the table grows to
+    thousands of rows, per lookup. Each ANALYZE here updates the statistics and so
+    replans them, as autoanalyze does in production, on a shorter clock; its CPU is
+    PostgreSQL's, in the run's figures."""
+    stop = threading.Event()
+
+    def analyze() -> None:
+        try:
+            asyncio.run(_admin(database_url, "ANALYZE", timeout=ANALYZE_TIMEOUT_S))
+        except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+            print(f"bench: ANALYZE failed (the next round retries): {exc!r}", file=sys.stderr)
+
+    def rounds() -> None:
+        while not stop.wait(every_s):
+            analyze()
+
+    analyze()
+    thread = threading.Thread(target=rounds, name="bench-analyze", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        stop.set()
+        thread.join(timeout=ANALYZE_TIMEOUT_S + 5)
 
 
 @contextmanager
