@@ -12,7 +12,8 @@ worker's read contract (``READ_VIEWS``, created by
 - one record is a primary-key lookup, the owner checked in the same query.
 
 Every query returns the rows of the JSON answer as they are (the SQL names the columns
-as the API does); jsonb columns arrive as text and are parsed here.
+as the API does); jsonb columns arrive as text and are parsed here. An invoice comes as
+its ``document``, the JSON the worker's trigger keeps of it, answered as it is.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from datetime import UTC, datetime
 from typing import Any, Final, Literal, NamedTuple
 
 import asyncpg
-from pydantic_core import from_json
+from pydantic_core import from_json, to_json
 
 from api_gateway.pagination import ListQuery
 from billing_fleet.db import BoundedPool
@@ -67,11 +68,8 @@ def _owned(kind: OwnerKind, param: str) -> str:
 # -- the rows ------------------------------------------------------------------------------
 
 _ACCOUNT = "nullif(t.account, '') AS account"  # '' is the platform's own: null in the API
-_INVOICE = f"""t.invoice_id AS id, t.customer_id, {_ACCOUNT}, t.livemode, t.number, t.status,
-t.currency, t.subtotal, t.discount, t.tax, t.total, t.amount_due, t.amount_paid,
-t.amount_remaining, t.billing_reason, t.subscription_id, t.payment_intent_id, t.charge_id,
-t.attempt_count, t.next_payment_attempt, t.due_date, t.period_start, t.period_end, t.paid_at,
-t.hosted_invoice_url, t.invoice_pdf, t.created_at, t.updated_at"""
+# The position (the list's order, the cursor's) and the invoice's JSON as stored.
+_INVOICE = "t.invoice_id AS id, t.created_at, t.document"
 _PAYMENT = f"""t.payment_id AS id, t.customer_id, {_ACCOUNT}, t.livemode, t.payment_intent_id,
 t.charge_id, t.invoice_id, t.status, t.amount, t.amount_captured, t.amount_refunded,
 t.currency, t.failure_code, t.failure_message, t.payment_method_type, t.card_brand,
@@ -100,26 +98,20 @@ def _nested(text: str) -> list[dict[str, Any]]:
     return items
 
 
-def _plain(record: asyncpg.Record) -> dict[str, Any]:
-    return dict(record)
+def _document(record: asyncpg.Record) -> bytes:
+    return str(record["document"]).encode()
 
 
-def _invoice(record: asyncpg.Record) -> dict[str, Any]:
-    row = dict(record)
-    row["lines"] = from_json(row["lines"])  # contracts.InvoiceLine objects, as stored
-    return row
-
-
-def _payment(record: asyncpg.Record) -> dict[str, Any]:
+def _payment(record: asyncpg.Record) -> bytes:
     row = dict(record)
     row["refunds"], row["disputes"] = _nested(row["refunds"]), _nested(row["disputes"])
-    return row
+    return to_json(row)
 
 
-def _subscription(record: asyncpg.Record) -> dict[str, Any]:
+def _subscription(record: asyncpg.Record) -> bytes:
     row = dict(record)
     row["items"] = from_json(row["items"])
-    return row
+    return to_json(row)
 
 
 # -- lists ---------------------------------------------------------------------------------
@@ -151,13 +143,21 @@ ORDER BY p.created_at DESC, p.id DESC
 LIMIT $6"""
 
 
+class Listed(NamedTuple):
+    """One row of a page: its position in the list's order, and its JSON."""
+
+    created_at: datetime
+    id: str
+    json: bytes
+
+
 @dataclass(frozen=True, slots=True)
 class Listing:
-    """One paged list of the API: its path segment, its SQL per owner, its row shape."""
+    """One paged list of the API: its path segment, its SQL per owner, its rows' JSON."""
 
     name: str
     sql: dict[OwnerKind, str]
-    row: Callable[[asyncpg.Record], dict[str, Any]]
+    row: Callable[[asyncpg.Record], bytes]
 
     @classmethod
     def of(
@@ -166,7 +166,7 @@ class Listing:
         view: str,
         key: str,
         columns: str,
-        row: Callable[[asyncpg.Record], dict[str, Any]],
+        row: Callable[[asyncpg.Record], bytes],
     ) -> Listing:
         sql: dict[OwnerKind, str] = {
             kind: _page_sql(view, key, columns, kind) for kind in ("user", "customer")
@@ -174,7 +174,7 @@ class Listing:
         return cls(name, sql, row)
 
 
-INVOICES = Listing.of("invoices", INVOICES_VIEW, "invoice_id", _INVOICE, _plain)
+INVOICES = Listing.of("invoices", INVOICES_VIEW, "invoice_id", _INVOICE, _document)
 PAYMENTS = Listing.of("payments", PAYMENTS_VIEW, "payment_id", _PAYMENT, _payment)
 SUBSCRIPTIONS = Listing.of(
     "subscriptions", SUBSCRIPTIONS_VIEW, "subscription_id", _SUBSCRIPTION, _subscription
@@ -182,9 +182,7 @@ SUBSCRIPTIONS = Listing.of(
 LISTINGS: Final = {listing.name: listing for listing in (INVOICES, PAYMENTS, SUBSCRIPTIONS)}
 
 
-async def page(
-    pool: BoundedPool, listing: Listing, owner: Owner, query: ListQuery
-) -> list[dict[str, Any]]:
+async def page(pool: BoundedPool, listing: Listing, owner: Owner, query: ListQuery) -> list[Listed]:
     """Up to ``query.limit + 1`` rows, newest first (one more than a page: whether a next
     page exists)."""
     before = query.before()
@@ -197,7 +195,7 @@ async def page(
         query.status,
         query.limit + 1,
     )
-    return [listing.row(record) for record in rows]
+    return [Listed(record["created_at"], record["id"], listing.row(record)) for record in rows]
 
 
 # -- single records ------------------------------------------------------------------------
@@ -205,7 +203,7 @@ async def page(
 
 def _by_key(kind: OwnerKind) -> dict[str, str]:
     return {
-        "invoice": f"SELECT {_INVOICE}, t.lines\nFROM {INVOICES_VIEW} t\n"
+        "invoice": f"SELECT t.document, t.lines\nFROM {INVOICES_VIEW} t\n"
         f"WHERE t.invoice_id = $1 AND {_owned(kind, '$2')}",
         "receipt": f"SELECT {_RECEIPT}\nFROM {RECEIPTS_VIEW} t\n"
         f"WHERE t.number = $1 AND {_owned(kind, '$2')}",
@@ -226,10 +224,14 @@ QUERIES: Final = (
 )
 
 
-async def invoice(pool: BoundedPool, owner: Owner, invoice_id: str) -> dict[str, Any] | None:
-    """The invoice with its lines; None when there is none of the owner's by that id."""
+async def invoice(pool: BoundedPool, owner: Owner, invoice_id: str) -> bytes | None:
+    """The invoice's JSON with its lines (the stored document, the lines appended as its
+    last member); None when there is none of the owner's by that id."""
     rows = await pool.fetch(_ONE[owner.kind]["invoice"], invoice_id, owner.id)
-    return _invoice(rows[0]) if rows else None
+    if not rows:
+        return None
+    document, lines = rows[0]["document"], rows[0]["lines"]
+    return f'{document.removesuffix("}")}, "lines" : {lines}}}'.encode()
 
 
 async def receipt(pool: BoundedPool, owner: Owner, number: str) -> dict[str, Any] | None:

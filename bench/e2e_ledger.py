@@ -31,14 +31,16 @@ from collections.abc import Sequence
 from contextlib import ExitStack
 from typing import Any, Final
 
-from bench import cpu, e2e, events, ledger_events, machine, procs, wrk
+from bench import cpu, e2e, events, infra, ledger_events, machine, procs, wrk
 from bench.e2e import Fleet, Gateway, Phase, Worker
 from contracts import BILLING_EVENTS
 from fleet.command_settings import DevFleetSettings
 from workers.invoice.worker import NAME as INVOICE
 
 TARGET_E2E_P99_MS: Final = 150.0
-PAID: Final = b'"status":"paid"'
+# Only the status can be "paid" (amount_paid and paid_at are keys); the stored document
+# writes its members as PostgreSQL's json_build_object does, `"status" : "paid"`.
+PAID: Final = b'"paid"'
 CUSTOMERS: Final = 3
 INVOICES: Final = 50
 LIST_PATH: Final = "/v1/invoices"
@@ -171,7 +173,7 @@ def run(
         print(f"invoice webhooks at {rate}/s for {duration_s} s ...", file=sys.stderr, flush=True)
         template = invoice_url(fleet.gateway.base, "{customer}", "{object}")
         phase = Phase("invoice", template, ledger, PAID, not_yet=(404,))
-        with cpu.measured() as load_cpu:
+        with infra.analyzed(fleet.database_url), cpu.measured() as load_cpu:
             sent, polled = e2e.load(
                 fleet.workdir, fleet.gateway, phase, rate, duration_s, poll_interval_ms
             )

@@ -12,6 +12,7 @@ and answers ``sent``.
 
 from __future__ import annotations
 
+import json
 import os
 import uuid
 from collections.abc import AsyncIterator, Sequence
@@ -453,12 +454,22 @@ LEDGER_TABLES = {
 }
 
 
+def _without_write_time(row: asyncpg.Record) -> dict[str, Any]:
+    """A row but its ``updated_at`` (when it was written), in an invoice's document too."""
+    kept = {k: v for k, v in dict(row).items() if k != "updated_at"}
+    if "document" in kept:
+        kept["document"] = {
+            k: v for k, v in json.loads(kept["document"]).items() if k != "updated_at"
+        }
+    return kept
+
+
 async def ledger_tables(conn: asyncpg.Connection) -> dict[str, list[dict[str, Any]]]:
     """Every ledger table's rows (all columns but ``updated_at``) by primary key order."""
     tables: dict[str, list[dict[str, Any]]] = {}
     for table, key in LEDGER_TABLES.items():
         rows = await conn.fetch(f"SELECT * FROM {table} ORDER BY {key}")
-        tables[table] = [{k: v for k, v in dict(row).items() if k != "updated_at"} for row in rows]
+        tables[table] = [_without_write_time(row) for row in rows]
     return tables
 
 

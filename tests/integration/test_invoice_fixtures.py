@@ -11,6 +11,7 @@ from pathlib import Path
 import asyncpg
 import pytest
 from jsonschema import Draft202012Validator
+from pydantic_core import to_json
 
 from api_gateway.normalize import HANDLED_TYPES, normalize
 from contracts import (
@@ -156,3 +157,42 @@ async def test_charge_refunded_fixtures_keep_their_listed_refunds(
             )
             assert row is not None
             assert (row["payment_id"], row["amount"]) == (event.payment.id, refund.amount)
+
+
+# The API's invoice, from the read view's typed columns (the shape of ledger_models.Invoice).
+_INVOICE_COLUMNS = """t.invoice_id AS id, t.customer_id, nullif(t.account, '') AS account,
+t.livemode, t.number, t.status, t.currency, t.subtotal, t.discount, t.tax, t.total,
+t.amount_due, t.amount_paid, t.amount_remaining, t.billing_reason, t.subscription_id,
+t.payment_intent_id, t.charge_id, t.attempt_count, t.next_payment_attempt, t.due_date,
+t.period_start, t.period_end, t.paid_at, t.hosted_invoice_url, t.invoice_pdf, t.created_at,
+t.updated_at"""
+
+
+@pytest.mark.asyncio(loop_scope="session")
+async def test_each_invoice_document_is_its_row_as_the_api_writes_it(
+    ledger_conn: asyncpg.Connection,
+) -> None:
+    """The document the trigger keeps is the view's columns as pydantic encodes them (the
+    key order, datetimes in UTC with 'Z'), after the insert and after every update."""
+    spec = invoice_spec()
+    invoices = [e for e in EVENTS.values() if isinstance(e, InvoiceEvent)]
+    assert invoices
+    for event in invoices:  # in the fixtures' order: later ones update earlier rows
+        await apply(ledger_conn, spec, event)
+        await ledger_conn.execute(
+            # a time with microseconds, and one of a whole second, on the row
+            "UPDATE ledger_invoices SET updated_at = '2030-01-02 03:04:05.012345+00',"
+            " paid_at = coalesce(paid_at, '2030-01-02 03:04:05+00') WHERE invoice_id = $1",
+            event.invoice.id,
+        )
+        rows = await ledger_conn.fetch(
+            f"SELECT {_INVOICE_COLUMNS}, t.document FROM read_v1_invoices t"
+            " WHERE t.invoice_id = $1",
+            event.invoice.id,
+        )
+        assert len(rows) == 1
+        row = dict(rows[0])
+        document = row.pop("document")
+        assert list(json.loads(document)) == list(row)  # the keys, in the model's order
+        assert json.loads(document) == json.loads(to_json(row))
+        assert '"updated_at" : "2030-01-02T03:04:05.012345Z"' in document

@@ -47,6 +47,7 @@ async def test_applies_every_migration_and_records_its_checksum(create_database:
             "workers.entitlement/0003_read_views.sql",
             "workers.invoice/0001_ledger.sql",
             "workers.invoice/0002_read_views.sql",
+            "workers.invoice/0003_invoice_documents.sql",
             "workers.notification/0001_notifications.sql",
             "workers.notification/0002_webhook_endpoints.sql",
         ]
