@@ -33,7 +33,7 @@ from api_gateway.auth import (
 from api_gateway.guard import ROUTE
 from api_gateway.ledger_store import INVOICES, LISTINGS, PAYMENTS, SUBSCRIPTIONS, Listing, Owner
 from api_gateway.pagination import Position, encode_cursor, list_query, openapi_parameters
-from api_gateway.reads import PROBLEM, READ_ERRORS, json_response, read
+from api_gateway.reads import PROBLEM, READ_ERRORS, encoded_json_response, json_response, read
 
 router = APIRouter(prefix="/v1", tags=["ledger"])
 
@@ -43,7 +43,6 @@ RECEIPT = "/receipts/{number}"
 RECEIPT_PDF = "/receipts/{number}.pdf"
 CUSTOMER = "/customers/{customer_id}"
 PDF_MEDIA_TYPE = "application/pdf"
-JSON = "application/json"
 # A receipt's PDF is rendered by a job of the invoice worker shortly after the receipt.
 PDF_RETRY_AFTER_SECONDS = RETRY_AFTER_SECONDS
 _SAFE_FILE_NAME = re.compile(r"[A-Za-z0-9._-]{1,100}")
@@ -89,14 +88,14 @@ async def serve_page(request: Request, listing: Listing, owner: Owner) -> Respon
     # The rows' JSON joined as they come (an invoice's is stored ready).
     rows_json = b",".join(row.json for row in data)
     body = b'{"data":[%b],"next_cursor":%b}' % (rows_json, to_json(next_cursor))
-    return Response(body, media_type=JSON)
+    return encoded_json_response(body)
 
 
 async def serve_invoice(request: Request, owner: Owner, invoice_id: str) -> Response:
     body = await read(request, lambda pool: ledger_store.invoice(pool, owner, invoice_id))
     if body is None:
         raise HTTPException(404, "invoice not found")
-    return Response(body, media_type=JSON)
+    return encoded_json_response(body)
 
 
 async def serve_receipt(request: Request, owner: Owner, number: str) -> Response:

@@ -99,7 +99,8 @@ def _nested(text: str) -> list[dict[str, Any]]:
 
 
 def _document(record: asyncpg.Record) -> bytes:
-    return str(record["document"]).encode()
+    document: str = record["document"]
+    return document.encode()
 
 
 def _payment(record: asyncpg.Record) -> bytes:

@@ -31,7 +31,12 @@ READ_ERRORS: dict[int | str, dict[str, Any]] = {
 
 def json_response(body: dict[str, Any]) -> Response:
     """``body`` as JSON bytes (pydantic-core's encoder: datetimes as ISO 8601)."""
-    return Response(to_json(body), media_type="application/json")
+    return encoded_json_response(to_json(body))
+
+
+def encoded_json_response(body: bytes) -> Response:
+    """``body``, JSON already encoded (a page's rows joined, a stored document)."""
+    return Response(body, media_type="application/json")
 
 
 async def read(request: Request, query: Callable[[BoundedPool], Awaitable[T]]) -> T:
