@@ -14,6 +14,8 @@ import pytest
 from tests.deliveries_support import attempts, dispatching, http_channel, rows, statuses, write
 from tests.http_receiver import HOLD, Answer, Receiver
 from tests.runtime_toy import metric, unique, wait_for
+from workers.runtime.deliveries import dispatcher as dispatcher_module
+from workers.runtime.deliveries import store
 from workers.runtime.deliveries.model import Delivery, RetryPolicy, SendResult
 
 pytestmark = pytest.mark.integration
@@ -181,6 +183,45 @@ async def test_dead_after_its_attempts_then_retry_delivers_it(database_url: str)
             "billing-fleet deliveries retry: no delivery 999999999",
         )
         assert "Traceback" not in again.stderr + missing.stderr
+    finally:
+        await receiver.stop()
+
+
+async def test_a_finished_send_claims_again_only_when_rows_were_left(
+    database_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """One claim per wake-up while rows trickle in (not another after each send); a
+    backlog still goes out at once on freed slots, with no poll to help."""
+    worker = unique("dl-claims")
+    receiver = Receiver()
+    await receiver.start()
+    claims = 0
+
+    async def counted(*args: Any, **kwargs: Any) -> Any:
+        nonlocal claims
+        claims += 1
+        return await store.claim(*args, **kwargs)
+
+    monkeypatch.setattr(dispatcher_module, "claim", counted)
+    try:
+        async with dispatching(
+            database_url, worker, http_channel(), concurrency=8, poll_interval=60.0
+        ) as dispatcher:
+
+            async def started() -> bool:
+                return claims >= 1
+
+            await wait_for(started, message="the start's claim")
+            for i in range(10):
+                await write(database_url, worker, _deliveries(receiver, "/t", f"t{i}", 1))
+                dispatcher.wake()  # as a committed transaction that wrote a row does
+                await wait_for(lambda n=i + 1: _arrived(receiver, "/t", n))
+                await asyncio.sleep(0.05)  # room for a claim after the send, if any
+            assert claims == 1 + 10
+            await write(database_url, worker, _deliveries(receiver, "/b", "b", 40))
+            dispatcher.wake()
+            await wait_for(lambda: _arrived(receiver, "/b", 40), timeout=10.0)
+        assert receiver.ids("/b") == {f"b-{i}": 1 for i in range(40)}
     finally:
         await receiver.stop()
 

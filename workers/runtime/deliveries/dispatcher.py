@@ -111,6 +111,11 @@ class Dispatcher:
         self._drain_deadline: float | None = None
         self._db_timeout, self._poll, self._backoff_max = db_timeout, poll_interval, backoff_max
         self._wake = asyncio.Event()
+        # Due rows may have been left unclaimed: the last claim filled what it asked for,
+        # or skipped a destination at its limit, or a wake-up passed without a claim. Only
+        # then does a finished send (a freed slot) call for another claim; otherwise new
+        # rows come with their own wake-up (a commit, a retry's time) or the poll.
+        self._backlog = True
         self._in_flight: set[asyncio.Task[None]] = set()
         self._counted_at = -PENDING_COUNT_SECONDS
         # Claim only when a fair share of the slots is free: one claim per few sends.
@@ -159,6 +164,8 @@ class Dispatcher:
                     await self._count_pending()
                     if len(claimed) == free:
                         continue  # maybe more are due: claim again once slots free up
+                else:
+                    self._backlog = True  # this wake-up's rows are claimed when slots free
                 with contextlib.suppress(TimeoutError):
                     async with asyncio.timeout(self._poll):
                         await self._wake.wait()
@@ -210,6 +217,12 @@ class Dispatcher:
             >= (self._cap(group) if self._queue_room[group] else 1)
         }
         others = [c for c in self._channels if c not in self._relays]
+        # Left behind: a relay out of room, a destination at its limit (cooling ones are
+        # woken when due), a claim that got all it asked for (below).
+        self._backlog = True
+        backlog = any(
+            group not in free and group not in self._cooling for group in self._relay_caps
+        ) or any(g not in self._cooling and g not in self._relay_caps for g in full)
         if not free and not others:
             return []
         claimed: list[Claimed] = []
@@ -219,6 +232,7 @@ class Dispatcher:
                 if take > 0:
                     rows = await claim(conn, self._worker, [channel], take, self._lease)
                     free[group] -= len(rows)
+                    backlog |= len(rows) == take
                     claimed += rows
             # The slots the relay rows just claimed take when they start now.
             starting = Counter(self._group(row) for row in claimed)
@@ -229,7 +243,12 @@ class Dispatcher:
             if others and limit > relay_slots:
                 origins = sorted(full.difference(self._relays.values()))
                 left = limit - relay_slots
-                claimed += await claim(conn, self._worker, others, left, self._lease, origins)
+                rows = await claim(conn, self._worker, others, left, self._lease, origins)
+                backlog |= len(rows) == left
+                claimed += rows
+            elif others:
+                backlog = True  # the relays' rows took every slot
+        self._backlog = backlog
         return claimed
 
     async def _start_all(self, claimed: Sequence[Claimed], claimed_at: float) -> None:
@@ -248,6 +267,8 @@ class Dispatcher:
                 self._queued[group].append((claimed_at, row))
             else:
                 surplus.append(row)
+        if surplus:
+            self._backlog = True  # due again now: claimed as their destination's sends end
         await self._give_back(surplus)
 
     def _start(self, row: Claimed) -> None:
@@ -264,7 +285,8 @@ class Dispatcher:
             del self._by_group[group]
         if group in self._queued and not task.cancelled() and not self._draining:
             self._start_queued(group)
-        self._wake.set()
+        if self._backlog:
+            self._wake.set()
 
     def _room_of(self, group: str) -> int:
         """How many rows the relay ``group`` queues: none unless the last of them, which
