@@ -58,6 +58,13 @@ def _run(args: argparse.Namespace) -> int:
             batch=args.batch,
             timeout=args.timeout,
         )
+    if args.command == "fetch-wait":
+        from bench import fetch_wait
+
+        waits = [fetch_wait.Wait.parse(wait) for wait in args.waits.split(",")]
+        return fetch_wait.run(
+            waits=waits, rounds=args.rounds, idle_s=args.idle, messages=args.messages
+        )
     if args.worker == "notification":
         from bench import e2e_notification
 
@@ -163,6 +170,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     )
     counters.add_argument("--batch", type=int, default=500, help="worker_batch_max_records")
     counters.add_argument("--timeout", type=float, default=120.0, help="seconds per run")
+
+    fetch_wait = commands.add_parser(
+        "fetch-wait", help="a consumer's idle CPU and pickup latency on Tansu, per fetch wait"
+    )
+    fetch_wait.add_argument(
+        "--waits", default="10,40:10,40", help="FETCH[:POLL] waits in ms, comma-separated"
+    )
+    fetch_wait.add_argument("--rounds", type=int, default=2, help="rounds over the waits")
+    fetch_wait.add_argument("--idle", type=float, default=5.0, help="idle seconds per wait")
+    fetch_wait.add_argument("--messages", type=int, default=150, help="messages per wait")
     args = parser.parse_args(argv)
 
     from bench import machine

@@ -26,6 +26,7 @@ from aiokafka import AIOKafkaConsumer, ConsumerRecord, TopicPartition
 from billing_fleet.gc_tuning import BATCH_YOUNG_THRESHOLD, freeze_startup
 from billing_fleet.signals import ShutdownSignals
 from contracts import BILLING_EVENTS
+from workers.runtime.consumer import POLL_TIMEOUT_MS
 
 Record: TypeAlias = "ConsumerRecord[bytes, bytes]"
 Apply: TypeAlias = Callable[[asyncpg.Connection, str, Sequence[Record]], Coroutine[Any, Any, None]]
@@ -67,10 +68,11 @@ async def consume(
         fetch_max_wait_ms=fetch_wait_ms,  # as the worker (BILLING_WORKER_FETCH_WAIT_MS)
     )
     await consumer.start()
+    poll_ms = min(fetch_wait_ms, POLL_TIMEOUT_MS)  # as the worker's subscriber polls
     try:
         seen = 0
         while seen < expect:
-            fetched = await consumer.getmany(timeout_ms=fetch_wait_ms, max_records=batch)
+            fetched = await consumer.getmany(timeout_ms=poll_ms, max_records=batch)
             records = [r for part in fetched.values() for r in part]
             if not records:
                 continue

@@ -52,6 +52,9 @@ Key = tuple[int, int]  # (partition, offset) within the subscribed topic
 # bounce between replicas that all wait for the same database. Liveness is covered by
 # heartbeats (session timeout), which continue in the background during the wait.
 MAX_POLL_INTERVAL_MS: Final = 6 * 60 * 60 * 1000
+POLL_TIMEOUT_MS: Final = 10
+"""Longest wait of one poll of the consumer's buffer (and FastStream's sleep after an
+empty one): the pickup delay it adds while the broker's fetch waits for records."""
 
 
 class _Stopping(Exception):
@@ -97,9 +100,11 @@ class BatchConsumer:
             topic,
             batch=True,
             max_records=settings.worker_batch_max_records,
-            # FastStream sleeps batch_timeout_ms after an empty poll; Tansu holds a fetch
-            # for its whole fetch_max_wait_ms even when data arrives: both add latency.
-            batch_timeout_ms=settings.worker_fetch_wait_ms,
+            # FastStream waits batch_timeout_ms for records, then sleeps as long again
+            # after an empty poll: that sleep, not the broker, would bound pickup. Polls
+            # are local (the fetcher fetches in the background), so they stay short and
+            # the broker's fetch wait can be long (bench fetch-wait).
+            batch_timeout_ms=min(settings.worker_fetch_wait_ms, POLL_TIMEOUT_MS),
             fetch_max_wait_ms=settings.worker_fetch_wait_ms,
             group_id=self.group,
             auto_offset_reset="earliest",

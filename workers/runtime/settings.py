@@ -50,10 +50,11 @@ class RuntimeSettings(CoreSettings):
         "(customers): one computes while another waits for PostgreSQL.",
     )
     worker_fetch_wait_ms: int = Field(
-        default=10,
+        default=40,
         ge=1,
         le=5000,
-        description="Longest wait of an idle fetch, at the broker and between empty polls.",
+        description="Longest wait of an idle fetch at the broker (the consumer's own polls "
+        "wait at most 10 ms of it).",
     )
     worker_session_timeout_ms: int = Field(
         default=10_000,
