@@ -5,14 +5,15 @@ cost or the machine's speed of the day; the CPU time of each process over the ph
 divided by the events it carried, says which: its cost per event, and how many events a
 second the two cores could take at that cost. Processes are told apart by their command
 lines (the fleet's commands, PostgreSQL's backends, the broker, the bench's own clients);
-a process that exited is counted in its parent's figure once waited for, and the
-machine's busy time not found in them (the kernel's network work, other services) is
-"the rest".
+a process that exited is counted in its parent's figure once waited for (the bench's
+clients and relay report their own CPU instead, ``Usage.exited``), and the machine's busy
+time not found in them (the kernel's network work, other services) is "the rest".
 """
 
 from __future__ import annotations
 
 import os
+import resource
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -29,6 +30,12 @@ RELAY: Final = "SMTP relay"
 BENCH: Final = "bench driver"
 _OUTSIDE_FLEET: Final = (CLIENTS, RELAY, BENCH)
 _PROC: Final = Path("/proc")
+
+
+def own_cpu_seconds() -> float:
+    """This process's CPU time so far (user and system)."""
+    usage = resource.getrusage(resource.RUSAGE_SELF)
+    return usage.ru_utime + usage.ru_stime
 
 
 def part_of(argv: list[str]) -> str | None:
@@ -107,6 +114,19 @@ class Usage:
         ticks[REST] = max(0, busy - sum(ticks.values()))
         seconds = {part: n / TICKS_PER_S for part, n in ticks.most_common() if n > 0}
         return cls(seconds, busy / TICKS_PER_S, after.at - before.at)
+
+    def exited(self, part: str, total_s: float, in_phase_s: float | None = None) -> None:
+        """A child of the bench driver that exited during the phase, having used
+        ``total_s`` of CPU in all and ``in_phase_s`` of it in the phase (all, when it
+        started in the phase): once waited for, all of it was in the driver's figure;
+        now the phase's part is ``part``'s, and what it used before the phase is no one's."""
+        seconds = dict(self.seconds)
+        seconds[BENCH] = max(0.0, seconds.get(BENCH, 0.0) - total_s)
+        seconds[part] = seconds.get(part, 0.0) + (total_s if in_phase_s is None else in_phase_s)
+        seconds.pop(REST, None)
+        seconds[REST] = max(0.0, self.busy_s - sum(seconds.values()))
+        ordered = sorted(seconds.items(), key=lambda item: -item[1])
+        self.seconds = {name: s for name, s in ordered if s > 0}
 
     def lines(self, events: int, what: str) -> list[str]:
         """The report's lines: the machine's use, the cost per one of ``events``, and the

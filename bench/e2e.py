@@ -213,6 +213,13 @@ def _client(*args: str) -> list[str]:
     return [sys.executable, "-m", "bench.e2e_client", *args]
 
 
+def clients_apart(usage: cpu.Usage, *summaries: dict[str, Any]) -> None:
+    """The load clients' CPU (their summaries' ``cpu_s``: they started and exited in the
+    phase) counted as theirs, not the bench driver's."""
+    for summary in summaries:
+        usage.exited(cpu.CLIENTS, summary["cpu_s"])
+
+
 def load(
     workdir: Path, gateway: Gateway, phase: Phase, rate: int, duration_s: int, interval_ms: float
 ) -> tuple[dict[str, Any], dict[str, Any]]:
@@ -534,6 +541,7 @@ def run(
             sent, polled = load(
                 fleet.workdir, fleet.gateway, phase, rate, duration_s, poll_interval_ms
             )
+        clients_apart(load_cpu, sent, polled)
         applied = asyncio.run(applied_ms(fleet.database_url, sent["accepted_wall_ns"]))
         print("read API under wrk ...", file=sys.stderr, flush=True)
         reads = read_runs(

@@ -39,6 +39,7 @@ from urllib.parse import urlsplit
 import stripe
 
 from bench import events, ledger_events
+from bench.cpu import own_cpu_seconds
 from bench.http_client import Client
 from billing_fleet.signals import run_event_loop
 
@@ -314,6 +315,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             )
 
     run_event_loop(main())
+    summary["cpu_s"] = own_cpu_seconds()  # counted apart from the bench driver's (bench.cpu)
     args.out.write_text(json.dumps(summary))
     return 0
 

@@ -177,6 +177,7 @@ def run(
             sent, polled = e2e.load(
                 fleet.workdir, fleet.gateway, phase, rate, duration_s, poll_interval_ms
             )
+        e2e.clients_apart(load_cpu, sent, polled)
         applied = asyncio.run(
             e2e.applied_ms(fleet.database_url, sent["accepted_wall_ns"], INVOICE_WRITTEN)
         )

@@ -292,7 +292,6 @@ def report(
         f"received, {received['missing']} never)"
         f"    target p99 < {TARGET_E2E_P99_MS:.0f} ms: {e2e.verdict(p99 < TARGET_E2E_P99_MS)} "
         f"(p99 / target = {ratio:.2f})",
-        # The relay and the sender exit at the end: their CPU is in the bench driver's.
         *load_cpu.lines(sent["accepted"], "receipt"),
         *e2e.failure_lines(sent),
     ]
@@ -323,6 +322,9 @@ def run(*, rate: int, duration_s: int, gateway_command: Sequence[str] | None = N
         print(f"receipt webhooks at {rate}/s for {duration_s} s ...", file=sys.stderr, flush=True)
         with infra.analyzed(fleet.database_url), cpu.measured() as load_cpu:
             sent, received = load(fleet, sink, pipe, run_id, rate, duration_s)
+        e2e.clients_apart(load_cpu, sent)
+        # The relay ran before the phase too: only its CPU since the first acceptance.
+        load_cpu.exited(cpu.RELAY, received["cpu_s"], received["load_cpu_s"])
         accepted = sent["accepted_wall_ns"]
         stages = {
             name: asyncio.run(e2e.applied_ms(fleet.database_url, accepted, query))

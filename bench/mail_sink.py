@@ -29,6 +29,7 @@ from typing import Any, Final
 
 from aiosmtpd.smtp import SMTP, Envelope, Session
 
+from bench.cpu import own_cpu_seconds
 from bench.ledger_events import customer_of
 from billing_fleet.signals import run_event_loop
 
@@ -63,8 +64,11 @@ async def sink(port: int) -> dict[str, Any]:
     reader = asyncio.StreamReader()
     await loop.connect_read_pipe(lambda: asyncio.StreamReaderProtocol(reader), sys.stdin)
     accepted: dict[str, int] = {}  # customer -> accepted_ns
+    load_began_cpu_s: float | None = None  # at the first acceptance: the load's start
     try:
         while line := await reader.readline():
+            if load_began_cpu_s is None:
+                load_began_cpu_s = own_cpu_seconds()
             customer, _, accepted_ns = line.decode().split()
             accepted[customer] = int(accepted_ns)
         deadline = time.monotonic() + MAIL_TIMEOUT_S
@@ -82,7 +86,11 @@ async def sink(port: int) -> dict[str, Any]:
         if customer in by_customer
     ]
     load_arrivals = [ns for customer, ns in by_customer.items() if customer in accepted]
+    cpu_s = own_cpu_seconds()
     return {
+        # Counted apart from the bench driver's (bench.cpu): all of it, and the load's.
+        "cpu_s": cpu_s,
+        "load_cpu_s": cpu_s - (cpu_s if load_began_cpu_s is None else load_began_cpu_s),
         "latency_ms": latencies,
         "load_span_s": (max(load_arrivals) - min(load_arrivals)) / 1e9 if load_arrivals else 0.0,
         "missing": len(accepted) - len(latencies),

@@ -9,7 +9,7 @@ import sys
 import pytest
 
 from bench import cpu
-from bench.cpu import REST, Sample, Usage
+from bench.cpu import BENCH, REST, Sample, Usage
 
 TICK = cpu.TICKS_PER_S
 
@@ -71,6 +71,16 @@ def test_the_lines_give_the_cost_per_event_and_the_rate_it_allows() -> None:
     # The fleet: all but the load clients, 4 ms per webhook.
     assert f"4.00 ms per webhook; at that cost {cpus} CPUs carry at most " in lines[1]
     assert lines[1].endswith(f"{cpus * 250:,} webhooks/s")
+
+
+def test_an_exited_child_moves_from_the_drivers_figure_to_its_own_part() -> None:
+    usage = Usage({"gateway": 2.0, BENCH: 3.0, REST: 0.5}, busy_s=5.5, wall_s=4.0)
+    # The relay's 2.5 s were all added to the driver once it was waited for; 0.5 s of
+    # them were spent before the phase.
+    usage.exited(cpu.RELAY, 2.5, 2.0)
+    assert usage.seconds == {"gateway": 2.0, cpu.RELAY: 2.0, REST: 1.0, BENCH: 0.5}
+    usage.exited(cpu.CLIENTS, 0.5)  # started in the phase: all of it
+    assert usage.seconds == {"gateway": 2.0, cpu.RELAY: 2.0, REST: 1.0, cpu.CLIENTS: 0.5}
 
 
 def test_no_events_no_lines() -> None:
