@@ -38,6 +38,12 @@ def own_cpu_seconds() -> float:
     return usage.ru_utime + usage.ru_stime
 
 
+def process_cpu_seconds(pid: int) -> float:
+    """Process ``pid``'s CPU time so far (with its children's that exited); 0 if gone."""
+    found = _process_ticks(str(pid))
+    return found[1] / TICKS_PER_S if found is not None else 0.0
+
+
 def part_of(argv: list[str]) -> str | None:
     """The part of the run a process with command line ``argv`` is; None: not one."""
     if not argv:

@@ -17,24 +17,21 @@ defaults.
 from __future__ import annotations
 
 import asyncio
-import os
-import resource
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Final
 
 from aiokafka import AIOKafkaConsumer, AIOKafkaProducer
 
 from bench import machine
+from bench.cpu import own_cpu_seconds, process_cpu_seconds
 from bench.e2e import percentile
 from billing_fleet.kafka_admin import ensure_topics
 from fleet.embedded import EmbeddedKafka
 
 TOPIC: Final = "bench.fetch-wait"
 PARTITIONS: Final = 6
-TICKS_PER_S: Final = os.sysconf("SC_CLK_TCK")
 
 
 @dataclass(frozen=True)
@@ -65,16 +62,6 @@ class Round:
     pickup_ms: list[float]
 
 
-def _process_cpu_s(pid: int) -> float:
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / TICKS_PER_S
-
-
-def _own_cpu_s() -> float:
-    usage = resource.getrusage(resource.RUSAGE_SELF)
-    return usage.ru_utime + usage.ru_stime
-
-
 async def _poll(consumer: AIOKafkaConsumer, wait_ms: int) -> list[bytes]:
     """One poll as FastStream's batch subscriber makes it (the workers' consumers)."""
     batch = await consumer.getmany(timeout_ms=wait_ms, max_records=500)
@@ -103,13 +90,14 @@ async def _round(
             await _poll(consumer, wait_ms)
         for _ in range(5):  # past the first fetches' positions
             await _poll(consumer, wait_ms)
-        started, broker, own = time.monotonic(), _process_cpu_s(broker_pid), _own_cpu_s()
+        started, broker = time.monotonic(), process_cpu_seconds(broker_pid)
+        own = own_cpu_seconds()
         deadline = started + idle_s
         while time.monotonic() < deadline:
             await _poll(consumer, wait_ms)
         span = time.monotonic() - started
-        broker_idle = (_process_cpu_s(broker_pid) - broker) / span
-        consumer_idle = (_own_cpu_s() - own) / span
+        broker_idle = (process_cpu_seconds(broker_pid) - broker) / span
+        consumer_idle = (own_cpu_seconds() - own) / span
         pickup: list[float] = []
 
         async def consume() -> None:
