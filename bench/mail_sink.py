@@ -90,7 +90,7 @@ async def sink(port: int) -> dict[str, Any]:
     return {
         # Counted apart from the bench driver's (bench.cpu): all of it, and the load's.
         "cpu_s": cpu_s,
-        "load_cpu_s": cpu_s - (cpu_s if load_began_cpu_s is None else load_began_cpu_s),
+        "load_cpu_s": 0.0 if load_began_cpu_s is None else cpu_s - load_began_cpu_s,
         "latency_ms": latencies,
         "load_span_s": (max(load_arrivals) - min(load_arrivals)) / 1e9 if load_arrivals else 0.0,
         "missing": len(accepted) - len(latencies),

@@ -218,7 +218,8 @@ class Dispatcher:
         }
         others = [c for c in self._channels if c not in self._relays]
         # Left behind: a relay out of room, a destination at its limit (cooling ones are
-        # woken when due), a claim that got all it asked for (below).
+        # woken when due), a claim that got all it asked for (below). Until this claim
+        # has answered, as after an early return or an error, rows may be left.
         self._backlog = True
         backlog = any(
             group not in free and group not in self._cooling for group in self._relay_caps
